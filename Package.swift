@@ -1,0 +1,40 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+let release: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "unet-dist",
+    products: [
+        .executable(name: "unet-dist", targets: ["unet-dist"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+        // Forward/backward pairs over Float32 NCHW buffers; no MPI, no files.
+        .target(name: "Kernels", dependencies: ["CBLAS"], swiftSettings: release),
+        // Readers and writers: .npy, safetensors; the seed-layout data set.
+        .target(name: "Formats", dependencies: ["CZlib"], swiftSettings: release),
+        // Communicator (MPI and single-process).
+        .target(name: "Distributed", dependencies: ["CMPI"], swiftSettings: release),
+        // The UNet, its parameter arenas, checkpoints, training and evaluation.
+        .target(name: "Model", dependencies: ["Kernels", "Formats", "Distributed"], swiftSettings: release),
+        .executableTarget(name: "unet-dist", dependencies: [
+            "Model", "Formats", "Distributed", "Kernels",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: release),
+        // Fixture loading and the float32 tolerance rule shared by the test targets.
+        .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Formats", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Formats", "Model", "TestSupport"]),
+    ]
+)

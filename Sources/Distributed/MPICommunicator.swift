@@ -1,0 +1,58 @@
+import CMPI
+import Foundation
+
+/// Open MPI over MPI_COMM_WORLD. Initialized once per process; `finalize` must be called on
+/// every normal exit path (abort covers the others).
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    public let localSize: Int
+    private var finalized = false
+
+    public init() {
+        var provided: Int32 = 0
+        MPI_Init_thread(nil, nil, Int32(MPI_THREAD_FUNNELED), &provided)
+        var r: Int32 = 0, s: Int32 = 0
+        MPI_Comm_rank(cmpi_comm_world(), &r)
+        MPI_Comm_size(cmpi_comm_world(), &s)
+        rank = Int(r); size = Int(s)
+        var node: MPI_Comm? = nil
+        MPI_Comm_split_type(cmpi_comm_world(), cmpi_comm_type_shared(), r, cmpi_info_null(), &node)
+        var ls: Int32 = 1
+        MPI_Comm_size(node, &ls)
+        MPI_Comm_free(&node)
+        localSize = Int(ls)
+    }
+
+    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        MPI_Allreduce(cmpi_in_place(), values, Int32(count), cmpi_float(), cmpi_sum(), cmpi_comm_world())
+    }
+
+    public func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int) {
+        MPI_Allreduce(cmpi_in_place(), values, Int32(count), cmpi_double(), cmpi_sum(), cmpi_comm_world())
+    }
+
+    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int) {
+        // MPI counts are 32-bit: send large buffers in chunks.
+        var offset = 0
+        while offset < count {
+            let n = min(count - offset, 1 << 30)
+            MPI_Bcast(bytes + offset, Int32(n), cmpi_byte(), Int32(root), cmpi_comm_world())
+            offset += n
+        }
+    }
+
+    public func barrier() { MPI_Barrier(cmpi_comm_world()) }
+
+    public func abort(code: Int32) -> Never {
+        fflush(stdout); fflush(stderr)
+        MPI_Abort(cmpi_comm_world(), code)
+        exit(code)
+    }
+
+    public func finalize() {
+        guard !finalized else { return }
+        finalized = true
+        MPI_Finalize()
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+
+/// Adds up per-channel statistics across the replicas of a data-parallel run.
+/// On one process there is nothing to add, and a nil reducer is used.
+public protocol StatisticsReducer: AnyObject {
+    func sumAcrossReplicas(_ values: UnsafeMutablePointer<Double>, count: Int)
+}
+
+public struct BatchNormShape {
+    public var batch: Int, channels: Int, spatial: Int
+    public init(batch: Int, channels: Int, spatial: Int) { self.batch = batch; self.channels = channels; self.spatial = spatial }
+    public init(_ s: Shape) { self.init(batch: s.n, channels: s.c, spatial: s.spatial) }
+}
+
+/// Training-mode BatchNorm2d: normalizes with the batch's biased variance, moves the running
+/// statistics by `momentum` with the unbiased variance (PyTorch's convention).
+///
+/// Per-channel sums are taken in Double: a Float32 sum of squares over ~155k pixels per channel
+/// loses most of its digits. `scratch` holds 2 * channels + 1 Doubles: sum x, sum x^2, count,
+/// the numbers a reducer adds across replicas. `saveMean`/`saveInvstd` feed the backward pass.
+public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                  weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                  runningMean: UnsafeMutablePointer<Float>, runningVar: UnsafeMutablePointer<Float>,
+                                  saveMean: UnsafeMutablePointer<Float>, saveInvstd: UnsafeMutablePointer<Float>,
+                                  _ s: BatchNormShape, momentum: Float = 0.1, eps: Float = 1e-5,
+                                  scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil) {
+    let C = s.channels, plane = s.spatial
+    for c in 0..<C {
+        var s1 = 0.0, s2 = 0.0
+        for n in 0..<s.batch {
+            let p = x + (n * C + c) * plane
+            for i in 0..<plane { let v = Double(p[i]); s1 += v; s2 += v * v }
+        }
+        scratch[c] = s1; scratch[C + c] = s2
+    }
+    scratch[2 * C] = Double(s.batch * plane)
+    reducer?.sumAcrossReplicas(scratch, count: 2 * C + 1)
+    let count = scratch[2 * C]
+    for c in 0..<C {
+        let mean = scratch[c] / count
+        let variance = max(scratch[C + c] / count - mean * mean, 0)
+        let invstd = 1 / (variance + Double(eps)).squareRoot()
+        saveMean[c] = Float(mean); saveInvstd[c] = Float(invstd)
+        runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(mean)
+        runningVar[c] = (1 - momentum) * runningVar[c] + momentum * Float(variance * count / max(count - 1, 1))
+        let scale = weight[c] * Float(invstd), shift = bias[c] - Float(mean) * scale
+        for n in 0..<s.batch {
+            let p = x + (n * C + c) * plane, q = y + (n * C + c) * plane
+            for i in 0..<plane { q[i] = p[i] * scale + shift }
+        }
+    }
+}
+
+/// Backward of the training-mode forward. Accumulates this replica's dweight/dbias (+=), assigns dx.
+/// `scratch` holds 2 * channels Doubles: sum dy and sum dy * xhat, added across replicas for dx.
+public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
+                                   dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+                                   x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                   saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
+                                   _ s: BatchNormShape, count: Double,
+                                   scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil) {
+    let C = s.channels, plane = s.spatial
+    for c in 0..<C {
+        var sdy = 0.0, sdyx = 0.0
+        let mean = saveMean[c], invstd = saveInvstd[c]
+        for n in 0..<s.batch {
+            let p = x + (n * C + c) * plane, g = dy + (n * C + c) * plane
+            for i in 0..<plane {
+                let d = Double(g[i])
+                sdy += d; sdyx += d * Double((p[i] - mean) * invstd)
+            }
+        }
+        scratch[c] = sdy; scratch[C + c] = sdyx
+        dbias[c] += Float(sdy); dweight[c] += Float(sdyx)
+    }
+    reducer?.sumAcrossReplicas(scratch, count: 2 * C)
+    for c in 0..<C {
+        let mean = saveMean[c], invstd = saveInvstd[c]
+        let k = weight[c] * invstd
+        let meanDy = Float(scratch[c] / count), meanDyX = Float(scratch[C + c] / count)
+        for n in 0..<s.batch {
+            let p = x + (n * C + c) * plane, g = dy + (n * C + c) * plane, q = dx + (n * C + c) * plane
+            for i in 0..<plane {
+                let xhat = (p[i] - mean) * invstd
+                q[i] = k * (g[i] - meanDy - xhat * meanDyX)
+            }
+        }
+    }
+}
+
+/// Eval-mode BatchNorm2d: the running statistics, nothing updated.
+public func batchNormEvalForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                 weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                 runningMean: UnsafePointer<Float>, runningVar: UnsafePointer<Float>,
+                                 _ s: BatchNormShape, eps: Float = 1e-5) {
+    let C = s.channels, plane = s.spatial
+    for c in 0..<C {
+        let scale = weight[c] / (runningVar[c] + eps).squareRoot()
+        let shift = bias[c] - runningMean[c] * scale
+        for n in 0..<s.batch {
+            let p = x + (n * C + c) * plane, q = y + (n * C + c) * plane
+            for i in 0..<plane { q[i] = p[i] * scale + shift }
+        }
+    }
+}
+
+/// Backward of the eval-mode forward (fine-tuning with frozen statistics).
+public func batchNormEvalBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
+                                  dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+                                  x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                  runningMean: UnsafePointer<Float>, runningVar: UnsafePointer<Float>,
+                                  _ s: BatchNormShape, eps: Float = 1e-5) {
+    let C = s.channels, plane = s.spatial
+    for c in 0..<C {
+        let invstd = 1 / (runningVar[c] + eps).squareRoot(), mean = runningMean[c], k = weight[c] * invstd
+        var sdy = 0.0, sdyx = 0.0
+        for n in 0..<s.batch {
+            let p = x + (n * C + c) * plane, g = dy + (n * C + c) * plane, q = dx + (n * C + c) * plane
+            for i in 0..<plane {
+                sdy += Double(g[i]); sdyx += Double(g[i] * (p[i] - mean) * invstd)
+                q[i] = g[i] * k
+            }
+        }
+        dbias[c] += Float(sdy); dweight[c] += Float(sdyx)
+    }
+}

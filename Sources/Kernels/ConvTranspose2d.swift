@@ -1,0 +1,64 @@
+/// ConvTranspose2d without padding: each input pixel paints a k x k patch at stride s.
+///
+/// Weights are PyTorch's [inC, outC, k, k], an inC x (outC*k*k) matrix. The forward pass is
+/// the adjoint of a convolution over the output: GEMM into columns, then col2im; the backward
+/// pass is im2col of dy and two GEMMs.
+public struct ConvTranspose2dShape: Equatable {
+    public var inC: Int, outC: Int, kernel: Int, stride: Int
+    public init(inC: Int, outC: Int, kernel: Int = 2, stride: Int = 2) {
+        self.inC = inC; self.outC = outC; self.kernel = kernel; self.stride = stride
+    }
+    public var weightCount: Int { inC * outC * kernel * kernel }
+    public func outputShape(_ x: Shape) -> Shape {
+        Shape(x.n, outC, (x.h - 1) * stride + kernel, (x.w - 1) * stride + kernel)
+    }
+    /// The window that slides over the output and lands on input pixels.
+    func window(height: Int, width: Int) -> Window {
+        Window(channels: outC, height: (height - 1) * stride + kernel, width: (width - 1) * stride + kernel,
+               kernel: kernel, stride: stride, padding: 0)
+    }
+    public func workspaceCount(height: Int, width: Int) -> Int { outC * kernel * kernel * height * width }
+}
+
+public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                   weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                   batch: Int, height: Int, width: Int, _ s: ConvTranspose2dShape,
+                                   workspace: Workspace) {
+    let g = s.window(height: height, width: width)
+    let plane = height * width, outPlane = g.height * g.width
+    let col = workspace.floats(s.workspaceCount(height: height, width: width))
+    for n in 0..<batch {
+        let xn = x + n * s.inC * plane, yn = y + n * s.outC * outPlane
+        sgemm(transA: true, transB: false, m: g.rows, n: plane, k: s.inC,
+              a: weight, lda: g.rows, b: xn, ldb: plane, beta: 0, c: col, ldc: plane)
+        yn.update(repeating: 0, count: s.outC * outPlane)
+        col2imAdd(yn, col, g)
+        if let bias {
+            for o in 0..<s.outC {
+                let row = yn + o * outPlane, v = bias[o]
+                for i in 0..<outPlane { row[i] += v }
+            }
+        }
+    }
+}
+
+public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
+                                    dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
+                                    x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                    batch: Int, height: Int, width: Int, _ s: ConvTranspose2dShape,
+                                    workspace: Workspace) {
+    let g = s.window(height: height, width: width)
+    let plane = height * width, outPlane = g.height * g.width
+    let col = workspace.floats(s.workspaceCount(height: height, width: width))
+    for n in 0..<batch {
+        let xn = x + n * s.inC * plane, dyn = dy + n * s.outC * outPlane
+        im2col(col, dyn, g)
+        sgemm(transA: false, transB: true, m: s.inC, n: g.rows, k: plane,
+              a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dweight, ldc: g.rows)
+        if let dbias { addRowSums(dbias, dyn, rows: s.outC, columns: outPlane) }
+        if let dx {
+            sgemm(transA: false, transB: false, m: s.inC, n: plane, k: g.rows,
+                  a: weight, lda: g.rows, b: col, ldb: plane, beta: 0, c: dx + n * s.inC * plane, ldc: plane)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+/// A growable Float32 buffer holding one NCHW tensor.
+///
+/// Storage only grows: a smaller batch (the last partial batch of an epoch) reuses the
+/// allocation, so the training loop allocates nothing after its first step.
+public final class Tensor {
+    public private(set) var data: UnsafeMutablePointer<Float>
+    public private(set) var capacity: Int
+    public private(set) var shape: Shape
+
+    public init(_ shape: Shape = Shape(0, 0, 0, 0)) {
+        self.shape = shape
+        capacity = max(shape.count, 1)
+        data = .allocate(capacity: capacity)
+        data.initialize(repeating: 0, count: capacity)
+    }
+
+    deinit { data.deallocate() }
+
+    public var count: Int { shape.count }
+
+    /// Gives the tensor a new shape, growing the storage if needed. Contents are unspecified.
+    public func reshape(_ newShape: Shape) {
+        if newShape.count > capacity {
+            data.deallocate()
+            capacity = newShape.count
+            data = .allocate(capacity: capacity)
+            data.initialize(repeating: 0, count: capacity)
+        }
+        shape = newShape
+    }
+
+    public func zero() { data.update(repeating: 0, count: count) }
+
+    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
+
+    public func toArray() -> [Float] { Array(buffer) }
+}
+
+/// NCHW dimensions.
+public struct Shape: Equatable, CustomStringConvertible {
+    public var n: Int, c: Int, h: Int, w: Int
+    public init(_ n: Int, _ c: Int, _ h: Int, _ w: Int) { self.n = n; self.c = c; self.h = h; self.w = w }
+    public var count: Int { n * c * h * w }
+    public var spatial: Int { h * w }
+    public var description: String { "[\(n), \(c), \(h), \(w)]" }
+}
+
+/// A reusable scratch area (im2col columns and the like), grown to the largest request.
+public final class Workspace {
+    private var storage: UnsafeMutablePointer<Float>
+    private var capacity: Int
+
+    public init() { capacity = 1; storage = .allocate(capacity: 1) }
+    deinit { storage.deallocate() }
+
+    public func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count > capacity {
+            storage.deallocate()
+            capacity = count
+            storage = .allocate(capacity: count)
+        }
+        return storage
+    }
+}

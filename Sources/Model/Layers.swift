@@ -1,0 +1,284 @@
+import Foundation
+import Kernels
+
+/// What every layer of a model shares: the parameter store, the scratch workspace, the mode,
+/// and, in a data-parallel run, the reducer that synchronizes BatchNorm statistics.
+public final class LayerContext {
+    public let store: ParameterStore
+    public let workspace = Workspace()
+    public var training = true
+    public var statistics: StatisticsReducer?
+    /// Double scratch for BN's per-channel sums.
+    var bnScratch = [Double](repeating: 0, count: 4096)
+    init(store: ParameterStore) { self.store = store }
+}
+
+/// PyTorch's default init for Conv2d and ConvTranspose2d: weights and biases uniform in
+/// +-1/sqrt(fan_in), where fan_in is size(1) * kernel area of the weight tensor.
+func initUniform(_ p: UnsafeMutablePointer<Float>, count: Int, fanIn: Int, rng: inout SplitMix64) {
+    let bound = 1 / Float(fanIn).squareRoot()
+    for i in 0..<count { p[i] = rng.uniform(-bound, bound) }
+}
+
+final class Conv2d {
+    let shape: Conv2dShape
+    let weight: TensorView
+    let bias: TensorView?
+    let output = Tensor()
+    let inputGrad = Tensor()
+    private unowned var input: Tensor!
+
+    init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
+        self.shape = shape
+        weight = store.addParameter(name + ".weight", [shape.outC, shape.inC, shape.kernel, shape.kernel])
+        self.bias = bias ? store.addParameter(name + ".bias", [shape.outC]) : nil
+    }
+
+    func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
+        let fanIn = shape.inC * shape.kernel * shape.kernel
+        initUniform(store.param(weight), count: weight.count, fanIn: fanIn, rng: &rng)
+        if let bias { initUniform(store.param(bias), count: bias.count, fanIn: fanIn, rng: &rng) }
+    }
+
+    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        input = x
+        output.reshape(shape.outputShape(x.shape))
+        conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
+                      batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        return output
+    }
+
+    /// Accumulates parameter gradients; returns dx unless the input needs none.
+    @discardableResult
+    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
+        if needInputGrad { inputGrad.reshape(input.shape) }
+        conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
+                       dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: input.data,
+                       weight: ctx.store.param(weight), batch: input.shape.n, height: input.shape.h,
+                       width: input.shape.w, shape, workspace: ctx.workspace)
+        return inputGrad
+    }
+}
+
+final class ConvTranspose2d {
+    let shape: ConvTranspose2dShape
+    let weight: TensorView
+    let bias: TensorView
+    let output = Tensor()
+    let inputGrad = Tensor()
+    private unowned var input: Tensor!
+
+    init(_ name: String, _ shape: ConvTranspose2dShape, store: ParameterStore) {
+        self.shape = shape
+        weight = store.addParameter(name + ".weight", [shape.inC, shape.outC, shape.kernel, shape.kernel])
+        bias = store.addParameter(name + ".bias", [shape.outC])
+    }
+
+    func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
+        let fanIn = shape.outC * shape.kernel * shape.kernel
+        initUniform(store.param(weight), count: weight.count, fanIn: fanIn, rng: &rng)
+        initUniform(store.param(bias), count: bias.count, fanIn: fanIn, rng: &rng)
+    }
+
+    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        input = x
+        output.reshape(shape.outputShape(x.shape))
+        convTranspose2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
+                               batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        return output
+    }
+
+    func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        inputGrad.reshape(input.shape)
+        convTranspose2dBackward(dx: inputGrad.data, dweight: ctx.store.grad(weight), dbias: ctx.store.grad(bias),
+                                dy: dy.data, x: input.data, weight: ctx.store.param(weight), batch: input.shape.n,
+                                height: input.shape.h, width: input.shape.w, shape, workspace: ctx.workspace)
+        return inputGrad
+    }
+}
+
+final class BatchNorm2d {
+    let channels: Int
+    let weight: TensorView, bias: TensorView
+    let runningMean: TensorView, runningVar: TensorView
+    let counter: Int
+    let output = Tensor()
+    let inputGrad = Tensor()
+    private var saveMean: [Float], saveInvstd: [Float]
+    private unowned var input: Tensor!
+
+    init(_ name: String, _ channels: Int, store: ParameterStore) {
+        self.channels = channels
+        weight = store.addParameter(name + ".weight", [channels])
+        bias = store.addParameter(name + ".bias", [channels])
+        runningMean = store.addBuffer(name + ".running_mean", [channels])
+        runningVar = store.addBuffer(name + ".running_var", [channels])
+        counter = store.addCounter(name + ".num_batches_tracked")
+        saveMean = [Float](repeating: 0, count: channels)
+        saveInvstd = [Float](repeating: 0, count: channels)
+    }
+
+    func initialize(_ store: ParameterStore) {
+        store.param(weight).update(repeating: 1, count: channels)
+        store.param(bias).update(repeating: 0, count: channels)
+        store.buffer(runningMean).update(repeating: 0, count: channels)
+        store.buffer(runningVar).update(repeating: 1, count: channels)
+        store.counters[counter] = 0
+    }
+
+    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        input = x
+        output.reshape(x.shape)
+        let s = ctx.store
+        if ctx.training {
+            ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
+                saveMean.withUnsafeMutableBufferPointer { mean in
+                    saveInvstd.withUnsafeMutableBufferPointer { invstd in
+                        batchNormTrainForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
+                                              runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
+                                              saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
+                                              BatchNormShape(x.shape), scratch: scratch.baseAddress!,
+                                              reducer: ctx.statistics)
+                        globalCount = scratch[2 * channels]
+                    }
+                }
+            }
+            s.counters[counter] += 1
+        } else {
+            batchNormEvalForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
+                                 runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar), BatchNormShape(x.shape))
+        }
+        return output
+    }
+
+    /// Elements per channel over every replica, from the last training forward.
+    private var globalCount = 0.0
+
+    func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        inputGrad.reshape(input.shape)
+        let s = ctx.store
+        ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
+            batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
+                                   x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
+                                   BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
+                                   reducer: ctx.statistics)
+        }
+        return inputGrad
+    }
+}
+
+/// The seed's conv3x3_bn: Conv2d(3x3, padding 1) -> BatchNorm2d -> ReLU (in place).
+final class ConvBNReLU {
+    let conv: Conv2d
+    let bn: BatchNorm2d
+
+    init(_ name: String, _ ci: Int, _ co: Int, store: ParameterStore) {
+        conv = Conv2d(name + ".0", Conv2dShape(inC: ci, outC: co, kernel: 3, padding: 1), store: store)
+        bn = BatchNorm2d(name + ".1", co, store: store)
+    }
+
+    func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
+        conv.initialize(store, &rng); bn.initialize(store)
+    }
+
+    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        let y = bn.forward(conv.forward(x, ctx), ctx)
+        reluForward(y.data, count: y.count)
+        return y
+    }
+
+    /// `dy` is consumed (overwritten by the ReLU's backward).
+    @discardableResult
+    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
+        reluBackward(dx: dy.data, dy: dy.data, y: bn.output.data, count: dy.count)
+        return conv.backward(bn.backward(dy, ctx), ctx, needInputGrad: needInputGrad)
+    }
+}
+
+/// Two conv3x3_bn in a row, optionally after a MaxPool2d(2): the seed's first block and encoder_conv.
+final class ConvBlock {
+    let pooled: Bool
+    let first: ConvBNReLU, second: ConvBNReLU
+    let pool = Tensor(), poolGrad = Tensor()
+    private unowned var input: Tensor!
+
+    /// `names` are the state_dict prefixes of the two conv3x3_bn.
+    init(_ names: (String, String), _ ci: Int, _ co: Int, pooled: Bool, store: ParameterStore) {
+        self.pooled = pooled
+        first = ConvBNReLU(names.0, ci, co, store: store)
+        second = ConvBNReLU(names.1, co, co, store: store)
+    }
+
+    func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
+        first.initialize(store, &rng); second.initialize(store, &rng)
+    }
+
+    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        input = x
+        var h = x
+        if pooled {
+            pool.reshape(Shape(x.shape.n, x.shape.c, x.shape.h / 2, x.shape.w / 2))
+            maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
+            h = pool
+        }
+        return second.forward(first.forward(h, ctx), ctx)
+    }
+
+    @discardableResult
+    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
+        let d = first.backward(second.backward(dy, ctx), ctx, needInputGrad: needInputGrad || pooled)
+        guard pooled, needInputGrad else { return d }
+        poolGrad.reshape(input.shape)
+        maxPool2Backward(dx: poolGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
+                         height: input.shape.h, width: input.shape.w)
+        return poolGrad
+    }
+}
+
+/// The seed's deconv: ConvTranspose2d(2, stride 2) on x, padded or cropped at the top/left to
+/// the skip's size, concatenated after the skip, then two conv3x3_bn.
+final class UpBlock {
+    let upsample: ConvTranspose2d
+    let convs: ConvBlock
+    let padded = Tensor(), joined = Tensor()
+    let paddedGrad = Tensor(), skipGrad = Tensor()
+    private var top = 0, left = 0
+    private var upShape = Shape(0, 0, 0, 0), skipShape = Shape(0, 0, 0, 0)
+
+    init(_ name: String, _ ci: Int, _ co: Int, store: ParameterStore) {
+        upsample = ConvTranspose2d(name + ".upsample", ConvTranspose2dShape(inC: ci, outC: co), store: store)
+        convs = ConvBlock((name + ".conv1", name + ".conv2"), ci, co, pooled: false, store: store)
+    }
+
+    func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
+        upsample.initialize(store, &rng); convs.initialize(store, &rng)
+    }
+
+    func forward(_ x: Tensor, skip: Tensor, _ ctx: LayerContext) -> Tensor {
+        let up = upsample.forward(x, ctx)
+        upShape = up.shape; skipShape = skip.shape
+        // The seed pads width by the height difference and height by the width difference
+        // (F.pad's order); the two are equal whenever the seed's own concatenation works.
+        top = skip.shape.h - up.shape.h; left = skip.shape.w - up.shape.w
+        padded.reshape(Shape(up.shape.n, up.shape.c, skip.shape.h, skip.shape.w))
+        padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
+                          width: up.shape.w, top: top, left: left)
+        joined.reshape(Shape(skip.shape.n, skip.shape.c + up.shape.c, skip.shape.h, skip.shape.w))
+        concatChannelsForward(joined.data, skip.data, channelsA: skip.shape.c, padded.data, channelsB: up.shape.c,
+                              batch: skip.shape.n, spatial: skip.shape.spatial)
+        return convs.forward(joined, ctx)
+    }
+
+    /// Returns (dx, dskip).
+    func backward(_ dy: Tensor, _ ctx: LayerContext) -> (Tensor, Tensor) {
+        let dj = convs.backward(dy, ctx)
+        skipGrad.reshape(skipShape)
+        padded.reshape(Shape(upShape.n, upShape.c, skipShape.h, skipShape.w))
+        concatChannelsBackward(da: skipGrad.data, channelsA: skipShape.c, db: padded.data, channelsB: upShape.c,
+                               dy: dj.data, batch: skipShape.n, spatial: skipShape.spatial)
+        paddedGrad.reshape(upShape)
+        padTopLeftBackward(dx: paddedGrad.data, dy: padded.data, planes: upShape.n * upShape.c, height: upShape.h,
+                           width: upShape.w, top: top, left: left)
+        return (upsample.backward(paddedGrad, ctx), skipGrad)
+    }
+}

@@ -1,0 +1,91 @@
+import Kernels
+
+/// A named view of one tensor inside a flat buffer.
+public struct TensorView {
+    public let name: String
+    public let shape: [Int]
+    public let offset: Int
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// One allocation each for parameters, gradients and the optimizer's two moments, so that a
+/// data-parallel gradient sum is a single allreduce; a second for BN running statistics.
+///
+/// Names and shapes are those of the seed's PyTorch `state_dict()`.
+public final class ParameterStore {
+    public private(set) var parameters: [TensorView] = []
+    public private(set) var buffers: [TensorView] = []
+    /// BatchNorm's num_batches_tracked, one per BN layer, with the layer's key.
+    public private(set) var counterNames: [String] = []
+    public var counters: [Int64] = []
+
+    public private(set) var params = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    public private(set) var grads = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    public private(set) var firstMoment = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    public private(set) var secondMoment = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    public private(set) var bufferData = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+    public private(set) var parameterCount = 0
+    public private(set) var bufferCount = 0
+    /// Optimizer steps taken so far (PyTorch's per-parameter `step`, shared by all).
+    public var optimizerStep = 0
+    private var sealed = false
+
+    public init() {}
+
+    deinit {
+        for p in [params, grads, firstMoment, secondMoment, bufferData] { p.deallocate() }
+    }
+
+    func addParameter(_ name: String, _ shape: [Int]) -> TensorView {
+        precondition(!sealed)
+        let v = TensorView(name: name, shape: shape, offset: parameterCount)
+        parameters.append(v); parameterCount += v.count
+        return v
+    }
+
+    func addBuffer(_ name: String, _ shape: [Int]) -> TensorView {
+        precondition(!sealed)
+        let v = TensorView(name: name, shape: shape, offset: bufferCount)
+        buffers.append(v); bufferCount += v.count
+        return v
+    }
+
+    func addCounter(_ name: String) -> Int {
+        counterNames.append(name); counters.append(0)
+        return counters.count - 1
+    }
+
+    /// Allocates the flat buffers once every layer has registered its tensors.
+    func seal() {
+        precondition(!sealed)
+        sealed = true
+        for p in [params, grads, firstMoment, secondMoment, bufferData] { p.deallocate() }
+        params = Self.zeros(parameterCount); grads = Self.zeros(parameterCount)
+        firstMoment = Self.zeros(parameterCount); secondMoment = Self.zeros(parameterCount)
+        bufferData = Self.zeros(bufferCount)
+    }
+
+    private static func zeros(_ n: Int) -> UnsafeMutablePointer<Float> {
+        let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+        p.initialize(repeating: 0, count: max(n, 1))
+        return p
+    }
+
+    public func param(_ v: TensorView) -> UnsafeMutablePointer<Float> { params + v.offset }
+    public func grad(_ v: TensorView) -> UnsafeMutablePointer<Float> { grads + v.offset }
+    public func buffer(_ v: TensorView) -> UnsafeMutablePointer<Float> { bufferData + v.offset }
+
+    public func zeroGradients() { grads.update(repeating: 0, count: parameterCount) }
+
+    public func resetOptimizer() {
+        firstMoment.update(repeating: 0, count: parameterCount)
+        secondMoment.update(repeating: 0, count: parameterCount)
+        optimizerStep = 0
+    }
+
+    public func applyOptimizer(_ settings: OptimizerSettings) {
+        optimizerStep += 1
+        Kernels.optimizerStep(settings, params: params, grads: grads, first: firstMoment, second: secondMoment,
+                              count: parameterCount, step: optimizerStep)
+    }
+}

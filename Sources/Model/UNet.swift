@@ -1,0 +1,87 @@
+import Kernels
+
+/// The seed's UNet (design section 2): conv1, three pooled encoder blocks, three up blocks, and a
+/// 3x3 output convolution. Channel widths, input channels and classes are configurable.
+public final class UNet {
+    public struct Config: Codable, Equatable {
+        public var inChannels = 1
+        public var classes = 3
+        public var channels = [16, 32, 64, 128]
+        public init(inChannels: Int = 1, classes: Int = 3, channels: [Int] = [16, 32, 64, 128]) {
+            self.inChannels = inChannels; self.classes = classes; self.channels = channels
+        }
+    }
+
+    public let config: Config
+    public let store = ParameterStore()
+    public let context: LayerContext
+    let conv1: ConvBlock
+    let encoders: [ConvBlock]
+    let decoders: [UpBlock]
+    let out: Conv2d
+
+    public init(_ config: Config = Config(), seed: UInt64 = 0) {
+        precondition(config.channels.count == 4, "the seed's UNet has four widths")
+        self.config = config
+        let c = config.channels
+        let store = self.store
+        context = LayerContext(store: store)
+        conv1 = ConvBlock(("conv1.0", "conv1.1"), config.inChannels, c[0], pooled: false, store: store)
+        encoders = (1...3).map { i in
+            ConvBlock(("conv\(i + 1).1", "conv\(i + 1).2"), c[i - 1], c[i], pooled: true, store: store)
+        }
+        decoders = (1...3).map { i in UpBlock("deconv\(i)", c[4 - i], c[3 - i], store: store) }
+        out = Conv2d("out", Conv2dShape(inC: c[0], outC: config.classes, kernel: 3, padding: 1), store: store)
+        store.seal()
+        initialize(seed: seed)
+    }
+
+    /// PyTorch's default initialization, in module order, from our own seeded generator.
+    public func initialize(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        conv1.initialize(store, &rng)
+        for e in encoders { e.initialize(store, &rng) }
+        for d in decoders { d.initialize(store, &rng) }
+        out.initialize(store, &rng)
+        store.resetOptimizer()
+    }
+
+    public var training: Bool {
+        get { context.training }
+        set { context.training = newValue }
+    }
+
+    /// Logits for a batch; the returned tensor is owned by the model and valid until the next forward.
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.shape.c == config.inChannels, "input has \(x.shape.c) channels, the model \(config.inChannels)")
+        let x1 = conv1.forward(x, context)
+        let x2 = encoders[0].forward(x1, context)
+        let x3 = encoders[1].forward(x2, context)
+        var h = encoders[2].forward(x3, context)
+        h = decoders[0].forward(h, skip: x3, context)
+        h = decoders[1].forward(h, skip: x2, context)
+        h = decoders[2].forward(h, skip: x1, context)
+        return out.forward(h, context)
+    }
+
+    /// Accumulates every parameter's gradient of the loss whose logits gradient is `dlogits`.
+    /// Must follow a training-mode forward.
+    public func backward(_ dlogits: Tensor) {
+        let (d3, skip1) = decoders[2].backward(out.backward(dlogits, context), context)
+        let (d2, skip2) = decoders[1].backward(d3, context)
+        let (d1, skip3) = decoders[0].backward(d2, context)
+        // Each encoder level's output also fed an up block: its gradient is the sum of both paths.
+        let g3 = encoders[2].backward(d1, context)
+        add(into: g3, skip3)
+        let g2 = encoders[1].backward(g3, context)
+        add(into: g2, skip2)
+        let g1 = encoders[0].backward(g2, context)
+        add(into: g1, skip1)
+        conv1.backward(g1, context, needInputGrad: false)
+    }
+
+    private func add(into a: Tensor, _ b: Tensor) {
+        precondition(a.shape == b.shape)
+        for i in 0..<a.count { a.data[i] += b.data[i] }
+    }
+}
