@@ -35,6 +35,6 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Formats", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["Formats", "Model", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["Formats", "Model", "TestSupport", "unet-dist"]),
     ]
 )

@@ -1,0 +1,253 @@
+import Distributed
+import Foundation
+import Formats
+import Kernels
+
+/// Every flag of `unet-dist train`; stored as JSON in config.json and in each checkpoint.
+public struct TrainConfig: Codable, Equatable {
+    public var data = ""
+    public var runDir = ""
+    public var epochs = 30
+    public var batchSize = 16
+    public var lr = 3e-4
+    public var optimizer = OptimizerKind.adam
+    public var momentum = 0.0
+    public var weightDecay = 0.0
+    public var testCount = 100
+    public var seed: UInt64 = 0
+    public var shuffle = true
+    public var threads = 0
+    public var initFrom: String?
+    public var resume: String?
+    public var maxSteps: Int?
+    public var overwrite = false
+    public var model = UNet.Config()
+    public init() {}
+
+    public var optimizerSettings: OptimizerSettings {
+        OptimizerSettings(kind: optimizer, lr: lr, momentum: momentum, weightDecay: weightDecay)
+    }
+
+    public var json: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: try! e.encode(self), as: UTF8.self)
+    }
+}
+
+/// One epoch's figures, as printed and written to history.csv.
+public struct EpochRecord {
+    public var epoch: Int
+    public var loss: Double, iou: Double
+    public var testLoss: Double, testIoU: Double, testIoUWM: Double, testIoUGM: Double, dice: Double
+    public var seconds: Double, imagesPerSecond: Double
+
+    static let header = "epoch,loss,iou,test_loss,test_iou,test_iou_wm,test_iou_gm,dice,seconds,images_per_s"
+    var csv: String {
+        let fields = [String(epoch)] + [loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice].map { String(format: "%.6f", $0) }
+            + [String(format: "%.2f", seconds), String(format: "%.2f", imagesPerSecond)]
+        return fields.joined(separator: ",")
+    }
+}
+
+/// The global batch of step `step` within an epoch, in sample indices: the same on every rank
+/// and for every number of ranks (design section 3).
+public func globalBatch(order: [Int], step: Int, batchSize: Int) -> ArraySlice<Int> {
+    order[step * batchSize ..< min((step + 1) * batchSize, order.count)]
+}
+
+/// This rank's contiguous share of a global batch; a rank may get none.
+public func share<C: Collection>(_ batch: C, rank: Int, size: Int) -> C.SubSequence {
+    let n = batch.count
+    let lo = batch.index(batch.startIndex, offsetBy: rank * n / size)
+    let hi = batch.index(batch.startIndex, offsetBy: (rank + 1) * n / size)
+    return batch[lo ..< hi]
+}
+
+/// The epoch's sample order: a permutation from (seed, epoch), identical on every rank.
+public func epochOrder(count: Int, seed: UInt64, epoch: Int, shuffle: Bool) -> [Int] {
+    var order = Array(0..<count)
+    guard shuffle else { return order }
+    var rng = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch))
+    for i in stride(from: count - 1, to: 0, by: -1) {
+        order.swapAt(i, Int(rng.next() % UInt64(i + 1)))
+    }
+    return order
+}
+
+/// The seed's fit(), data-parallel: every rank trains on its share of each global batch, rank 0
+/// reports and writes the run directory.
+public final class Trainer {
+    public let config: TrainConfig
+    public let comm: Communicator
+    public let model: UNet
+    let data: SeedDataset
+    let trainIndices: [Int], testIndices: [Int]
+    public var trainCount: Int { trainIndices.count }
+    let size: (h: Int, w: Int)
+    let batch: Batch
+    let dlogits = Tensor()
+    var info = CheckpointInfo()
+    var bestTestIoU = -Double.infinity
+    let log: (String) -> Void
+    public private(set) var history: [EpochRecord] = []
+
+    public init(_ config: TrainConfig, comm: Communicator, log: @escaping (String) -> Void) throws {
+        self.config = config
+        self.comm = comm
+        self.log = log
+        var setupError: Error?
+        var data: SeedDataset?, size = (h: 0, w: 0)
+        do {
+            let d = try SeedDataset(directory: config.data)
+            guard config.testCount >= 0, config.testCount < d.count else {
+                throw FormatError(config.data, "--test-count \(config.testCount) leaves no training data (\(d.count) pairs)")
+            }
+            let first = try Sample(d.pairs[0], classes: config.model.classes)
+            size = (first.height, first.width)
+            data = d
+            if comm.isRoot { try Self.prepareRunDirectory(config) }
+        } catch let e { setupError = e }
+        if let message = comm.agree(on: setupError) { throw RunError(message) }
+        self.data = data!
+        self.size = size
+        let trainCount = self.data.count - config.testCount
+        trainIndices = Array(0..<trainCount)
+        testIndices = Array(trainCount..<self.data.count)
+        batch = Batch(classes: config.model.classes)
+        model = UNet(config.model, seed: config.seed)
+        model.context.statistics = comm.size > 1 ? SyncStatistics(comm) : nil
+        info.seed = config.seed
+        info.config = config.json
+        info.optimizer = config.optimizer
+        if let path = config.resume ?? config.initFrom {
+            let loaded = try loadCheckpoint(path, withOptimizer: config.resume != nil)
+            if config.resume != nil {
+                info.epoch = loaded.epoch; info.step = loaded.step
+                bestTestIoU = Self.metric("best_test_iou", in: loaded.metrics) ?? bestTestIoU
+            }
+        }
+        broadcastState()
+    }
+
+    /// Refuses to overwrite a run that holds a checkpoint, then creates the directories.
+    static func prepareRunDirectory(_ c: TrainConfig) throws {
+        let fm = FileManager.default
+        let last = c.runDir + "/checkpoints/last.safetensors"
+        if fm.fileExists(atPath: last) && c.resume == nil && !c.overwrite {
+            throw FormatError(c.runDir, "already holds a checkpoint; pass --resume \(last) to continue or --overwrite to start over")
+        }
+        do {
+            try fm.createDirectory(atPath: c.runDir + "/checkpoints", withIntermediateDirectories: true)
+        } catch {
+            throw FormatError(c.runDir, "cannot create the run directory: \(error.localizedDescription)")
+        }
+        try writeFileAtomically(Data((c.json + "\n").utf8), to: c.runDir + "/config.json")
+    }
+
+    static func metric(_ key: String, in json: String) -> Double? {
+        (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?[key] as? Double
+    }
+
+    /// Rank 0 reads the file and sends its bytes: no shared file system is assumed.
+    func loadCheckpoint(_ path: String, withOptimizer: Bool) throws -> CheckpointInfo {
+        var bytes = Data(), readError: Error?
+        if comm.isRoot { do { bytes = try readFile(path) } catch let e { readError = e } }
+        if let message = comm.agree(on: readError) { throw RunError(message) }
+        bytes = comm.broadcast(bytes, root: 0)
+        var result: CheckpointInfo?, loadError: Error?
+        do {
+            let st = try SafeTensors(data: bytes, path: path)
+            result = try model.load(st, path: path, optimizer: withOptimizer ? config.optimizer : nil)
+        } catch let e { loadError = e }
+        if let message = comm.agree(on: loadError) { throw RunError(message) }
+        return result!
+    }
+
+    /// Every rank starts from rank 0's parameters and buffers.
+    func broadcastState() {
+        let s = model.store
+        comm.broadcast(s.params, count: s.parameterCount)
+        comm.broadcast(s.bufferData, count: s.bufferCount)
+    }
+
+    public var stepsPerEpoch: Int { (trainIndices.count + config.batchSize - 1) / config.batchSize }
+
+    public func run() throws {
+        let settings = config.optimizerSettings
+        let plane = size.h * size.w, classes = config.model.classes
+        let startEpoch = info.step / stepsPerEpoch + 1
+        var stepSums = ScoreSums(classes: classes)
+        if let maxSteps = config.maxSteps, info.step >= maxSteps { return }
+        epochs: for epoch in startEpoch...max(startEpoch, config.epochs) where epoch <= config.epochs {
+            let started = Date()
+            let order = epochOrder(count: trainIndices.count, seed: config.seed, epoch: epoch, shuffle: config.shuffle)
+            var lossTotal = 0.0, iouTotal = 0.0, steps = 0, images = 0
+            var stopped = false
+            for step in (info.step - (epoch - 1) * stepsPerEpoch)..<stepsPerEpoch {
+                let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
+                let mine = share(global, rank: comm.rank, size: comm.size).map { trainIndices[$0] }
+                var loadError: Error?
+                do { try batch.load(mine, from: data, height: size.h, width: size.w) } catch let e { loadError = e }
+                if let message = comm.agree(on: loadError) { throw RunError(message) }
+
+                model.training = true
+                let logits = model.forward(batch.images)
+                dlogits.reshape(logits.shape)
+                // Each rank's loss is its sum over the global batch's element count, so the
+                // gradients' sum over ranks is the gradient of the global batch's mean loss.
+                let globalElements = global.count * classes * plane
+                let lossSum = bceWithLogits(dlogits: dlogits.data, logits: logits.data, targets: batch.targets.data,
+                                            count: logits.count, gradScale: 1 / Float(globalElements))
+                model.store.zeroGradients()
+                model.backward(dlogits)
+                comm.allreduceSum(model.store.grads, count: model.store.parameterCount)
+                model.store.applyOptimizer(settings)
+
+                stepSums.reset()
+                batch.labels.withUnsafeBufferPointer {
+                    stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: mine.count, spatial: plane, lossSum: lossSum)
+                }
+                stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+                lossTotal += stepSums.loss; iouTotal += stepSums.iou
+                steps += 1; images += global.count
+                info.step += 1
+                if let maxSteps = config.maxSteps, info.step >= maxSteps { stopped = true; break }
+            }
+            let trainSeconds = Date().timeIntervalSince(started)
+            let test = try evaluate(model, data: data, indices: testIndices, batchSize: config.batchSize, size: size,
+                                    batch: batch, comm: comm)
+            if !stopped || info.step % stepsPerEpoch == 0 { info.epoch = epoch }
+            let record = EpochRecord(epoch: epoch, loss: lossTotal / Double(max(steps, 1)), iou: iouTotal / Double(max(steps, 1)),
+                                     testLoss: test.loss, testIoU: test.iou, testIoUWM: test.iou(0),
+                                     testIoUGM: classes > 2 ? test.iou(1) : test.iou(0), dice: test.dice,
+                                     seconds: Date().timeIntervalSince(started),
+                                     imagesPerSecond: Double(images) / max(trainSeconds, 1e-9))
+            history.append(record)
+            try finishEpoch(record)
+            if stopped { break epochs }
+        }
+    }
+
+    /// Rank 0 prints, appends to history.csv, and writes last (and best) checkpoints; all ranks
+    /// then agree on whether that worked.
+    func finishEpoch(_ r: EpochRecord) throws {
+        var writeError: Error?
+        if comm.isRoot {
+            log(String(format: "Epoch %d/%d loss %.5f iou %.5f test_loss %.5f test_iou %.5f (%.1f s, %.1f img/s)",
+                       r.epoch, config.epochs, r.loss, r.iou, r.testLoss, r.testIoU, r.seconds, r.imagesPerSecond))
+            do {
+                let csv = ([EpochRecord.header] + history.map(\.csv)).joined(separator: "\n") + "\n"
+                try writeFileAtomically(Data(csv.utf8), to: config.runDir + "/history.csv")
+                let improved = r.testIoU > bestTestIoU
+                if improved { bestTestIoU = r.testIoU }
+                info.metrics = String(format: "{\"best_test_iou\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,\"test_loss\":%.17g}",
+                                      bestTestIoU, r.loss, r.testIoU, r.testLoss)
+                let bytes = model.checkpoint(info)
+                try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/last.safetensors")
+                if improved { try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/best.safetensors") }
+            } catch let e { writeError = e }
+        }
+        if let message = comm.agree(on: writeError) { throw RunError(message) }
+    }
+}

@@ -1,0 +1,50 @@
+import ArgumentParser
+import Foundation
+import Kernels
+import Model
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Train the UNet on a seed-layout data directory (the seed's fit()).")
+
+    @Option(help: "Data directory: MRIs/<name>_<ix>.npy and Segmentations/segm_<ix>.npy.") var data: String
+    @Option(help: "Run directory: config.json, history.csv, checkpoints/.") var runDir: String
+    @Option(help: "Epochs.") var epochs = 30
+    @Option(help: "Global batch size, split among the ranks.") var batchSize = 16
+    @Option(help: "Learning rate.") var lr = 3e-4
+    @Option(help: "adam, adamw or sgd.") var optimizer = "adam"
+    @Option(help: "SGD momentum.") var momentum = 0.0
+    @Option(help: "Weight decay (L2 for adam and sgd, decoupled for adamw).") var weightDecay = 0.0
+    @Option(help: "The last N pairs in file-name order are the test set.") var testCount = 100
+    @Option(help: "Seed for initialization and shuffling.") var seed: UInt64 = 0
+    @Flag(help: "Take training pairs in file-name order.") var noShuffle = false
+    @Option(name: .customLong("init"), help: "Start from a checkpoint's weights and BN buffers.") var initFrom: String?
+    @Option(help: "Continue a run from its checkpoint (weights, optimizer state, position).") var resume: String?
+    @Option(help: "Stop after this many optimizer steps (evaluating and checkpointing as at an epoch's end).")
+    var maxSteps: Int?
+    @Flag(help: "Start over in a run directory that already holds a checkpoint.") var overwrite = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard OptimizerKind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam, adamw or sgd") }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive") }
+        guard testCount >= 0 else { throw ValidationError("--test-count must not be negative") }
+        if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
+        if initFrom != nil && resume != nil { throw ValidationError("--init and --resume exclude each other") }
+    }
+
+    func run() throws {
+        runDistributed(threads: compute) { comm, threads in
+            var c = TrainConfig()
+            c.data = data; c.runDir = runDir; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr
+            c.optimizer = OptimizerKind(rawValue: optimizer)!; c.momentum = momentum; c.weightDecay = weightDecay
+            c.testCount = testCount; c.seed = seed; c.shuffle = !noShuffle; c.threads = threads
+            c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite
+            let trainer = try Trainer(c, comm: comm) { say(comm, $0) }
+            say(comm, "unet-dist train: \(trainer.trainCount) train / \(c.testCount) test pairs, "
+                + "\(comm.size) rank(s) x \(threads) thread(s), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch")
+            try trainer.run()
+        }
+    }
+}

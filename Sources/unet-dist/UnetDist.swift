@@ -1,0 +1,55 @@
+import ArgumentParser
+import Distributed
+import Foundation
+import Kernels
+
+@main
+struct UnetDist: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unet-dist",
+        abstract: "Train a UNet to segment brain MRI slices, data-parallel over MPI ranks.",
+        version: "0.1.0",
+        subcommands: [Train.self, Eval.self, Overfit.self])
+}
+
+/// Flags every compute subcommand takes.
+struct ComputeOptions: ParsableArguments {
+    @Option(help: "Threads per rank for OpenBLAS (default: the node's cores divided among its ranks).")
+    var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func resolvedThreads(_ comm: Communicator) -> Int {
+        threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(comm.localSize, 1))
+    }
+}
+
+/// Runs a subcommand's work on every rank: one communicator for the process, finalized on every
+/// path; an error becomes one line on stderr from rank 0 and exit status 1 on every rank.
+func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws -> Void) -> Never {
+    let comm = makeCommunicator()
+    let n = threads.resolvedThreads(comm)
+    setBLASThreads(n)
+    do {
+        try body(comm, n)
+        fflush(stdout)
+        comm.finalize()
+        exit(0)
+    } catch {
+        if comm.isRoot {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        }
+        fflush(stdout)
+        comm.finalize()
+        exit(1)
+    }
+}
+
+/// Prints from rank 0 only, flushed at once so progress shows under mpirun and in pipes.
+func say(_ comm: Communicator, _ line: String) {
+    guard comm.isRoot else { return }
+    print(line)
+    fflush(stdout)
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Formats
+import TestSupport
+import XCTest
+
+/// The acceptance checks, run through the built binary on a PyTorch-made checkpoint
+/// (tools/make_fixtures.py): eval metrics and one large SGD step.
+final class ParityWithPyTorchTests: XCTestCase {
+    let data = fixturesDirectory + "/seeddata"
+    let torchCheckpoint = fixturesDirectory + "/torch_trained.safetensors"
+
+    func testEvalMatchesPyTorch() throws {
+        let r = try runUnetDist(["eval", "--checkpoint", torchCheckpoint, "--data", data, "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let ours = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let torch = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixturesDirectory + "/torch_trained_eval.json"))) as! [String: Any]
+        XCTAssertEqual(Set(ours.keys), ["loss", "iou", "iou_wm", "iou_gm", "dice", "images"])
+        let loss = ours["loss"] as! Double, torchLoss = torch["loss64"] as! Double
+        XCTAssertEqual(loss, torchLoss, accuracy: 1e-4 * torchLoss)
+        for key in ["iou", "iou_wm", "iou_gm", "dice"] {
+            XCTAssertEqual(ours[key] as! Double, torch[key] as! Double, accuracy: 1e-3, key)
+        }
+        XCTAssertEqual(ours["images"] as? Int, 10)
+    }
+
+    func testOneLargeSGDStepMatchesPyTorch() throws {
+        let run = try makeTemporaryDirectory("sgd")
+        defer { try? FileManager.default.removeItem(atPath: run) }
+        let lr: Float = 10
+        let r = try runUnetDist(["train", "--data", data, "--run-dir", run, "--init", torchCheckpoint, "--optimizer", "sgd",
+                                 "--lr", "\(lr)", "--no-shuffle", "--max-steps", "1", "--batch-size", "4", "--test-count", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let before = try SafeTensors(path: torchCheckpoint)
+        let after = try SafeTensors(path: run + "/checkpoints/last.safetensors")
+        let fx = try Fixture("torch_sgd_step.safetensors")
+        XCTAssertEqual(after.metadata["step"], "1")
+        var compared = 0
+        for name in before.names {
+            if name.hasSuffix("num_batches_tracked") {
+                XCTAssertEqual(try after.int64s(name), try fx.int64s("after64." + name), name)
+                continue
+            }
+            let update = zip(try after.floats(name), try before.floats(name)).map { $0 - $1 }
+            let reference = try fx.doubles("update64." + name)
+            if name.hasSuffix(".0.bias") && !name.hasPrefix("out") {
+                // Exactly zero gradient: the bias before a BatchNorm.
+                XCTAssertLessThanOrEqual(update.map { abs($0) }.max()!, 1e-4 * lr, name)
+            } else {
+                XCTAssertLessThanOrEqual(distance(update, reference), 1e-2 * norm(reference), name)
+            }
+            compared += 1
+        }
+        XCTAssertEqual(compared, 106 - 14)
+    }
+}
