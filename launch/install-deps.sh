@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages unet-dist builds and runs with (skipped when already there).
+# Swift itself comes with the machine (swift.org toolchain on PATH).
+set -euo pipefail
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config python3-numpy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "error: swift is not on PATH (install the toolchain from swift.org)" >&2; exit 1; }
