@@ -34,7 +34,9 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Formats", "TestSupport"]),
+        // Counts the test process's heap allocations (a training step must make none).
+        .target(name: "MallocCounter", path: "Tests/MallocCounter"),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Formats", "Distributed", "TestSupport", "MallocCounter"]),
         .testTarget(name: "CLITests", dependencies: ["Formats", "Model", "TestSupport", "unet-dist"]),
     ]
 )

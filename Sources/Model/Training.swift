@@ -87,6 +87,8 @@ public final class Trainer {
     let size: (h: Int, w: Int)
     let batch: Batch
     let dlogits = Tensor()
+    let optimizerSettings: OptimizerSettings
+    var stepSums: ScoreSums
     var info = CheckpointInfo()
     var bestTestIoU = -Double.infinity
     let log: (String) -> Void
@@ -115,6 +117,8 @@ public final class Trainer {
         trainIndices = Array(0..<trainCount)
         testIndices = Array(trainCount..<self.data.count)
         batch = Batch(classes: config.model.classes)
+        optimizerSettings = config.optimizerSettings
+        stepSums = ScoreSums(classes: config.model.classes)
         model = UNet(config.model, seed: config.seed)
         model.context.statistics = comm.size > 1 ? SyncStatistics(comm) : nil
         info.seed = config.seed
@@ -174,10 +178,8 @@ public final class Trainer {
     public var stepsPerEpoch: Int { (trainIndices.count + config.batchSize - 1) / config.batchSize }
 
     public func run() throws {
-        let settings = config.optimizerSettings
-        let plane = size.h * size.w, classes = config.model.classes
+        let classes = config.model.classes
         let startEpoch = info.step / stepsPerEpoch + 1
-        var stepSums = ScoreSums(classes: classes)
         if let maxSteps = config.maxSteps, info.step >= maxSteps { return }
         epochs: for epoch in startEpoch...max(startEpoch, config.epochs) where epoch <= config.epochs {
             let started = Date()
@@ -186,29 +188,10 @@ public final class Trainer {
             var stopped = false
             for step in (info.step - (epoch - 1) * stepsPerEpoch)..<stepsPerEpoch {
                 let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
-                let mine = share(global, rank: comm.rank, size: comm.size).map { trainIndices[$0] }
                 var loadError: Error?
-                do { try batch.load(mine, from: data, height: size.h, width: size.w) } catch let e { loadError = e }
+                do { try loadBatch(global) } catch let e { loadError = e }
                 if let message = comm.agree(on: loadError) { throw RunError(message) }
-
-                model.training = true
-                let logits = model.forward(batch.images)
-                dlogits.reshape(logits.shape)
-                // Each rank's loss is its sum over the global batch's element count, so the
-                // gradients' sum over ranks is the gradient of the global batch's mean loss.
-                let globalElements = global.count * classes * plane
-                let lossSum = bceWithLogits(dlogits: dlogits.data, logits: logits.data, targets: batch.targets.data,
-                                            count: logits.count, gradScale: 1 / Float(globalElements))
-                model.store.zeroGradients()
-                model.backward(dlogits)
-                comm.allreduceSum(model.store.grads, count: model.store.parameterCount)
-                model.store.applyOptimizer(settings)
-
-                stepSums.reset()
-                batch.labels.withUnsafeBufferPointer {
-                    stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: mine.count, spatial: plane, lossSum: lossSum)
-                }
-                stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+                let stepSums = computeStep(globalCount: global.count)
                 lossTotal += stepSums.loss; iouTotal += stepSums.iou
                 steps += 1; images += global.count
                 info.step += 1
@@ -227,6 +210,36 @@ public final class Trainer {
             try finishEpoch(record)
             if stopped { break epochs }
         }
+    }
+
+    /// One optimizer step on the loaded batch, this rank's share of a global batch of
+    /// `globalCount` samples: forward, loss, backward, gradient sum over the ranks, update.
+    /// Returns the step's scores combined over the ranks. Allocates nothing after the first call.
+    public func computeStep(globalCount: Int) -> ScoreSums {
+        let plane = size.h * size.w, classes = config.model.classes
+        model.training = true
+        let logits = model.forward(batch.images)
+        dlogits.reshape(logits.shape)
+        // Each rank's loss is its sum over the global batch's element count, so the
+        // gradients' sum over ranks is the gradient of the global batch's mean loss.
+        let lossSum = bceWithLogits(dlogits: dlogits.data, logits: logits.data, targets: batch.targets.data,
+                                    count: logits.count, gradScale: 1 / Float(globalCount * classes * plane))
+        model.store.zeroGradients()
+        model.backward(dlogits)
+        comm.allreduceSum(model.store.grads, count: model.store.parameterCount)
+        model.store.applyOptimizer(optimizerSettings)
+        stepSums.reset()
+        batch.labels.withUnsafeBufferPointer {
+            stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: lossSum)
+        }
+        stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+        return stepSums
+    }
+
+    /// Loads this rank's share of `global` (sample positions in the training set) into the batch.
+    public func loadBatch(_ global: ArraySlice<Int>) throws {
+        let mine = share(global, rank: comm.rank, size: comm.size).map { trainIndices[$0] }
+        try batch.load(mine, from: data, height: size.h, width: size.w)
     }
 
     /// Rank 0 prints, appends to history.csv, and writes last (and best) checkpoints; all ranks

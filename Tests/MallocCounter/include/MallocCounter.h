@@ -1,0 +1,6 @@
+#ifndef UNET_DIST_MALLOC_COUNTER_H
+#define UNET_DIST_MALLOC_COUNTER_H
+/// Heap allocations (malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign) made by
+/// any thread of the test process since it started.
+long malloc_counter_read(void);
+#endif
