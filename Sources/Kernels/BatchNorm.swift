@@ -36,6 +36,8 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
     scratch[2 * C] = Double(s.batch * plane)
     reducer?.sumAcrossReplicas(scratch, count: 2 * C + 1)
     let count = scratch[2 * C]
+    // A replica with no samples of its own under per-replica statistics has nothing to normalize.
+    guard count > 0 else { return }
     for c in 0..<C {
         let mean = scratch[c] / count
         let variance = max(scratch[C + c] / count - mean * mean, 0)

@@ -143,7 +143,7 @@ final class BatchNorm2d {
                     }
                 }
             }
-            s.counters[counter] += 1
+            if globalCount > 0 { s.counters[counter] += 1 }
         } else {
             batchNormEvalForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
                                  runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar), BatchNormShape(x.shape))

@@ -21,6 +21,9 @@ public struct TrainConfig: Codable, Equatable {
     public var resume: String?
     public var maxSteps: Int?
     public var overwrite = false
+    /// BatchNorm statistics over the whole global batch (sync) or each rank's share (local,
+    /// what PyTorch DDP does on CPU).
+    public var bn = BatchNormMode.sync
     public var model = UNet.Config()
     public init() {}
 
@@ -33,6 +36,10 @@ public struct TrainConfig: Codable, Equatable {
         e.outputFormatting = [.sortedKeys]
         return String(decoding: try! e.encode(self), as: UTF8.self)
     }
+}
+
+public enum BatchNormMode: String, Codable, CaseIterable {
+    case sync, local
 }
 
 /// One epoch's figures, as printed and written to history.csv.
@@ -56,12 +63,13 @@ public func globalBatch(order: [Int], step: Int, batchSize: Int) -> ArraySlice<I
     order[step * batchSize ..< min((step + 1) * batchSize, order.count)]
 }
 
-/// This rank's contiguous share of a global batch; a rank may get none.
+/// This rank's contiguous share of a global batch: sizes differ by at most one, the larger shares
+/// on the lower ranks; with fewer samples than ranks the highest ranks get none.
 public func share<C: Collection>(_ batch: C, rank: Int, size: Int) -> C.SubSequence {
-    let n = batch.count
-    let lo = batch.index(batch.startIndex, offsetBy: rank * n / size)
-    let hi = batch.index(batch.startIndex, offsetBy: (rank + 1) * n / size)
-    return batch[lo ..< hi]
+    let n = batch.count, base = n / size, extra = n % size
+    let start = rank * base + min(rank, extra), count = base + (rank < extra ? 1 : 0)
+    let lo = batch.index(batch.startIndex, offsetBy: start)
+    return batch[lo ..< batch.index(lo, offsetBy: count)]
 }
 
 /// The epoch's sample order: a permutation from (seed, epoch), identical on every rank.
@@ -120,7 +128,7 @@ public final class Trainer {
         optimizerSettings = config.optimizerSettings
         stepSums = ScoreSums(classes: config.model.classes)
         model = UNet(config.model, seed: config.seed)
-        model.context.statistics = comm.size > 1 ? SyncStatistics(comm) : nil
+        model.context.statistics = comm.size > 1 && config.bn == .sync ? SyncStatistics(comm) : nil
         info.seed = config.seed
         info.config = config.json
         info.optimizer = config.optimizer
@@ -198,6 +206,9 @@ public final class Trainer {
                 if let maxSteps = config.maxSteps, info.step >= maxSteps { stopped = true; break }
             }
             let trainSeconds = Date().timeIntervalSince(started)
+            // With per-rank statistics the replicas' running statistics differ: evaluate and save
+            // rank 0's everywhere, as DDP broadcasts its buffers.
+            if config.bn == .local { comm.broadcast(model.store.bufferData, count: model.store.bufferCount) }
             let test = try evaluate(model, data: data, indices: testIndices, batchSize: config.batchSize, size: size,
                                     batch: batch, comm: comm)
             if !stopped || info.step % stepsPerEpoch == 0 { info.epoch = epoch }

@@ -22,6 +22,8 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many optimizer steps (evaluating and checkpointing as at an epoch's end).")
     var maxSteps: Int?
     @Flag(help: "Start over in a run directory that already holds a checkpoint.") var overwrite = false
+    @Option(help: "BatchNorm statistics: sync (over the global batch, the default) or local (each rank's share).")
+    var bn = "sync"
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -31,6 +33,7 @@ struct Train: ParsableCommand {
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive") }
         guard testCount >= 0 else { throw ValidationError("--test-count must not be negative") }
         if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
+        guard BatchNormMode(rawValue: bn) != nil else { throw ValidationError("--bn must be sync or local") }
         if initFrom != nil && resume != nil { throw ValidationError("--init and --resume exclude each other") }
     }
 
@@ -41,6 +44,7 @@ struct Train: ParsableCommand {
             c.optimizer = OptimizerKind(rawValue: optimizer)!; c.momentum = momentum; c.weightDecay = weightDecay
             c.testCount = testCount; c.seed = seed; c.shuffle = !noShuffle; c.threads = threads
             c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite
+            c.bn = BatchNormMode(rawValue: bn)!
             let trainer = try Trainer(c, comm: comm) { say(comm, $0) }
             say(comm, "unet-dist train: \(trainer.trainCount) train / \(c.testCount) test pairs, "
                 + "\(comm.size) rank(s) x \(threads) thread(s), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch")

@@ -70,8 +70,3 @@ final class UNetStepTests: XCTestCase {
         }
     }
 }
-
-/// Conv biases that a training-mode BatchNorm follows: the normalization removes them.
-func isBiasBeforeBatchNorm(_ name: String) -> Bool {
-    name.hasSuffix(".0.bias") && !name.hasPrefix("out")
-}
