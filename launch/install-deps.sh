@@ -2,7 +2,7 @@
 # Installs the Debian packages unet-dist builds and runs with (skipped when already there).
 # Swift itself comes with the machine (swift.org toolchain on PATH).
 set -euo pipefail
-packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config python3-numpy)
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config python3-numpy iproute2 util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -18,22 +18,26 @@ public struct CommandResult {
 }
 
 /// Runs `unet-dist args`, or under `mpirun -n ranks` with the flags a root-run, two-core test
-/// machine needs (never part of what a user runs). Output goes through files, so a chatty
-/// child never blocks on a full pipe.
+/// machine needs (never part of what a user runs).
 public func runUnetDist(_ args: [String], ranks: Int? = nil, timeout: TimeInterval = 300) throws -> CommandResult {
-    let p = Process()
     if let ranks {
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-n", "\(ranks)",
-                       unetDistBinary] + args
-    } else {
-        p.executableURL = URL(fileURLWithPath: unetDistBinary)
-        p.arguments = args
+        return try runCommand("/usr/bin/env", ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+                                               "-n", "\(ranks)", unetDistBinary] + args, timeout: timeout)
     }
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("unet-dist-cli-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: dir) }
-    let out = dir.appendingPathComponent("out"), err = dir.appendingPathComponent("err")
+    return try runCommand(unetDistBinary, args, timeout: timeout)
+}
+
+/// Runs a program to completion (or kills it at `timeout` and throws). Output goes through
+/// files, so a chatty child never blocks on a full pipe.
+public func runCommand(_ executable: String, _ args: [String], environment: [String: String] = [:],
+                       timeout: TimeInterval = 300) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let dir = try makeTemporaryDirectory("out")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let out = URL(fileURLWithPath: dir + "/out"), err = URL(fileURLWithPath: dir + "/err")
     FileManager.default.createFile(atPath: out.path, contents: nil)
     FileManager.default.createFile(atPath: err.path, contents: nil)
     p.standardOutput = try FileHandle(forWritingTo: out)
@@ -42,11 +46,16 @@ public func runUnetDist(_ args: [String], ranks: Int? = nil, timeout: TimeInterv
     try p.run()
     let deadline = Date().addingTimeInterval(timeout)
     while p.isRunning && Date() < deadline { usleep(20_000) }
-    if p.isRunning { p.terminate(); p.waitUntilExit(); throw CLIError.timedOut(args) }
+    if p.isRunning { p.terminate(); p.waitUntilExit(); throw CLIError.timedOut([executable] + args) }
     p.waitUntilExit()
     return CommandResult(status: p.terminationStatus,
                          stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "",
                          stderr: (try? String(contentsOf: err, encoding: .utf8)) ?? "")
+}
+
+/// Runs a bash command line.
+public func shell(_ command: String, environment: [String: String] = [:], timeout: TimeInterval = 300) throws -> CommandResult {
+    try runCommand("/bin/bash", ["-c", command], environment: environment, timeout: timeout)
 }
 
 public enum CLIError: Error { case timedOut([String]) }
