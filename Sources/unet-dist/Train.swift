@@ -47,7 +47,7 @@ struct Train: ParsableCommand {
             c.bn = BatchNormMode(rawValue: bn)!
             let trainer = try Trainer(c, comm: comm) { say(comm, $0) }
             say(comm, "unet-dist train: \(trainer.trainCount) train / \(c.testCount) test pairs, "
-                + "\(comm.size) rank(s) x \(threads) thread(s), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch")
+                + "\(comm.size) rank(s) x \(threads) thread(s) (OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch")
             try trainer.run()
         }
     }

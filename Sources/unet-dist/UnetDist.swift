@@ -10,6 +10,11 @@ struct UnetDist: ParsableCommand {
         abstract: "Train a UNet to segment brain MRI slices, data-parallel over MPI ranks.",
         version: "0.1.0",
         subcommands: [Train.self, Eval.self, Overfit.self])
+
+    static func main() {
+        selectBLASKernelsOrReexec()
+        main(nil)
+    }
 }
 
 /// Flags every compute subcommand takes.
