@@ -22,10 +22,12 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["CBLAS"], swiftSettings: release),
         // Readers and writers: .npy, safetensors; the seed-layout data set.
         .target(name: "Formats", dependencies: ["CZlib"], swiftSettings: release),
+        // Pictures and pages for people: line plots, sample panels, the run report.
+        .target(name: "Report", dependencies: ["Formats"], swiftSettings: release),
         // Communicator (MPI and single-process).
         .target(name: "Distributed", dependencies: ["CMPI"], swiftSettings: release),
         // The UNet, its parameter arenas, checkpoints, training and evaluation.
-        .target(name: "Model", dependencies: ["Kernels", "Formats", "Distributed"], swiftSettings: release),
+        .target(name: "Model", dependencies: ["Kernels", "Formats", "Distributed", "Report"], swiftSettings: release),
         .executableTarget(name: "unet-dist", dependencies: [
             "Model", "Formats", "Distributed", "Kernels",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

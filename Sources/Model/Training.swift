@@ -2,6 +2,7 @@ import Distributed
 import Foundation
 import Formats
 import Kernels
+import Report
 
 /// Every flag of `unet-dist train`; stored as JSON in config.json and in each checkpoint.
 public struct TrainConfig: Codable, Equatable {
@@ -24,6 +25,8 @@ public struct TrainConfig: Codable, Equatable {
     /// BatchNorm statistics over the whole global batch (sync) or each rank's share (local,
     /// what PyTorch DDP does on CPU).
     public var bn = BatchNormMode.sync
+    /// Rank 0 prints nothing but errors.
+    public var quiet = false
     public var model = UNet.Config()
     public init() {}
 
@@ -40,6 +43,17 @@ public struct TrainConfig: Codable, Equatable {
 
 public enum BatchNormMode: String, Codable, CaseIterable {
     case sync, local
+}
+
+public let unetDistVersion = "0.1.0"
+
+/// Where an epoch stands, for a progress display on rank 0.
+public struct StepProgress {
+    public var epoch: Int, epochs: Int
+    public var step: Int, steps: Int
+    /// Running means over the epoch so far.
+    public var loss: Double, iou: Double
+    public var elapsed: Double
 }
 
 /// One epoch's figures, as printed and written to history.csv.
@@ -95,12 +109,16 @@ public final class Trainer {
     let size: (h: Int, w: Int)
     let batch: Batch
     let dlogits = Tensor()
+    /// The few test slices drawn after each epoch, in buffers of their own.
+    lazy var sampleBatch = Batch(classes: config.model.classes)
     let optimizerSettings: OptimizerSettings
     var stepSums: ScoreSums
     var info = CheckpointInfo()
     var bestTestIoU = -Double.infinity
     let log: (String) -> Void
     public private(set) var history: [EpochRecord] = []
+    /// Called on rank 0 after every step.
+    public var onStep: ((StepProgress) -> Void)?
 
     public init(_ config: TrainConfig, comm: Communicator, log: @escaping (String) -> Void) throws {
         self.config = config
@@ -116,7 +134,7 @@ public final class Trainer {
             let first = try Sample(d.pairs[0], classes: config.model.classes)
             size = (first.height, first.width)
             data = d
-            if comm.isRoot { try Self.prepareRunDirectory(config) }
+            if comm.isRoot { try Self.prepareRunDirectory(config, worldSize: comm.size) }
         } catch let e { setupError = e }
         if let message = comm.agree(on: setupError) { throw RunError(message) }
         self.data = data!
@@ -136,6 +154,11 @@ public final class Trainer {
             let loaded = try loadCheckpoint(path, withOptimizer: config.resume != nil)
             if config.resume != nil {
                 info.epoch = loaded.epoch; info.step = loaded.step
+                // Earlier epochs' rows stay in the history (rank 0 writes it).
+                if comm.isRoot, let text = try? String(contentsOfFile: config.runDir + "/history.csv", encoding: .utf8) {
+                    history = text.split(separator: "\n").dropFirst().compactMap(EpochRecord.init(csv:))
+                        .filter { $0.epoch <= loaded.epoch }
+                }
                 bestTestIoU = Self.metric("best_test_iou", in: loaded.metrics) ?? bestTestIoU
             }
         }
@@ -143,7 +166,7 @@ public final class Trainer {
     }
 
     /// Refuses to overwrite a run that holds a checkpoint, then creates the directories.
-    static func prepareRunDirectory(_ c: TrainConfig) throws {
+    static func prepareRunDirectory(_ c: TrainConfig, worldSize: Int) throws {
         let fm = FileManager.default
         let last = c.runDir + "/checkpoints/last.safetensors"
         if fm.fileExists(atPath: last) && c.resume == nil && !c.overwrite {
@@ -154,7 +177,12 @@ public final class Trainer {
         } catch {
             throw FormatError(c.runDir, "cannot create the run directory: \(error.localizedDescription)")
         }
-        try writeFileAtomically(Data((c.json + "\n").utf8), to: c.runDir + "/config.json")
+        var settings = (try? JSONSerialization.jsonObject(with: Data(c.json.utf8)) as? [String: Any]) ?? [:]
+        settings["version"] = unetDistVersion
+        settings["world_size"] = worldSize
+        settings["threads_per_rank"] = c.threads
+        let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        try writeFileAtomically(json + Data("\n".utf8), to: c.runDir + "/config.json")
     }
 
     static func metric(_ key: String, in json: String) -> Double? {
@@ -202,6 +230,11 @@ public final class Trainer {
                 let stepSums = computeStep(globalCount: global.count)
                 lossTotal += stepSums.loss; iouTotal += stepSums.iou
                 steps += 1; images += global.count
+                if comm.isRoot, let onStep {
+                    onStep(StepProgress(epoch: epoch, epochs: config.epochs, step: step + 1, steps: stepsPerEpoch,
+                                        loss: lossTotal / Double(steps), iou: iouTotal / Double(steps),
+                                        elapsed: Date().timeIntervalSince(started)))
+                }
                 info.step += 1
                 if let maxSteps = config.maxSteps, info.step >= maxSteps { stopped = true; break }
             }
@@ -256,22 +289,60 @@ public final class Trainer {
     /// Rank 0 prints, appends to history.csv, and writes last (and best) checkpoints; all ranks
     /// then agree on whether that worked.
     func finishEpoch(_ r: EpochRecord) throws {
+        // The sample picture needs a forward pass; eval mode makes no collective call, so rank 0
+        // does it alone.
+        let samples = comm.isRoot ? try? samplePanel() : nil
         var writeError: Error?
         if comm.isRoot {
-            log(String(format: "Epoch %d/%d loss %.5f iou %.5f test_loss %.5f test_iou %.5f (%.1f s, %.1f img/s)",
-                       r.epoch, config.epochs, r.loss, r.iou, r.testLoss, r.testIoU, r.seconds, r.imagesPerSecond))
+            if !config.quiet {
+                log(String(format: "Epoch %d/%d loss %.5f iou %.5f test_loss %.5f test_iou %.5f (%.1f s, %.1f img/s)",
+                           r.epoch, config.epochs, r.loss, r.iou, r.testLoss, r.testIoU, r.seconds, r.imagesPerSecond))
+            }
             do {
-                let csv = ([EpochRecord.header] + history.map(\.csv)).joined(separator: "\n") + "\n"
-                try writeFileAtomically(Data(csv.utf8), to: config.runDir + "/history.csv")
+                let run = RunDirectory(path: config.runDir)
+                try run.writeHistory(history)
+                let png = try samples.map { try run.writeSamples($0, epoch: r.epoch) }
+                try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png)
                 let improved = r.testIoU > bestTestIoU
                 if improved { bestTestIoU = r.testIoU }
-                info.metrics = String(format: "{\"best_test_iou\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,\"test_loss\":%.17g}",
-                                      bestTestIoU, r.loss, r.testIoU, r.testLoss)
+                info.metrics = String(format: "{\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,"
+                                      + "\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
+                                      bestTestIoU, r.dice, r.loss, r.testIoU, r.testIoUGM, r.testIoUWM, r.testLoss)
                 let bytes = model.checkpoint(info)
                 try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/last.safetensors")
                 if improved { try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/best.safetensors") }
             } catch let e { writeError = e }
         }
         if let message = comm.agree(on: writeError) { throw RunError(message) }
+    }
+
+    /// image | truth | prediction for the first few test slices (fixed across epochs).
+    func samplePanel() throws -> RGBImage? {
+        let picks = Array(testIndices.prefix(3))
+        guard !picks.isEmpty else { return nil }
+        let wasTraining = model.training
+        model.training = false
+        defer { model.training = wasTraining }
+        try sampleBatch.load(picks, from: data, height: size.h, width: size.w)
+        let logits = model.forward(sampleBatch.images)
+        let plane = size.h * size.w, classes = config.model.classes
+        var predicted = [UInt8](repeating: 0, count: plane)
+        var rows: [[RGBImage]] = []
+        for n in 0..<picks.count {
+            let z = logits.data + n * classes * plane
+            for i in 0..<plane {
+                var best = 0
+                for c in 1..<classes where z[c * plane + i] > z[best * plane + i] { best = c }
+                predicted[i] = UInt8(best)
+            }
+            let image = grayscale(UnsafeBufferPointer(start: sampleBatch.images.data + n * plane, count: plane),
+                                  width: size.w, height: size.h)
+            let truth = sampleBatch.labels.withUnsafeBufferPointer {
+                colorize(UnsafeBufferPointer(rebasing: $0[(n * plane)..<((n + 1) * plane)]), width: size.w, height: size.h)
+            }
+            let prediction = predicted.withUnsafeBufferPointer { colorize($0, width: size.w, height: size.h) }
+            rows.append([image, truth, prediction])
+        }
+        return panelGrid(rows, captions: ["image", "truth", "prediction"])
     }
 }

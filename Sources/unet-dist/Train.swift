@@ -22,6 +22,7 @@ struct Train: ParsableCommand {
     @Option(help: "Stop after this many optimizer steps (evaluating and checkpointing as at an epoch's end).")
     var maxSteps: Int?
     @Flag(help: "Start over in a run directory that already holds a checkpoint.") var overwrite = false
+    @Flag(help: "Print nothing but errors.") var quiet = false
     @Option(help: "BatchNorm statistics: sync (over the global batch, the default) or local (each rank's share).")
     var bn = "sync"
     @OptionGroup var compute: ComputeOptions
@@ -45,9 +46,15 @@ struct Train: ParsableCommand {
             c.testCount = testCount; c.seed = seed; c.shuffle = !noShuffle; c.threads = threads
             c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite
             c.bn = BatchNormMode(rawValue: bn)!
-            let trainer = try Trainer(c, comm: comm) { say(comm, $0) }
-            say(comm, "unet-dist train: \(trainer.trainCount) train / \(c.testCount) test pairs, "
-                + "\(comm.size) rank(s) x \(threads) thread(s) (OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch")
+            c.quiet = quiet
+            let bar = !quiet && comm.isRoot && ProgressBar.stdoutIsTerminal
+            let trainer = try Trainer(c, comm: comm) { line in
+                if bar { ProgressBar.clear() }
+                say(comm, line)
+            }
+            if bar { trainer.onStep = ProgressBar.draw }
+            if !quiet { say(comm, "unet-dist train: \(trainer.trainCount) train / \(c.testCount) test pairs, "
+                + "\(comm.size) rank(s) x \(threads) thread(s) (OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch") }
             try trainer.run()
         }
     }

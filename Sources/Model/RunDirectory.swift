@@ -1,0 +1,68 @@
+import Foundation
+import Formats
+import Report
+
+/// What rank 0 writes into the run directory after each epoch, every file atomically:
+/// history.csv, history.jsonl, history.png, samples/epoch-NNN.png and report.html.
+struct RunDirectory {
+    let path: String
+
+    func writeHistory(_ history: [EpochRecord]) throws {
+        let csv = ([EpochRecord.header] + history.map(\.csv)).joined(separator: "\n") + "\n"
+        try writeFileAtomically(Data(csv.utf8), to: path + "/history.csv")
+        let jsonl = history.map(\.json).joined(separator: "\n") + "\n"
+        try writeFileAtomically(Data(jsonl.utf8), to: path + "/history.jsonl")
+        try writeFileAtomically(Self.plot(history).pngData(), to: path + "/history.png")
+    }
+
+    /// Train and test loss and IoU against epoch: the seed's `pd.DataFrame(hist).plot(grid=True)`.
+    static func plot(_ history: [EpochRecord]) -> RGBImage {
+        let columns: [(String, KeyPath<EpochRecord, Double>)] = [("loss", \.loss), ("iou", \.iou), ("test_loss", \.testLoss),
+                                                                 ("test_iou", \.testIoU)]
+        let series = columns.enumerated().map { i, c in
+            LinePlot.Series(name: c.0, color: LinePlot.palette[i], points: history.map { (Double($0.epoch), $0[keyPath: c.1]) })
+        }
+        return LinePlot(series: series, xLabel: "epoch").render()
+    }
+
+    func writeSamples(_ panel: RGBImage, epoch: Int) throws -> Data {
+        try FileManager.default.createDirectory(atPath: path + "/samples", withIntermediateDirectories: true)
+        let png = panel.pngData()
+        try writeFileAtomically(png, to: path + String(format: "/samples/epoch-%03d.png", epoch))
+        return png
+    }
+
+    func writeReport(config: TrainConfig, worldSize: Int, history: [EpochRecord], samples: Data?) throws {
+        var r = HTMLReport(title: "unet-dist run: " + URL(fileURLWithPath: path).lastPathComponent)
+        if let data = try? JSONSerialization.jsonObject(with: Data(config.json.utf8)) as? [String: Any] {
+            r.configuration = data.keys.sorted().map { ($0, "\(data[$0]!)") } + [("world_size", "\(worldSize)")]
+        }
+        r.pictures.append(("Loss and IoU", Self.plot(history).pngData()))
+        if let samples { r.pictures.append(("Test slices: image | truth | prediction (last epoch)", samples)) }
+        if let last = history.last, let best = history.max(by: { $0.testIoU < $1.testIoU }) {
+            let f = { (v: Double) in String(format: "%.4f", v) }
+            r.tables.append((heading: "Per-class test scores", columns: ["", "epoch", "white matter IoU", "gray matter IoU", "mean IoU", "Dice", "test loss"],
+                             rows: [["last", "\(last.epoch)", f(last.testIoUWM), f(last.testIoUGM), f(last.testIoU), f(last.dice), f(last.testLoss)],
+                                    ["best", "\(best.epoch)", f(best.testIoUWM), f(best.testIoUGM), f(best.testIoU), f(best.dice), f(best.testLoss)]]))
+        }
+        r.tables.append((heading: "History", columns: EpochRecord.header.split(separator: ",").map(String.init),
+                         rows: history.map { $0.csv.split(separator: ",").map(String.init) }))
+        try writeFileAtomically(Data(r.render().utf8), to: path + "/report.html")
+    }
+}
+
+extension EpochRecord {
+    var json: String {
+        String(format: "{\"epoch\": %d, \"loss\": %.6f, \"iou\": %.6f, \"test_loss\": %.6f, \"test_iou\": %.6f, "
+               + "\"test_iou_wm\": %.6f, \"test_iou_gm\": %.6f, \"dice\": %.6f, \"seconds\": %.2f, \"images_per_s\": %.2f}",
+               epoch, loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice, seconds, imagesPerSecond)
+    }
+
+    /// A row of history.csv as written by `csv` (for a resumed run's earlier epochs).
+    init?(csv line: Substring) {
+        let f = line.split(separator: ",").map { Double($0) }
+        guard f.count == 10, !f.contains(where: { $0 == nil }) else { return nil }
+        self.init(epoch: Int(f[0]!), loss: f[1]!, iou: f[2]!, testLoss: f[3]!, testIoU: f[4]!, testIoUWM: f[5]!,
+                  testIoUGM: f[6]!, dice: f[7]!, seconds: f[8]!, imagesPerSecond: f[9]!)
+    }
+}
