@@ -1,0 +1,32 @@
+import Formats
+import Kernels
+
+/// Segments one slice (or a stack of same-sized slices): eval-mode logits and per-pixel argmax.
+public final class Predictor {
+    public let model: UNet
+    let input = Tensor()
+
+    public init(_ model: UNet) {
+        self.model = model
+        model.training = false
+    }
+
+    /// Logits (N x classes x H x W, owned by the model until the next call) and class masks for
+    /// `count` images of H x W stored one after another in `images`.
+    public func predict(_ images: UnsafeBufferPointer<Float>, count: Int, height: Int, width: Int) -> (logits: Tensor, masks: [UInt8]) {
+        input.reshape(Shape(count, model.config.inChannels, height, width))
+        input.data.update(from: images.baseAddress!, count: input.count)
+        let logits = model.forward(input)
+        let plane = height * width, classes = model.config.classes
+        var masks = [UInt8](repeating: 0, count: count * plane)
+        for n in 0..<count {
+            let z = logits.data + n * classes * plane
+            for i in 0..<plane {
+                var best = 0
+                for c in 1..<classes where z[c * plane + i] > z[best * plane + i] { best = c }
+                masks[n * plane + i] = UInt8(best)
+            }
+        }
+        return (logits, masks)
+    }
+}
