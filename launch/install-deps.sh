@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages unet-dist builds and runs with (skipped when already there).
+# Installs the Debian packages unet-dist builds and runs with (skipped when already there);
+# with --test also what the test suite uses (headless Chromium renders the run report).
 # Swift itself comes with the machine (swift.org toolchain on PATH).
 set -euo pipefail
-packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config python3-numpy iproute2 util-linux)
+packages=(libopenblas-dev libopenmpi-dev openmpi-bin zlib1g-dev pkg-config python3 python3-numpy iproute2 util-linux)
+[ "${1:-}" = "--test" ] && packages+=(chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
