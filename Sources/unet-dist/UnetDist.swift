@@ -9,7 +9,7 @@ struct UnetDist: ParsableCommand {
         commandName: "unet-dist",
         abstract: "Train a UNet to segment brain MRI slices, data-parallel over MPI ranks.",
         version: "0.1.0",
-        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Overfit.self])
+        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Overfit.self, Prepare.self, Synth.self])
 
     static func main() {
         selectBLASKernelsOrReexec()
