@@ -1,4 +1,5 @@
 import ArgumentParser
+import Distributed
 import Foundation
 import Kernels
 import Model
@@ -23,6 +24,8 @@ struct Train: ParsableCommand {
     var maxSteps: Int?
     @Flag(help: "Start over in a run directory that already holds a checkpoint.") var overwrite = false
     @Flag(help: "Print nothing but errors.") var quiet = false
+    @Option(help: "Progress display: bar (redrawn in place), lines (one per epoch) or auto: a bar when stdout is a terminal and no MPI launcher is in between (mpirun hands every rank a pseudo-terminal, wherever its own output goes).")
+    var progress = "auto"
     @Option(help: "BatchNorm statistics: sync (over the global batch, the default) or local (each rank's share).")
     var bn = "sync"
     @OptionGroup var compute: ComputeOptions
@@ -34,6 +37,7 @@ struct Train: ParsableCommand {
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive") }
         guard testCount >= 0 else { throw ValidationError("--test-count must not be negative") }
         if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
+        guard ["auto", "bar", "lines"].contains(progress) else { throw ValidationError("--progress must be auto, bar or lines") }
         guard BatchNormMode(rawValue: bn) != nil else { throw ValidationError("--bn must be sync or local") }
         if initFrom != nil && resume != nil { throw ValidationError("--init and --resume exclude each other") }
     }
@@ -47,7 +51,8 @@ struct Train: ParsableCommand {
             c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite
             c.bn = BatchNormMode(rawValue: bn)!
             c.quiet = quiet
-            let bar = !quiet && comm.isRoot && ProgressBar.stdoutIsTerminal
+            let bar = !quiet && comm.isRoot
+                && (progress == "bar" || (progress == "auto" && ProgressBar.stdoutIsTerminal && !launchedByMPI))
             let trainer = try Trainer(c, comm: comm) { line in
                 if bar { ProgressBar.clear() }
                 say(comm, line)
