@@ -101,6 +101,20 @@ public struct SliceGeometry {
         }
         return Image2D(height: height, width: width, pixels: pixels)
     }
+
+    /// Writes a slice back where `extract` took it from: the inverse mapping.
+    public func insert(_ image: Image2D, into values: inout [Float], index: Int) {
+        precondition(index >= 0 && index < count && image.height == height && image.width == width)
+        let base = index * strides[voxelAxis]
+        values.withUnsafeMutableBufferPointer { v in
+            for r in 0..<height {
+                let rowBase = base + (flipRows ? height - 1 - r : r) * strides[rowAxis]
+                for c in 0..<width {
+                    v[rowBase + (flipColumns ? width - 1 - c : c) * strides[columnAxis]] = image.pixels[r * width + c]
+                }
+            }
+        }
+    }
 }
 
 /// Zero-pads to a square, centered; an odd remainder goes to the bottom or right.
@@ -117,21 +131,26 @@ public func padToSquare(_ image: Image2D) -> Image2D {
 /// Bilinear resampling to size x size with half-pixel centers, as PyTorch's
 /// F.interpolate(mode="bilinear", align_corners=False) without antialiasing.
 public func resizeBilinear(_ image: Image2D, size: Int) -> Image2D {
-    let rows = bilinearTaps(from: image.height, to: size), cols = bilinearTaps(from: image.width, to: size)
+    resizeBilinear(image, height: size, width: size)
+}
+
+/// The same to any height x width.
+public func resizeBilinear(_ image: Image2D, height: Int, width: Int) -> Image2D {
+    let rows = bilinearTaps(from: image.height, to: height), cols = bilinearTaps(from: image.width, to: width)
     // Rows first, then columns (separable).
-    var tall = [Float](repeating: 0, count: size * image.width)
+    var tall = [Float](repeating: 0, count: height * image.width)
     for (r, t) in rows.enumerated() {
         for c in 0..<image.width {
             tall[r * image.width + c] = t.w0 * image.pixels[t.i0 * image.width + c] + t.w1 * image.pixels[t.i1 * image.width + c]
         }
     }
-    var out = [Float](repeating: 0, count: size * size)
-    for r in 0..<size {
+    var out = [Float](repeating: 0, count: height * width)
+    for r in 0..<height {
         for (c, t) in cols.enumerated() {
-            out[r * size + c] = t.w0 * tall[r * image.width + t.i0] + t.w1 * tall[r * image.width + t.i1]
+            out[r * width + c] = t.w0 * tall[r * image.width + t.i0] + t.w1 * tall[r * image.width + t.i1]
         }
     }
-    return Image2D(height: size, width: size, pixels: out)
+    return Image2D(height: height, width: width, pixels: out)
 }
 
 /// For each output index: the two source indices and their weights.

@@ -126,11 +126,44 @@ final class ReportAndPredictTests: XCTestCase {
             }
             let f = row.split(separator: ",", omittingEmptySubsequences: false)
             XCTAssertEqual(String(f[0]), stem + ".npy")
-            XCTAssertEqual(Int(f[1]), mask.filter { $0 == 0 }.count)
-            XCTAssertEqual(Int(f[2]), mask.filter { $0 == 1 }.count)
+            XCTAssertEqual(Int(f[2]), mask.filter { $0 == 0 }.count)
+            XCTAssertEqual(Int(f[3]), mask.filter { $0 == 1 }.count)
             let picture = try inspect("\(out)/\(stem)_overlay.png")
             XCTAssertEqual(picture["width"] as? Int, 6 + 2 * (144 + 6))
         }
+    }
+
+    func testPredictOnAVolumeKeepsShapeAndAffineAndCountsMatchTheMask() throws {
+        // The fixture slices stacked into a 48 x 48 x 10 volume with 1.5 x 1.5 x 2 mm voxels, shifted.
+        let dir = try tempDir()
+        var values: [Float] = []
+        for k in 0..<10 { values += try NpyArray(path: String(format: "%@/MRIs/slice_%03d.npy", data, k)).floats() }
+        let affine: [[Double]] = [[1.5, 0, 0, -30], [0, 1.5, 0, -40], [0, 0, 2, 10], [0, 0, 0, 1]]
+        try NIfTIVolume(dims: [48, 48, 10], values: values.map { $0 * 900 }, affine: affine).writeGzip(to: dir + "/t1.nii.gz")
+        let r = try runUnetDist(["predict", "--checkpoint", fixturesDirectory + "/torch_trained.safetensors",
+                                 "--input", dir + "/t1.nii.gz", "--out", dir + "/out", "--threads", "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let mask = try NIfTIVolume(path: dir + "/out/t1_mask.nii.gz")
+        XCTAssertEqual(mask.dims, [48, 48, 10])
+        for (a, b) in zip(mask.affine.joined(), affine.joined()) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        XCTAssertTrue(mask.values.allSatisfy { [0, 1, 2].contains($0) })
+        XCTAssertTrue(mask.values.contains(0) && mask.values.contains(1))
+
+        let rows = try String(contentsOfFile: dir + "/out/volumes.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+            .map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        XCTAssertEqual(rows.count, 11)
+        let geometry = SliceGeometry(axis: .axial, dims: mask.dims, affine: mask.affine)
+        for row in rows.prefix(10) {
+            let slice = geometry.extract(mask.values, index: Int(row[1])!)
+            let wm = slice.pixels.filter { $0 == 0 }.count, gm = slice.pixels.filter { $0 == 1 }.count
+            XCTAssertEqual(Int(row[2]), wm); XCTAssertEqual(Int(row[3]), gm)
+            XCTAssertEqual(Double(row[5])!, Double(wm) * 2.25, accuracy: 0.01)  // 1.5 x 1.5 mm pixels
+        }
+        let total = rows[10]
+        XCTAssertEqual(total[1], "total")
+        XCTAssertEqual(Int(total[2]), mask.values.filter { $0 == 0 }.count)
+        XCTAssertEqual(total[5], String(format: "%.1f mm3", Double(mask.values.filter { $0 == 0 }.count) * 4.5))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/out/t1_overlay.png"))
     }
 
     func testInfoDescribesACheckpoint() throws {
