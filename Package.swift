@@ -35,7 +35,7 @@ let package = Package(
         // Fixture loading and the float32 tolerance rule shared by the test targets.
         .target(name: "TestSupport", dependencies: ["Formats"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "Formats", "TestSupport"]),
-        .testTarget(name: "FormatsTests", dependencies: ["Formats", "TestSupport"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats", "Kernels", "TestSupport"]),
         // Counts the test process's heap allocations (a training step must make none).
         .target(name: "MallocCounter", path: "Tests/MallocCounter"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Formats", "Distributed", "TestSupport", "MallocCounter"]),

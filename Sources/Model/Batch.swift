@@ -11,8 +11,12 @@ public final class Batch {
 
     public init(classes: Int) { self.classes = classes }
 
-    /// Reads the given pairs; every image must have the size of the first.
-    public func load<S: Collection>(_ pairs: S, from data: SeedDataset, height: Int, width: Int) throws where S.Element == Int {
+    private var scratch: [Float] = [], labelScratch: [UInt8] = []
+
+    /// Reads the given pairs; every image must have the size of the first. `augment` gives the
+    /// augmentation for a pair index, if any.
+    public func load<S: Collection>(_ pairs: S, from data: SeedDataset, height: Int, width: Int,
+                                    augment: ((Int) -> Augmentation)? = nil) throws where S.Element == Int {
         let n = pairs.count, plane = height * width
         images.reshape(Shape(n, 1, height, width))
         targets.reshape(Shape(n, classes, height, width))
@@ -24,13 +28,19 @@ public final class Batch {
                                   "image is \(sample.height)x\(sample.width), the data set's first is \(height)x\(width)")
             }
             (images.data + slot * plane).update(from: sample.image, count: plane)
+            labels.replaceSubrange(slot * plane ..< (slot + 1) * plane, with: sample.labels)
+            if let augment {
+                labels.withUnsafeMutableBufferPointer {
+                    augment(index).apply(image: images.data + slot * plane, labels: $0.baseAddress! + slot * plane,
+                                         height: height, width: width, scratch: &scratch, labelScratch: &labelScratch)
+                }
+            }
             // One-hot targets built on the fly, as the seed's Dataset does.
             let t = targets.data + slot * classes * plane
             for c in 0..<classes {
                 let row = t + c * plane
-                for i in 0..<plane { row[i] = Int(sample.labels[i]) == c ? 1 : 0 }
+                for i in 0..<plane { row[i] = Int(labels[slot * plane + i]) == c ? 1 : 0 }
             }
-            labels.replaceSubrange(slot * plane ..< (slot + 1) * plane, with: sample.labels)
         }
     }
 }

@@ -27,6 +27,8 @@ public struct TrainConfig: Codable, Equatable {
     public var bn = BatchNormMode.sync
     /// Rank 0 prints nothing but errors.
     public var quiet = false
+    /// Random flips, quarter turns and intensity jitter, drawn from (seed, epoch, sample).
+    public var augment = false
     public var model = UNet.Config()
     public init() {}
 
@@ -54,6 +56,20 @@ public struct StepProgress {
     /// Running means over the epoch so far.
     public var loss: Double, iou: Double
     public var elapsed: Double
+}
+
+/// A batch being read in the background; `wait` returns its error, if any (and may be called
+/// again).
+final class PendingLoad {
+    let done = DispatchSemaphore(value: 0)
+    var error: Error?
+    private var finished = false
+
+    @discardableResult
+    func wait() -> Error? {
+        if !finished { done.wait(); finished = true }
+        return error
+    }
 }
 
 /// One epoch's figures, as printed and written to history.csv.
@@ -107,7 +123,10 @@ public final class Trainer {
     let trainIndices: [Int], testIndices: [Int]
     public var trainCount: Int { trainIndices.count }
     let size: (h: Int, w: Int)
-    let batch: Batch
+    /// The batch being computed on, and the one the loader fills meanwhile.
+    var batch: Batch
+    var spare: Batch
+    let loader = DispatchQueue(label: "unet-dist.loader")
     let dlogits = Tensor()
     /// The few test slices drawn after each epoch, in buffers of their own.
     lazy var sampleBatch = Batch(classes: config.model.classes)
@@ -124,18 +143,30 @@ public final class Trainer {
         self.config = config
         self.comm = comm
         self.log = log
+        // What the flags and the directory listing alone refuse, before any file is read.
         var setupError: Error?
-        var data: SeedDataset?, size = (h: 0, w: 0)
+        var data: SeedDataset?
         do {
             let d = try SeedDataset(directory: config.data)
             guard config.testCount >= 0, config.testCount < d.count else {
                 throw FormatError(config.data, "--test-count \(config.testCount) leaves no training data (\(d.count) pairs)")
             }
-            let first = try Sample(d.pairs[0], classes: config.model.classes)
-            size = (first.height, first.width)
+            let trainCount = d.count - config.testCount
+            guard trainCount >= config.batchSize else {
+                throw FormatError(config.data, "\(trainCount) training pairs, fewer than one global batch of \(config.batchSize) (--batch-size)")
+            }
+            guard trainCount >= comm.size else {
+                throw FormatError(config.data, "\(trainCount) training pairs, fewer than the \(comm.size) ranks")
+            }
+            if comm.isRoot { try Self.checkRunDirectory(config) }
             data = d
-            if comm.isRoot { try Self.prepareRunDirectory(config, worldSize: comm.size) }
         } catch let e { setupError = e }
+        if let message = comm.agree(on: setupError) { throw RunError(message) }
+        // Every pair read and checked once, the work shared by the ranks, so that a bad file
+        // stops the run before anything is written rather than in the middle of it.
+        var size = (h: 0, w: 0)
+        do { size = try Self.validate(data!, classes: config.model.classes, rank: comm.rank, ranks: comm.size) }
+        catch let e { setupError = e }
         if let message = comm.agree(on: setupError) { throw RunError(message) }
         self.data = data!
         self.size = size
@@ -143,6 +174,7 @@ public final class Trainer {
         trainIndices = Array(0..<trainCount)
         testIndices = Array(trainCount..<self.data.count)
         batch = Batch(classes: config.model.classes)
+        spare = Batch(classes: config.model.classes)
         optimizerSettings = config.optimizerSettings
         stepSums = ScoreSums(classes: config.model.classes)
         model = UNet(config.model, seed: config.seed)
@@ -163,15 +195,42 @@ public final class Trainer {
             }
         }
         broadcastState()
+        var writeError: Error?
+        if comm.isRoot { do { try Self.createRunDirectory(config, worldSize: comm.size) } catch let e { writeError = e } }
+        if let message = comm.agree(on: writeError) { throw RunError(message) }
     }
 
-    /// Refuses to overwrite a run that holds a checkpoint, then creates the directories.
-    static func prepareRunDirectory(_ c: TrainConfig, worldSize: Int) throws {
+    /// Reads every pair of this rank's share of the data set; all must have the first image's
+    /// size. Returns that size.
+    static func validate(_ d: SeedDataset, classes: Int, rank: Int, ranks: Int) throws -> (h: Int, w: Int) {
+        let first = try Sample(d.pairs[0], classes: classes)
+        for i in share(0..<d.count, rank: rank, size: ranks) {
+            let s = try Sample(d.pairs[i], classes: classes)
+            guard s.height == first.height, s.width == first.width else {
+                throw FormatError(d.pairs[i].image, "image is \(s.height)x\(s.width), but \(d.pairs[0].image) is "
+                                  + "\(first.height)x\(first.width): all samples must have one size")
+            }
+        }
+        return (first.height, first.width)
+    }
+
+    /// Refuses a run directory that holds a checkpoint (unless resuming or overwriting) or that
+    /// cannot be written; writes nothing.
+    static func checkRunDirectory(_ c: TrainConfig) throws {
         let fm = FileManager.default
         let last = c.runDir + "/checkpoints/last.safetensors"
         if fm.fileExists(atPath: last) && c.resume == nil && !c.overwrite {
             throw FormatError(c.runDir, "already holds a checkpoint; pass --resume \(last) to continue or --overwrite to start over")
         }
+        // The nearest existing ancestor must be writable.
+        var dir = URL(fileURLWithPath: c.runDir).standardizedFileURL
+        while !fm.fileExists(atPath: dir.path) && dir.path != "/" { dir.deleteLastPathComponent() }
+        guard fm.isWritableFile(atPath: dir.path) else { throw FormatError(c.runDir, "cannot be written (\(dir.path) is not writable)") }
+    }
+
+    /// Creates the run directory and writes config.json.
+    static func createRunDirectory(_ c: TrainConfig, worldSize: Int) throws {
+        let fm = FileManager.default
         do {
             try fm.createDirectory(atPath: c.runDir + "/checkpoints", withIntermediateDirectories: true)
         } catch {
@@ -222,11 +281,17 @@ public final class Trainer {
             let order = epochOrder(count: trainIndices.count, seed: config.seed, epoch: epoch, shuffle: config.shuffle)
             var lossTotal = 0.0, iouTotal = 0.0, steps = 0, images = 0
             var stopped = false
-            for step in (info.step - (epoch - 1) * stepsPerEpoch)..<stepsPerEpoch {
+            let firstStep = info.step - (epoch - 1) * stepsPerEpoch
+            // The next batch is read on a background thread while this one computes.
+            var pending: PendingLoad? = prefetch(order: order, step: firstStep, epoch: epoch)
+            defer { pending?.wait() }
+            for step in firstStep..<stepsPerEpoch {
                 let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
-                var loadError: Error?
-                do { try loadBatch(global) } catch let e { loadError = e }
+                let loadError = pending!.wait()
+                swap(&batch, &spare)
                 if let message = comm.agree(on: loadError) { throw RunError(message) }
+                let last = step + 1 == stepsPerEpoch || config.maxSteps.map { info.step + 1 >= $0 } == true
+                pending = last ? nil : prefetch(order: order, step: step + 1, epoch: epoch)
                 let stepSums = computeStep(globalCount: global.count)
                 lossTotal += stepSums.loss; iouTotal += stepSums.iou
                 steps += 1; images += global.count
@@ -280,10 +345,24 @@ public final class Trainer {
         return stepSums
     }
 
-    /// Loads this rank's share of `global` (sample positions in the training set) into the batch.
-    public func loadBatch(_ global: ArraySlice<Int>) throws {
+    /// Loads this rank's share of `global` (sample positions in the training set) into `target`
+    /// (the current batch by default), augmented for `epoch` when asked.
+    public func loadBatch(_ global: ArraySlice<Int>, epoch: Int = 1, into target: Batch? = nil) throws {
         let mine = share(global, rank: comm.rank, size: comm.size).map { trainIndices[$0] }
-        try batch.load(mine, from: data, height: size.h, width: size.w)
+        let seed = config.seed
+        try (target ?? batch).load(mine, from: data, height: size.h, width: size.w,
+                                   augment: config.augment ? { Augmentation(seed: seed, epoch: epoch, sample: $0) } : nil)
+    }
+
+    /// Starts reading step `step`'s share into the spare batch on the loader thread.
+    func prefetch(order: [Int], step: Int, epoch: Int) -> PendingLoad {
+        let pending = PendingLoad(), target = spare
+        let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
+        loader.async { [self] in
+            do { try loadBatch(global, epoch: epoch, into: target) } catch { pending.error = error }
+            pending.done.signal()
+        }
+        return pending
     }
 
     /// Rank 0 prints, appends to history.csv, and writes last (and best) checkpoints; all ranks

@@ -24,6 +24,8 @@ struct Train: ParsableCommand {
     var maxSteps: Int?
     @Flag(help: "Start over in a run directory that already holds a checkpoint.") var overwrite = false
     @Flag(help: "Print nothing but errors.") var quiet = false
+    @Flag(help: "Augment training samples: flips, quarter turns, intensity jitter (deterministic per seed, epoch and sample).")
+    var augment = false
     @Option(help: "Progress display: bar (redrawn in place), lines (one per epoch) or auto: a bar when stdout is a terminal and no MPI launcher is in between (mpirun hands every rank a pseudo-terminal, wherever its own output goes).")
     var progress = "auto"
     @Option(help: "BatchNorm statistics: sync (over the global batch, the default) or local (each rank's share).")
@@ -51,6 +53,7 @@ struct Train: ParsableCommand {
             c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite
             c.bn = BatchNormMode(rawValue: bn)!
             c.quiet = quiet
+            c.augment = augment
             let bar = !quiet && comm.isRoot
                 && (progress == "bar" || (progress == "auto" && ProgressBar.stdoutIsTerminal && !launchedByMPI))
             let trainer = try Trainer(c, comm: comm) { line in

@@ -54,6 +54,19 @@ final class DistributedTests: XCTestCase {
         XCTAssertGreaterThan(zip(e, l).reduce(0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot(), 5e-2 * norm(e))
     }
 
+    func testAugmentedTrainingIsTheSameOnOneAndTwoRanks() throws {
+        var losses: [[Double]] = []
+        for n in [1, 2] {
+            let run = try runDir()
+            let r = try runUnetDist(["train", "--data", data, "--run-dir", run, "--epochs", "2", "--batch-size", "4",
+                                     "--test-count", "2", "--threads", "1", "--augment"], ranks: n)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            losses.append(try String(contentsOfFile: run + "/history.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+                .map { Double($0.split(separator: ",")[1])! })
+        }
+        for (a, b) in zip(losses[0], losses[1]) { XCTAssertEqual(b, a, accuracy: 1e-3 * a) }
+    }
+
     func adamRun(ranks: Int) throws -> (String, [Double]) {
         let run = try runDir()
         // 8 training pairs in batches of 3: the last batch of each epoch has 2, so on 3 and 4
