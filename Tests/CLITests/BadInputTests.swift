@@ -5,15 +5,12 @@ import XCTest
 
 /// Every bad input of the data issue under `mpirun -n 2`: one line naming the file and the
 /// problem, exit status 1 on every rank, no hang, and nothing written to the run directory.
-final class BadInputTests: XCTestCase {
+final class BadInputTests: ScratchTestCase {
     let good = fixturesDirectory + "/seeddata"
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
 
     /// A copy of the fixture data set to spoil.
     func dataCopy() throws -> String {
-        let d = try makeTemporaryDirectory("bad")
-        dirs.append(d)
+        let d = try scratchDirectory("bad")
         try FileManager.default.copyItem(atPath: good, toPath: d + "/data")
         return d + "/data"
     }

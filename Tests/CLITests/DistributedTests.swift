@@ -4,15 +4,12 @@ import TestSupport
 import XCTest
 
 /// N ranks train exactly like one (design section 3), through `mpirun` on the built binary.
-final class DistributedTests: XCTestCase {
+final class DistributedTests: ScratchTestCase {
     let data = fixturesDirectory + "/seeddata"
     let start = fixturesDirectory + "/torch_trained.safetensors"
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
 
     func runDir() throws -> String {
-        let d = try makeTemporaryDirectory("dist")
-        dirs.append(d)
+        let d = try scratchDirectory("dist")
         return d + "/run"
     }
 
@@ -107,8 +104,7 @@ final class DistributedTests: XCTestCase {
 
     func testAFailureOnAnotherRankIsReportedOnceNamingTheRank() throws {
         // Rank 1's share of the first batch holds a corrupt image; every rank stops together.
-        let dir = try makeTemporaryDirectory("badrank")
-        dirs.append(dir)
+        let dir = try scratchDirectory("badrank")
         try FileManager.default.copyItem(atPath: data, toPath: dir + "/data")
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/data/MRIs/slice_003.npy"))
         let r = try runUnetDist(["train", "--data", dir + "/data", "--run-dir", dir + "/run", "--batch-size", "4",

@@ -4,15 +4,12 @@ import TestSupport
 import XCTest
 
 /// Multi-node over TCP between network namespaces, and a rank killed mid-run.
-final class FaultAndClusterTests: XCTestCase {
+final class FaultAndClusterTests: ScratchTestCase {
     let data = fixturesDirectory + "/seeddata"
     let repo = URL(fileURLWithPath: fixturesDirectory).deletingLastPathComponent().deletingLastPathComponent().path
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
 
     func runDir() throws -> String {
-        let d = try makeTemporaryDirectory("fault")
-        dirs.append(d)
+        let d = try scratchDirectory("fault")
         return d + "/run"
     }
 

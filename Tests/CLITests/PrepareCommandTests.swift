@@ -60,10 +60,8 @@ struct ManifestRow: Equatable {
     var index: String { String(file.dropLast(4).split(separator: "_").last!) }
 }
 
-final class PrepareCommandTests: XCTestCase {
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
-    func tempDir() throws -> String { let d = try makeTemporaryDirectory("prepare"); dirs.append(d); return d }
+final class PrepareCommandTests: ScratchTestCase {
+    func tempDir() throws -> String { try scratchDirectory("prepare") }
 
     /// The sphere head written to a fresh directory.
     func head() throws -> String {
@@ -281,10 +279,8 @@ final class PrepareCommandTests: XCTestCase {
     }
 }
 
-final class SynthCommandTests: XCTestCase {
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
-    func tempDir() throws -> String { let d = try makeTemporaryDirectory("synth"); dirs.append(d); return d }
+final class SynthCommandTests: ScratchTestCase {
+    func tempDir() throws -> String { try scratchDirectory("synth") }
 
     func files(_ dir: String) throws -> [String: Data] {
         var out: [String: Data] = [:]
@@ -332,14 +328,12 @@ final class SynthCommandTests: XCTestCase {
 
 /// launch/fetch-icbm.sh with the wheel already in its cache (a stand-in built here) and without
 /// any way to reach PyPI.
-final class FetchScriptTests: XCTestCase {
+final class FetchScriptTests: ScratchTestCase {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("launch/fetch-icbm.sh").path
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
 
     func testACachedWheelIsUnpackedAndPrepared() throws {
-        let d = try makeTemporaryDirectory("fetch"); dirs.append(d)
+        let d = try scratchDirectory("fetch")
         try SphereHead.write(to: d)
         let zip = """
             import sys, zipfile
@@ -357,7 +351,7 @@ final class FetchScriptTests: XCTestCase {
     }
 
     func testWithoutPyPIItSaysSoAndWritesPhantoms() throws {
-        let d = try makeTemporaryDirectory("fetch"); dirs.append(d)
+        let d = try scratchDirectory("fetch")
         let r = try shell("\(script) \(d)/out 16", environment: ["UNET_DIST": unetDistBinary, "WHEEL_CACHE": d + "/cache", "PYTHON": "false"])
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
         XCTAssertTrue(r.stdout.contains("PyPI unreachable: using synthetic phantoms instead"), r.stdout)

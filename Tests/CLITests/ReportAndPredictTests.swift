@@ -6,15 +6,12 @@ import XCTest
 /// What users see: the run directory's files, pictures decoded by an independent decoder
 /// (Tests/scripts/png_inspect.py), the report in a real browser, progress on a terminal and on a
 /// pipe, and `predict`/`info`.
-final class ReportAndPredictTests: XCTestCase {
+final class ReportAndPredictTests: ScratchTestCase {
     let data = fixturesDirectory + "/seeddata"
     let scripts = URL(fileURLWithPath: fixturesDirectory).deletingLastPathComponent().appendingPathComponent("scripts").path
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
 
     func tempDir() throws -> String {
-        let d = try makeTemporaryDirectory("report")
-        dirs.append(d)
+        let d = try scratchDirectory("report")
         return d
     }
 

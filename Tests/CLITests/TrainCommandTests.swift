@@ -5,14 +5,11 @@ import XCTest
 
 /// `unet-dist train`, `eval` and `overfit` end to end on the small seed-layout fixture set
 /// (10 pairs of 48x48: 8 train, 2 test).
-final class TrainCommandTests: XCTestCase {
+final class TrainCommandTests: ScratchTestCase {
     let data = fixturesDirectory + "/seeddata"
-    var dirs: [String] = []
-    override func tearDown() { for d in dirs { try? FileManager.default.removeItem(atPath: d) } }
 
     func runDir() throws -> String {
-        let d = try makeTemporaryDirectory("train")
-        dirs.append(d)
+        let d = try scratchDirectory("train")
         return d + "/run"
     }
 

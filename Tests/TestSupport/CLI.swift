@@ -1,4 +1,5 @@
 import Foundation
+import XCTest
 
 /// The built `unet-dist`, beside the test bundle in the build directory.
 public let unetDistBinary: String = {
@@ -65,4 +66,22 @@ public func makeTemporaryDirectory(_ tag: String) throws -> String {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("unet-dist-\(tag)-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     return dir.path
+}
+
+/// A test case whose temporary directories are removed after each test.
+open class ScratchTestCase: XCTestCase {
+    private var scratch: [String] = []
+
+    /// A fresh directory, removed when the test ends.
+    public func scratchDirectory(_ tag: String = "test") throws -> String {
+        let d = try makeTemporaryDirectory(tag)
+        scratch.append(d)
+        return d
+    }
+
+    open override func tearDown() {
+        for d in scratch { try? FileManager.default.removeItem(atPath: d) }
+        scratch = []
+        super.tearDown()
+    }
 }
