@@ -27,6 +27,8 @@ public struct TrainConfig: Codable, Equatable {
     public var bn = BatchNormMode.sync
     /// Rank 0 prints nothing but errors.
     public var quiet = false
+    /// Also write `last.safetensors` every this many optimizer steps (besides each epoch's end).
+    public var checkpointEvery: Int?
     /// Random flips, quarter turns and intensity jitter, drawn from (seed, epoch, sample).
     public var augment = false
     public var model = UNet.Config()
@@ -301,7 +303,15 @@ public final class Trainer {
                                         elapsed: Date().timeIntervalSince(started)))
                 }
                 info.step += 1
+                // Every rank holds the same combined loss, so all stop together.
+                guard stepSums.loss.isFinite else {
+                    throw RunError(String(format: "the loss became %@ at epoch %d, step %d; stopping (the last good checkpoint, if any, is kept: %@)",
+                                          stepSums.loss.isNaN ? "NaN" : "infinite", epoch, step + 1, config.runDir + "/checkpoints/last.safetensors"))
+                }
                 if let maxSteps = config.maxSteps, info.step >= maxSteps { stopped = true; break }
+                if let every = config.checkpointEvery, info.step % every == 0, step + 1 < stepsPerEpoch {
+                    try saveMidEpochCheckpoint()
+                }
             }
             let trainSeconds = Date().timeIntervalSince(started)
             // With per-rank statistics the replicas' running statistics differ: evaluate and save
@@ -391,6 +401,16 @@ public final class Trainer {
                 try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/last.safetensors")
                 if improved { try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/best.safetensors") }
             } catch let e { writeError = e }
+        }
+        if let message = comm.agree(on: writeError) { throw RunError(message) }
+    }
+
+    /// `last.safetensors` at a step boundary inside an epoch: a resume continues from the next step.
+    func saveMidEpochCheckpoint() throws {
+        var writeError: Error?
+        if comm.isRoot {
+            do { try writeFileAtomically(model.checkpoint(info), to: config.runDir + "/checkpoints/last.safetensors") }
+            catch let e { writeError = e }
         }
         if let message = comm.agree(on: writeError) { throw RunError(message) }
     }

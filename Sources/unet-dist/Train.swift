@@ -22,6 +22,7 @@ struct Train: ParsableCommand {
     @Option(help: "Continue a run from its checkpoint (weights, optimizer state, position).") var resume: String?
     @Option(help: "Stop after this many optimizer steps (evaluating and checkpointing as at an epoch's end).")
     var maxSteps: Int?
+    @Option(help: "Also checkpoint every N optimizer steps; a resume continues from that step.") var checkpointEvery: Int?
     @Flag(help: "Start over in a run directory that already holds a checkpoint.") var overwrite = false
     @Flag(help: "Print nothing but errors.") var quiet = false
     @Flag(help: "Augment training samples: flips, quarter turns, intensity jitter (deterministic per seed, epoch and sample).")
@@ -38,6 +39,7 @@ struct Train: ParsableCommand {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive") }
         guard testCount >= 0 else { throw ValidationError("--test-count must not be negative") }
+        if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if let maxSteps, maxSteps < 1 { throw ValidationError("--max-steps must be at least 1") }
         guard ["auto", "bar", "lines"].contains(progress) else { throw ValidationError("--progress must be auto, bar or lines") }
         guard BatchNormMode(rawValue: bn) != nil else { throw ValidationError("--bn must be sync or local") }
@@ -54,6 +56,7 @@ struct Train: ParsableCommand {
             c.bn = BatchNormMode(rawValue: bn)!
             c.quiet = quiet
             c.augment = augment
+            c.checkpointEvery = checkpointEvery
             let bar = !quiet && comm.isRoot
                 && (progress == "bar" || (progress == "auto" && ProgressBar.stdoutIsTerminal && !launchedByMPI))
             let trainer = try Trainer(c, comm: comm) { line in

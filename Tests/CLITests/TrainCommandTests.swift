@@ -83,6 +83,27 @@ final class TrainCommandTests: ScratchTestCase {
         XCTAssertEqual(b.metadata["step"], "6")
     }
 
+    func testCheckpointEveryStepsResumesMidEpochExactly() throws {
+        let straight = try runDir(), interrupted = try runDir()
+        XCTAssertEqual(try train(straight, ["--epochs", "2"]).status, 0)
+        // A run that dies after step 3 (of 2 x 2): its step-3 checkpoint is the mid-epoch one.
+        XCTAssertEqual(try train(interrupted, ["--epochs", "2", "--checkpoint-every", "1", "--max-steps", "3"]).status, 0)
+        XCTAssertEqual(try SafeTensors(path: interrupted + "/checkpoints/last.safetensors").metadata["step"], "3")
+        let r = try train(interrupted, ["--epochs", "2", "--resume", interrupted + "/checkpoints/last.safetensors"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let a = try SafeTensors(path: straight + "/checkpoints/last.safetensors")
+        let b = try SafeTensors(path: interrupted + "/checkpoints/last.safetensors")
+        for name in a.names { XCTAssertEqual(a.entries[name]!.bytes, b.entries[name]!.bytes, name) }
+    }
+
+    func testNonFiniteLossStopsTheRunNamingEpochAndStep() throws {
+        let run = try runDir()
+        let r = try train(run, ["--epochs", "3", "--lr", "1e30", "--optimizer", "sgd"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertNotNil(r.stderr.range(of: #"^error: the loss became (NaN|infinite) at epoch \d+, step \d+; stopping"#,
+                                       options: .regularExpression), r.stderr)
+    }
+
     func testExistingRunIsNeverOverwrittenWithoutBeingAsked() throws {
         let run = try runDir()
         XCTAssertEqual(try train(run, ["--epochs", "1"]).status, 0)
