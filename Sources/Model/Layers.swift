@@ -8,6 +8,8 @@ public final class LayerContext {
     public let workspace = Workspace()
     public var training = true
     public var statistics: StatisticsReducer?
+    /// Per-layer-kind timing; nil (the default) costs one check per layer.
+    public var profile: LayerProfile?
     /// Double scratch for BN's per-channel sums.
     var bnScratch = [Double](repeating: 0, count: 4096)
     init(store: ParameterStore) { self.store = store }
@@ -43,8 +45,11 @@ final class Conv2d {
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
         output.reshape(shape.outputShape(x.shape))
-        conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
-                      batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        ctx.timed(.conv) {
+            conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
+                          batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        }
         return output
     }
 
@@ -52,10 +57,15 @@ final class Conv2d {
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
         if needInputGrad { inputGrad.reshape(input.shape) }
-        conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
-                       dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: input.data,
-                       weight: ctx.store.param(weight), batch: input.shape.n, height: input.shape.h,
-                       width: input.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile {
+            p.convFlops += Double((needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
+        }
+        ctx.timed(.conv, backward: true) {
+            conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
+                           dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: input.data,
+                           weight: ctx.store.param(weight), batch: input.shape.n, height: input.shape.h,
+                           width: input.shape.w, shape, workspace: ctx.workspace)
+        }
         return inputGrad
     }
 }
@@ -83,16 +93,22 @@ final class ConvTranspose2d {
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
         output.reshape(shape.outputShape(x.shape))
-        convTranspose2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
-                               batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
+        ctx.timed(.convTranspose) {
+            convTranspose2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
+                                   batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        }
         return output
     }
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         inputGrad.reshape(input.shape)
-        convTranspose2dBackward(dx: inputGrad.data, dweight: ctx.store.grad(weight), dbias: ctx.store.grad(bias),
-                                dy: dy.data, x: input.data, weight: ctx.store.param(weight), batch: input.shape.n,
-                                height: input.shape.h, width: input.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * input.shape.count / shape.inC) }
+        ctx.timed(.convTranspose, backward: true) {
+            convTranspose2dBackward(dx: inputGrad.data, dweight: ctx.store.grad(weight), dbias: ctx.store.grad(bias),
+                                    dy: dy.data, x: input.data, weight: ctx.store.param(weight), batch: input.shape.n,
+                                    height: input.shape.h, width: input.shape.w, shape, workspace: ctx.workspace)
+        }
         return inputGrad
     }
 }
@@ -127,6 +143,10 @@ final class BatchNorm2d {
     }
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        ctx.timed(.batchNorm) { forwardBody(x, ctx) }
+    }
+
+    private func forwardBody(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
         output.reshape(x.shape)
         let s = ctx.store
@@ -155,6 +175,10 @@ final class BatchNorm2d {
     private var globalCount = 0.0
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        ctx.timed(.batchNorm, backward: true) { backwardBody(dy, ctx) }
+    }
+
+    private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         inputGrad.reshape(input.shape)
         let s = ctx.store
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
@@ -183,14 +207,14 @@ final class ConvBNReLU {
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         let y = bn.forward(conv.forward(x, ctx), ctx)
-        reluForward(y.data, count: y.count)
+        ctx.timed(.relu) { reluForward(y.data, count: y.count) }
         return y
     }
 
     /// `dy` is consumed (overwritten by the ReLU's backward).
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
-        reluBackward(dx: dy.data, dy: dy.data, y: bn.output.data, count: dy.count)
+        ctx.timed(.relu, backward: true) { reluBackward(dx: dy.data, dy: dy.data, y: bn.output.data, count: dy.count) }
         return conv.backward(bn.backward(dy, ctx), ctx, needInputGrad: needInputGrad)
     }
 }
@@ -218,7 +242,9 @@ final class ConvBlock {
         var h = x
         if pooled {
             pool.reshape(Shape(x.shape.n, x.shape.c, x.shape.h / 2, x.shape.w / 2))
-            maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
+            ctx.timed(.pool) {
+                maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
+            }
             h = pool
         }
         return second.forward(first.forward(h, ctx), ctx)
@@ -229,8 +255,10 @@ final class ConvBlock {
         let d = first.backward(second.backward(dy, ctx), ctx, needInputGrad: needInputGrad || pooled)
         guard pooled, needInputGrad else { return d }
         poolGrad.reshape(input.shape)
-        maxPool2Backward(dx: poolGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
-                         height: input.shape.h, width: input.shape.w)
+        ctx.timed(.pool, backward: true) {
+            maxPool2Backward(dx: poolGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
+                             height: input.shape.h, width: input.shape.w)
+        }
         return poolGrad
     }
 }
@@ -261,11 +289,13 @@ final class UpBlock {
         // (F.pad's order); the two are equal whenever the seed's own concatenation works.
         top = skip.shape.h - up.shape.h; left = skip.shape.w - up.shape.w
         padded.reshape(Shape(up.shape.n, up.shape.c, skip.shape.h, skip.shape.w))
-        padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
-                          width: up.shape.w, top: top, left: left)
         joined.reshape(Shape(skip.shape.n, skip.shape.c + up.shape.c, skip.shape.h, skip.shape.w))
-        concatChannelsForward(joined.data, skip.data, channelsA: skip.shape.c, padded.data, channelsB: up.shape.c,
-                              batch: skip.shape.n, spatial: skip.shape.spatial)
+        ctx.timed(.other) {
+            padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
+                              width: up.shape.w, top: top, left: left)
+            concatChannelsForward(joined.data, skip.data, channelsA: skip.shape.c, padded.data, channelsB: up.shape.c,
+                                  batch: skip.shape.n, spatial: skip.shape.spatial)
+        }
         return convs.forward(joined, ctx)
     }
 
@@ -274,11 +304,13 @@ final class UpBlock {
         let dj = convs.backward(dy, ctx)
         skipGrad.reshape(skipShape)
         padded.reshape(Shape(upShape.n, upShape.c, skipShape.h, skipShape.w))
-        concatChannelsBackward(da: skipGrad.data, channelsA: skipShape.c, db: padded.data, channelsB: upShape.c,
-                               dy: dj.data, batch: skipShape.n, spatial: skipShape.spatial)
         paddedGrad.reshape(upShape)
-        padTopLeftBackward(dx: paddedGrad.data, dy: padded.data, planes: upShape.n * upShape.c, height: upShape.h,
-                           width: upShape.w, top: top, left: left)
+        ctx.timed(.other, backward: true) {
+            concatChannelsBackward(da: skipGrad.data, channelsA: skipShape.c, db: padded.data, channelsB: upShape.c,
+                                   dy: dj.data, batch: skipShape.n, spatial: skipShape.spatial)
+            padTopLeftBackward(dx: paddedGrad.data, dy: padded.data, planes: upShape.n * upShape.c, height: upShape.h,
+                               width: upShape.w, top: top, left: left)
+        }
         return (upsample.backward(paddedGrad, ctx), skipGrad)
     }
 }

@@ -9,7 +9,7 @@ struct UnetDist: ParsableCommand {
         commandName: "unet-dist",
         abstract: "Train a UNet to segment brain MRI slices, data-parallel over MPI ranks.",
         version: "0.1.0",
-        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Overfit.self])
+        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Overfit.self, Bench.self])
 
     static func main() {
         selectBLASKernelsOrReexec()
@@ -37,6 +37,7 @@ func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws 
     let comm = makeCommunicator()
     let n = threads.resolvedThreads(comm)
     setBLASThreads(n)
+    setComputeThreads(n)
     do {
         try body(comm, n)
         fflush(stdout)
