@@ -1,6 +1,6 @@
 /// ReLU in place (PyTorch's inplace=True, as the seed uses it).
 public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count where x[i] < 0 { x[i] = 0 }
+    for i in 0..<count { x[i] = max(x[i], 0) }
 }
 
 /// dx = dy where the ReLU's output y was positive; dx may alias dy.

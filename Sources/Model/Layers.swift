@@ -142,12 +142,18 @@ final class BatchNorm2d {
         store.counters[counter] = 0
     }
 
-    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
-        ctx.timed(.batchNorm) { forwardBody(x, ctx) }
+    /// With `relu`, the output is max(BN(x), 0) (a ReLU in place, fused), and `backward` takes
+    /// the gradient after that ReLU.
+    func forward(_ x: Tensor, _ ctx: LayerContext, relu: Bool = false) -> Tensor {
+        ctx.timed(.batchNorm) { forwardBody(x, ctx, relu: relu) }
     }
 
-    private func forwardBody(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+    /// Whether the last forward applied the ReLU.
+    private var fusedReLU = false
+
+    private func forwardBody(_ x: Tensor, _ ctx: LayerContext, relu: Bool) -> Tensor {
         input = x
+        fusedReLU = relu
         output.reshape(x.shape)
         let s = ctx.store
         if ctx.training {
@@ -158,7 +164,7 @@ final class BatchNorm2d {
                                               runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
                                               saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
                                               BatchNormShape(x.shape), scratch: scratch.baseAddress!,
-                                              reducer: ctx.statistics)
+                                              reducer: ctx.statistics, relu: relu)
                         globalCount = scratch[2 * channels]
                     }
                 }
@@ -167,6 +173,7 @@ final class BatchNorm2d {
         } else {
             batchNormEvalForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
                                  runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar), BatchNormShape(x.shape))
+            if relu { reluForward(output.data, count: output.count) }
         }
         return output
     }
@@ -185,7 +192,7 @@ final class BatchNorm2d {
             batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
                                    x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
                                    BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
-                                   reducer: ctx.statistics)
+                                   reducer: ctx.statistics, reluOutput: fusedReLU ? UnsafePointer(output.data) : nil)
         }
         return inputGrad
     }
@@ -206,16 +213,13 @@ final class ConvBNReLU {
     }
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
-        let y = bn.forward(conv.forward(x, ctx), ctx)
-        ctx.timed(.relu) { reluForward(y.data, count: y.count) }
-        return y
+        // The ReLU runs inside the BatchNorm's output loop (and its backward inside BN's backward).
+        bn.forward(conv.forward(x, ctx), ctx, relu: true)
     }
 
-    /// `dy` is consumed (overwritten by the ReLU's backward).
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
-        ctx.timed(.relu, backward: true) { reluBackward(dx: dy.data, dy: dy.data, y: bn.output.data, count: dy.count) }
-        return conv.backward(bn.backward(dy, ctx), ctx, needInputGrad: needInputGrad)
+        conv.backward(bn.backward(dy, ctx), ctx, needInputGrad: needInputGrad)
     }
 }
 
