@@ -19,3 +19,17 @@ public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         for i in lo..<hi { body(i) }
     }
 }
+
+/// Splits 0..<count into at most `computeThreads` contiguous chunks and calls body(chunk, range)
+/// for each, concurrently; `chunk` indexes per-thread scratch. One chunk runs on the caller's thread.
+@inline(__always)
+public func parallelChunks(_ count: Int, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
+    let t = min(computeThreads, count)
+    if t <= 1 {
+        if count > 0 { body(0, 0..<count) }
+        return
+    }
+    DispatchQueue.concurrentPerform(iterations: t) { chunk in
+        body(chunk, (chunk * count / t)..<((chunk + 1) * count / t))
+    }
+}

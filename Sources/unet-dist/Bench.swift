@@ -30,8 +30,8 @@ struct Bench: ParsableCommand {
             // The machine's single-thread GEMM rate, measured first, one rank at a time would be
             // fairer under mpirun; every rank measures its own while the others do the same.
             let sgemm = sgemmSize > 0 ? measureSGEMM(size: sgemmSize, threads: 1) : 0
-            setBLASThreads(threads)
             setComputeThreads(threads)
+            setBLASThreads(1)
 
             let net = UNet(seed: 0)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count

@@ -36,8 +36,9 @@ struct ComputeOptions: ParsableArguments {
 func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws -> Void) -> Never {
     let comm = makeCommunicator()
     let n = threads.resolvedThreads(comm)
-    setBLASThreads(n)
+    // Our kernels spread images and bands of rows over the threads, one OpenBLAS thread each.
     setComputeThreads(n)
+    setBLASThreads(1)
     do {
         try body(comm, n)
         fflush(stdout)
