@@ -42,8 +42,8 @@ public struct Conv2dShape: Equatable {
     }
 }
 
-/// Floats in one band of the column matrix (1 MiB: the band is written and read back in cache).
-nonisolated(unsafe) public var bandFloats = 1 << 18
+/// Floats in one band of the column matrix (512 KiB: the band is written and read back in cache).
+nonisolated(unsafe) public var bandFloats = 1 << 17
 
 /// Every (image, band of output rows) pair of a banded convolution, over the compute threads.
 @inline(__always)

@@ -82,6 +82,7 @@ public final class UNet {
 
     private func add(into a: Tensor, _ b: Tensor) {
         precondition(a.shape == b.shape)
-        for i in 0..<a.count { a.data[i] += b.data[i] }
+        let x = a.data, y = b.data
+        parallelChunks(a.count) { _, range in for i in range { x[i] += y[i] } }
     }
 }

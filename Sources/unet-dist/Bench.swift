@@ -14,6 +14,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Global batch size, split among the ranks.") var batchSize = 16
     @Option(help: "Timed steps (after one warm-up step).") var steps = 5
     @Option(help: "Side of the square sgemm timed on one thread (0 skips it).") var sgemmSize = 2048
+    @Option(help: .hidden) var bandFloats: Int?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var compute: ComputeOptions
 
@@ -32,6 +33,7 @@ struct Bench: ParsableCommand {
             let sgemm = sgemmSize > 0 ? measureSGEMM(size: sgemmSize, threads: 1) : 0
             setComputeThreads(threads)
             setBLASThreads(1)
+            if let bandFloats { Kernels.bandFloats = max(1, bandFloats) }
 
             let net = UNet(seed: 0)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count

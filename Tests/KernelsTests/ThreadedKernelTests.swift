@@ -54,7 +54,26 @@ final class ThreadedKernelTests: XCTestCase {
             batchNormTrainBackward(dx: &dz, dweight: &dg, dbias: &dbeta, dy: dy, x: y, weight: gamma, saveMean: mean,
                                    saveInvstd: invstd, bn, count: Double(ys.n * ys.spatial), scratch: &scratch,
                                    reluOutput: z)
-            let results = [y, dx, dw, db, u, du, dwu, dbu, z, rm, rv, dz, dg, dbeta]
+            // Pooling (odd sizes), pad and crop, the loss.
+            let ph = 11, pw = 7, planes = xs.n * xs.c
+            var pooled = [Float](repeating: 0, count: planes * (ph / 2) * (pw / 2))
+            maxPool2Forward(&pooled, x, planes: planes, height: ph, width: pw)
+            var dpool = [Float](repeating: 9, count: xs.count)
+            maxPool2Backward(dx: &dpool, dy: pooled, x: x, planes: planes, height: ph, width: pw)
+            var padded = [Float](repeating: 9, count: planes * (ph + 1) * (pw + 1))
+            padTopLeftForward(&padded, x, planes: planes, height: ph, width: pw, top: 1, left: 1)
+            var dpad = [Float](repeating: 9, count: xs.count)
+            padTopLeftBackward(dx: &dpad, dy: padded, planes: planes, height: ph, width: pw, top: 1, left: 1)
+            var cropped = [Float](repeating: 9, count: planes * (ph - 1) * (pw - 1))
+            padTopLeftForward(&cropped, x, planes: planes, height: ph, width: pw, top: -1, left: -1)
+            var dcrop = [Float](repeating: 9, count: xs.count)
+            padTopLeftBackward(dx: &dcrop, dy: cropped, planes: planes, height: ph, width: pw, top: -1, left: -1)
+            let targets = x.map { $0 > 0 ? Float(1) : 0 }
+            var dlogits = [Float](repeating: 0, count: ys.count)
+            let loss = bceWithLogits(dlogits: &dlogits, logits: y, targets: Array(targets.prefix(ys.count)) + [Float](repeating: 0, count: max(0, ys.count - targets.count)),
+                                     count: ys.count, gradScale: 0.5)
+            let results = [y, dx, dw, db, u, du, dwu, dbu, z, rm, rv, dz, dg, dbeta,
+                           pooled, dpool, padded, dpad, cropped, dcrop, dlogits, [Float(loss)]]
             if reference.isEmpty { reference = results; continue }
             for (i, (a, r)) in zip(results, reference).enumerated() {
                 assertClose(a, r, "result \(i) with \(threads) threads, band \(band)")
