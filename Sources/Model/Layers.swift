@@ -10,6 +10,9 @@ public final class LayerContext {
     public var statistics: StatisticsReducer?
     /// Per-layer-kind timing; nil (the default) costs one check per layer.
     public var profile: LayerProfile?
+    /// Input gradients of every Conv2d and of every BatchNorm2d, shared: each is read only by
+    /// the backward of the layer before it, which writes the other one (conv -> BN -> conv ...).
+    let convGrad = Tensor(), bnGrad = Tensor()
     /// Double scratch for BN's per-channel sums.
     var bnScratch = [Double](repeating: 0, count: 4096)
     init(store: ParameterStore) { self.store = store }
@@ -27,7 +30,6 @@ final class Conv2d {
     let weight: TensorView
     let bias: TensorView?
     let output = Tensor()
-    let inputGrad = Tensor()
     private unowned var input: Tensor!
 
     init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
@@ -56,6 +58,7 @@ final class Conv2d {
     /// Accumulates parameter gradients; returns dx unless the input needs none.
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
+        let inputGrad = ctx.convGrad
         if needInputGrad { inputGrad.reshape(input.shape) }
         if let p = ctx.profile {
             p.convFlops += Double((needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
@@ -119,7 +122,6 @@ final class BatchNorm2d {
     let runningMean: TensorView, runningVar: TensorView
     let counter: Int
     let output = Tensor()
-    let inputGrad = Tensor()
     private var saveMean: [Float], saveInvstd: [Float]
     private unowned var input: Tensor!
 
@@ -186,6 +188,7 @@ final class BatchNorm2d {
     }
 
     private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        let inputGrad = ctx.bnGrad
         inputGrad.reshape(input.shape)
         let s = ctx.store
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
@@ -272,7 +275,7 @@ final class ConvBlock {
 final class UpBlock {
     let upsample: ConvTranspose2d
     let convs: ConvBlock
-    let padded = Tensor(), joined = Tensor()
+    let joined = Tensor()
     let paddedGrad = Tensor(), skipGrad = Tensor()
     private var top = 0, left = 0
     private var upShape = Shape(0, 0, 0, 0), skipShape = Shape(0, 0, 0, 0)
@@ -292,13 +295,16 @@ final class UpBlock {
         // The seed pads width by the height difference and height by the width difference
         // (F.pad's order); the two are equal whenever the seed's own concatenation works.
         top = skip.shape.h - up.shape.h; left = skip.shape.w - up.shape.w
-        padded.reshape(Shape(up.shape.n, up.shape.c, skip.shape.h, skip.shape.w))
         joined.reshape(Shape(skip.shape.n, skip.shape.c + up.shape.c, skip.shape.h, skip.shape.w))
+        // torch.cat([skip, F.pad(up)], 1), the padded channels written in place after the skip's.
+        let plane = skip.shape.spatial, cs = skip.shape.c, cu = up.shape.c
         ctx.timed(.other) {
-            padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
-                              width: up.shape.w, top: top, left: left)
-            concatChannelsForward(joined.data, skip.data, channelsA: skip.shape.c, padded.data, channelsB: up.shape.c,
-                                  batch: skip.shape.n, spatial: skip.shape.spatial)
+            for n in 0..<skip.shape.n {
+                let j = joined.data + n * (cs + cu) * plane
+                j.update(from: skip.data + n * cs * plane, count: cs * plane)
+                padTopLeftForward(j + cs * plane, up.data + n * cu * up.shape.spatial, planes: cu, height: up.shape.h,
+                                  width: up.shape.w, top: top, left: left)
+            }
         }
         return convs.forward(joined, ctx)
     }
@@ -307,13 +313,15 @@ final class UpBlock {
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> (Tensor, Tensor) {
         let dj = convs.backward(dy, ctx)
         skipGrad.reshape(skipShape)
-        padded.reshape(Shape(upShape.n, upShape.c, skipShape.h, skipShape.w))
         paddedGrad.reshape(upShape)
+        let plane = skipShape.spatial, cs = skipShape.c, cu = upShape.c
         ctx.timed(.other, backward: true) {
-            concatChannelsBackward(da: skipGrad.data, channelsA: skipShape.c, db: padded.data, channelsB: upShape.c,
-                                   dy: dj.data, batch: skipShape.n, spatial: skipShape.spatial)
-            padTopLeftBackward(dx: paddedGrad.data, dy: padded.data, planes: upShape.n * upShape.c, height: upShape.h,
-                               width: upShape.w, top: top, left: left)
+            for n in 0..<skipShape.n {
+                let j = dj.data + n * (cs + cu) * plane
+                (skipGrad.data + n * cs * plane).update(from: j, count: cs * plane)
+                padTopLeftBackward(dx: paddedGrad.data + n * cu * upShape.spatial, dy: j + cs * plane, planes: cu,
+                                   height: upShape.h, width: upShape.w, top: top, left: left)
+            }
         }
         return (upsample.backward(paddedGrad, ctx), skipGrad)
     }
