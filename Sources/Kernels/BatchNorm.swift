@@ -23,13 +23,14 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
                                   runningMean: UnsafeMutablePointer<Float>, runningVar: UnsafeMutablePointer<Float>,
                                   saveMean: UnsafeMutablePointer<Float>, saveInvstd: UnsafeMutablePointer<Float>,
                                   _ s: BatchNormShape, momentum: Float = 0.1, eps: Float = 1e-5,
-                                  scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil) {
+                                  scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
+                                  relu: Bool = false) {
     let C = s.channels, plane = s.spatial
-    for c in 0..<C {
+    parallelFor(C) { c in
         var s1 = 0.0, s2 = 0.0
         for n in 0..<s.batch {
-            let p = x + (n * C + c) * plane
-            for i in 0..<plane { let v = Double(p[i]); s1 += v; s2 += v * v }
+            let (a, b) = sumAndSquares(x + (n * C + c) * plane, plane)
+            s1 += a; s2 += b
         }
         scratch[c] = s1; scratch[C + c] = s2
     }
@@ -45,49 +46,136 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
         saveMean[c] = Float(mean); saveInvstd[c] = Float(invstd)
         runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(mean)
         runningVar[c] = (1 - momentum) * runningVar[c] + momentum * Float(variance * count / max(count - 1, 1))
-        let scale = weight[c] * Float(invstd), shift = bias[c] - Float(mean) * scale
+    }
+    parallelFor(C) { c in
+        let scale = weight[c] * saveInvstd[c], shift = bias[c] - saveMean[c] * scale
         for n in 0..<s.batch {
             let p = x + (n * C + c) * plane, q = y + (n * C + c) * plane
-            for i in 0..<plane { q[i] = p[i] * scale + shift }
+            if relu {
+                for i in 0..<plane { q[i] = max(p[i] * scale + shift, 0) }
+            } else {
+                for i in 0..<plane { q[i] = p[i] * scale + shift }
+            }
         }
     }
 }
 
 /// Backward of the training-mode forward. Accumulates this replica's dweight/dbias (+=), assigns dx.
 /// `scratch` holds 2 * channels Doubles: sum dy and sum dy * xhat, added across replicas for dx.
+/// With `reluOutput` (the forward's output when it ran with `relu: true`), `dy` is the gradient
+/// after the ReLU, and is taken as zero wherever that output is not positive.
 public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
                                    dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
                                    x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                    saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
                                    _ s: BatchNormShape, count: Double,
-                                   scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil) {
+                                   scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
+                                   reluOutput: UnsafePointer<Float>? = nil) {
     let C = s.channels, plane = s.spatial
-    for c in 0..<C {
+    parallelFor(C) { c in
         var sdy = 0.0, sdyx = 0.0
         let mean = saveMean[c], invstd = saveInvstd[c]
         for n in 0..<s.batch {
-            let p = x + (n * C + c) * plane, g = dy + (n * C + c) * plane
-            for i in 0..<plane {
-                let d = Double(g[i])
-                sdy += d; sdyx += d * Double((p[i] - mean) * invstd)
-            }
+            let o = (n * C + c) * plane
+            let (a, b) = gradientSums(dy + o, x + o, reluOutput.map { $0 + o }, plane, mean: mean, invstd: invstd)
+            sdy += a; sdyx += b
         }
         scratch[c] = sdy; scratch[C + c] = sdyx
         dbias[c] += Float(sdy); dweight[c] += Float(sdyx)
     }
     reducer?.sumAcrossReplicas(scratch, count: 2 * C)
-    for c in 0..<C {
+    parallelFor(C) { c in
         let mean = saveMean[c], invstd = saveInvstd[c]
         let k = weight[c] * invstd
         let meanDy = Float(scratch[c] / count), meanDyX = Float(scratch[C + c] / count)
         for n in 0..<s.batch {
-            let p = x + (n * C + c) * plane, g = dy + (n * C + c) * plane, q = dx + (n * C + c) * plane
-            for i in 0..<plane {
-                let xhat = (p[i] - mean) * invstd
-                q[i] = k * (g[i] - meanDy - xhat * meanDyX)
+            let o = (n * C + c) * plane
+            let p = x + o, g = dy + o, q = dx + o
+            if let r = reluOutput.map({ $0 + o }) {
+                // Eight lanes at a time: a branch per element on the ReLU mask mispredicts.
+                let vm = SIMD8<Float>(repeating: mean), vs = SIMD8<Float>(repeating: invstd)
+                let vk = SIMD8<Float>(repeating: k), vdy = SIMD8<Float>(repeating: meanDy)
+                let vdyx = SIMD8<Float>(repeating: meanDyX)
+                let rp = UnsafeRawPointer(p), rg = UnsafeRawPointer(g), rr = UnsafeRawPointer(r)
+                let rq = UnsafeMutableRawPointer(q)
+                var i = 0
+                while i + 8 <= plane {
+                    var gv = rg.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                    let y = rr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                    gv.replace(with: SIMD8<Float>(), where: y .<= 0)
+                    let xhat = (rp.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) - vm) * vs
+                    rq.storeBytes(of: vk * (gv - vdy - xhat * vdyx), toByteOffset: 4 * i, as: SIMD8<Float>.self)
+                    i += 8
+                }
+                while i < plane {
+                    let xhat = (p[i] - mean) * invstd
+                    q[i] = k * ((r[i] > 0 ? g[i] : 0) - meanDy - xhat * meanDyX)
+                    i += 1
+                }
+            } else {
+                for i in 0..<plane {
+                    let xhat = (p[i] - mean) * invstd
+                    q[i] = k * (g[i] - meanDy - xhat * meanDyX)
+                }
             }
         }
     }
+}
+
+/// (sum x, sum x^2) of n Floats, in Double, eight lanes at a time.
+@inline(__always)
+func sumAndSquares(_ p: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
+    var a1 = SIMD8<Double>(), a2 = SIMD8<Double>()
+    var i = 0
+    let raw = UnsafeRawPointer(p)
+    while i + 8 <= n {
+        let v = SIMD8<Double>(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+        a1 += v
+        a2 += v * v
+        i += 8
+    }
+    var s1 = a1.sum(), s2 = a2.sum()
+    while i < n { let v = Double(p[i]); s1 += v; s2 += v * v; i += 1 }
+    return (s1, s2)
+}
+
+/// (sum g, sum g * xhat) in Double, with g = dy masked by relu > 0 when given.
+@inline(__always)
+func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ relu: UnsafePointer<Float>?, _ n: Int,
+                  mean: Float, invstd: Float) -> (Double, Double) {
+    var a1 = SIMD8<Double>(), a2 = SIMD8<Double>()
+    var i = 0
+    let rdy = UnsafeRawPointer(dy), rx = UnsafeRawPointer(x)
+    let m = SIMD8<Float>(repeating: mean), k = SIMD8<Float>(repeating: invstd)
+    if let relu {
+        let rr = UnsafeRawPointer(relu)
+        while i + 8 <= n {
+            var g = rdy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            let y = rr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            g.replace(with: SIMD8<Float>(), where: y .<= 0)
+            let xhat = (rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) - m) * k
+            let gd = SIMD8<Double>(g)
+            a1 += gd
+            a2 += gd * SIMD8<Double>(xhat)
+            i += 8
+        }
+    } else {
+        while i + 8 <= n {
+            let g = rdy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            let xhat = (rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) - m) * k
+            let gd = SIMD8<Double>(g)
+            a1 += gd
+            a2 += gd * SIMD8<Double>(xhat)
+            i += 8
+        }
+    }
+    var s1 = a1.sum(), s2 = a2.sum()
+    while i < n {
+        let g = relu.map { $0[i] > 0 ? dy[i] : 0 } ?? dy[i]
+        s1 += Double(g); s2 += Double(g) * Double((x[i] - mean) * invstd)
+        i += 1
+    }
+    return (s1, s2)
 }
 
 /// Eval-mode BatchNorm2d: the running statistics, nothing updated.

@@ -19,7 +19,115 @@ public struct Conv2dShape: Equatable {
     /// A 1x1 stride-1 convolution needs no unfolding: the image is its own column matrix.
     var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
     public func workspaceCount(height: Int, width: Int) -> Int {
-        isPointwise ? 0 : window(height: height, width: width).rows * window(height: height, width: width).columns
+        if isBanded { return bandedWorkspaceCount(height: height, width: width) }
+        return isPointwise ? 0 : window(height: height, width: width).rows * window(height: height, width: width).columns
+    }
+
+    /// Stride 1 with "same" padding (3x3 padding 1, ...): computed in bands of output rows whose
+    /// column matrix stays in cache, bands spread over the compute threads, and the input
+    /// gradient as a convolution of dy with the flipped kernel (no col2im).
+    var isBanded: Bool { stride == 1 && kernel > 1 && 2 * padding == kernel - 1 }
+
+    /// Output rows per band: a band's column matrix holds about `bandFloats` floats.
+    func bandRows(height: Int, width: Int) -> Int {
+        let k = max(inC, outC) * kernel * kernel
+        return max(1, min(height, bandFloats / max(k * width, 1)))
+    }
+
+    /// Per thread: one band's columns and a private dweight + dbias; then the flipped kernel.
+    func bandedWorkspaceCount(height: Int, width: Int) -> Int {
+        let k = max(inC, outC) * kernel * kernel
+        let perThread = k * bandRows(height: height, width: width) * width + weightCount + outC
+        return computeThreads * perThread + weightCount
+    }
+}
+
+/// Floats in one band of the column matrix (512 KiB: the band is written and read back in cache).
+nonisolated(unsafe) public var bandFloats = 1 << 17
+
+/// Every (image, band of output rows) pair of a banded convolution, over the compute threads.
+@inline(__always)
+func forEachBand(batch: Int, height: Int, rows: Int,
+                 _ body: (_ thread: Int, _ image: Int, _ rows: Range<Int>) -> Void) {
+    let bands = (height + rows - 1) / rows
+    parallelChunks(batch * bands) { thread, items in
+        for item in items {
+            let n = item / bands, b = item % bands
+            body(thread, n, (b * rows)..<min(height, (b + 1) * rows))
+        }
+    }
+}
+
+func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    let g = s.window(height: height, width: width)
+    let plane = height * width, rows = s.bandRows(height: height, width: width)
+    let ws = workspace.floats(s.bandedWorkspaceCount(height: height, width: width))
+    let perThread = max(s.inC, s.outC) * s.kernel * s.kernel * rows * width + s.weightCount + s.outC
+    forEachBand(batch: batch, height: height, rows: rows) { t, n, band in
+        let col = ws + t * perThread, columns = band.count * width
+        im2col(col, x + n * s.inC * plane, g, rows: band)
+        let yb = y + n * s.outC * plane + band.lowerBound * width
+        sgemm(transA: false, transB: false, m: s.outC, n: columns, k: g.rows,
+              a: weight, lda: g.rows, b: col, ldb: columns, beta: 0, c: yb, ldc: plane)
+        if let bias {
+            for o in 0..<s.outC {
+                let row = yb + o * plane, v = bias[o]
+                for i in 0..<columns { row[i] += v }
+            }
+        }
+    }
+}
+
+func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
+                          dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
+                          x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    let g = s.window(height: height, width: width)
+    let k = s.kernel, kk = k * k
+    // dy seen as the input of the adjoint convolution: outC channels, padding k - 1 - p (= p).
+    let gt = Window(channels: s.outC, height: height, width: width, kernel: k, stride: 1, padding: k - 1 - s.padding)
+    let plane = height * width, rows = s.bandRows(height: height, width: width)
+    let ws = workspace.floats(s.bandedWorkspaceCount(height: height, width: width))
+    let colCount = max(s.inC, s.outC) * kk * rows * width
+    let perThread = colCount + s.weightCount + s.outC
+    let threads = min(computeThreads, batch * ((height + rows - 1) / rows))
+    let flipped = ws + computeThreads * perThread
+    if dx != nil {
+        // flipped[c, o, ky, kx] = weight[o, c, k-1-ky, k-1-kx]: an inC x (outC k k) matrix.
+        for o in 0..<s.outC {
+            for c in 0..<s.inC {
+                let src = weight + (o * s.inC + c) * kk, dst = flipped + (c * s.outC + o) * kk
+                for i in 0..<kk { dst[i] = src[kk - 1 - i] }
+            }
+        }
+    }
+    if threads > 1 {
+        for t in 0..<threads { (ws + t * perThread + colCount).update(repeating: 0, count: s.weightCount + s.outC) }
+    }
+    forEachBand(batch: batch, height: height, rows: rows) { t, n, band in
+        let col = ws + t * perThread, columns = band.count * width
+        let dw = threads > 1 ? ws + t * perThread + colCount : dweight
+        let db = threads > 1 ? dw + s.weightCount : dbias
+        let dyb = dy + n * s.outC * plane + band.lowerBound * width
+        im2col(col, x + n * s.inC * plane, g, rows: band)
+        sgemm(transA: false, transB: true, m: s.outC, n: g.rows, k: columns,
+              a: dyb, lda: plane, b: col, ldb: columns, beta: 1, c: dw, ldc: g.rows)
+        if dbias != nil, let db { addRowSums(db, dyb, rows: s.outC, columns: columns, stride: plane) }
+        if let dx {
+            im2col(col, dy + n * s.outC * plane, gt, rows: band)
+            sgemm(transA: false, transB: false, m: s.inC, n: columns, k: gt.rows,
+                  a: flipped, lda: gt.rows, b: col, ldb: columns, beta: 0,
+                  c: dx + n * s.inC * plane + band.lowerBound * width, ldc: plane)
+        }
+    }
+    if threads > 1 {
+        for t in 0..<threads {
+            let dw = ws + t * perThread + colCount
+            for i in 0..<s.weightCount { dweight[i] += dw[i] }
+            if let dbias { for o in 0..<s.outC { dbias[o] += dw[s.weightCount + o] } }
+        }
     }
 }
 
@@ -27,6 +135,10 @@ public struct Conv2dShape: Equatable {
 public func conv2dForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                           batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    if s.isBanded {
+        return conv2dForwardBanded(y, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
+                                   workspace: workspace)
+    }
     let g = s.window(height: height, width: width)
     let inCount = s.inC * height * width, outPlane = g.columns
     let col = workspace.floats(s.workspaceCount(height: height, width: width))
@@ -50,6 +162,10 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
                            dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                            x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                            batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    if s.isBanded {
+        return conv2dBackwardBanded(dx: dx, dweight: dweight, dbias: dbias, dy: dy, x: x, weight: weight, batch: batch,
+                                    height: height, width: width, s, workspace: workspace)
+    }
     let g = s.window(height: height, width: width)
     let inCount = s.inC * height * width, outPlane = g.columns
     let col = workspace.floats(s.workspaceCount(height: height, width: width))
@@ -74,12 +190,18 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
     }
 }
 
-/// sums[r] += sum of row r, accumulated in Double so long rows keep their precision.
-func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows: Int, columns: Int) {
+/// sums[r] += sum of row r (rows `stride` apart), accumulated in Double so long rows keep their precision.
+func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int? = nil) {
     for r in 0..<rows {
-        var acc = 0.0
-        let row = m + r * columns
-        for i in 0..<columns { acc += Double(row[i]) }
+        let row = m + r * (stride ?? columns)
+        var a = SIMD8<Double>(), i = 0
+        let raw = UnsafeRawPointer(row)
+        while i + 8 <= columns {
+            a += SIMD8<Double>(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
+            i += 8
+        }
+        var acc = a.sum()
+        while i < columns { acc += Double(row[i]); i += 1 }
         sums[r] += Float(acc)
     }
 }

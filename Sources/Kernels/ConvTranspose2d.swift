@@ -17,7 +17,10 @@ public struct ConvTranspose2dShape: Equatable {
         Window(channels: outC, height: (height - 1) * stride + kernel, width: (width - 1) * stride + kernel,
                kernel: kernel, stride: stride, padding: 0)
     }
-    public func workspaceCount(height: Int, width: Int) -> Int { outC * kernel * kernel * height * width }
+    /// Per compute thread: one image's columns and a private dweight + dbias.
+    public func workspaceCount(height: Int, width: Int) -> Int {
+        computeThreads * (outC * kernel * kernel * height * width + weightCount + outC)
+    }
 }
 
 public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
@@ -26,8 +29,10 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
                                    workspace: Workspace) {
     let g = s.window(height: height, width: width)
     let plane = height * width, outPlane = g.height * g.width
-    let col = workspace.floats(s.workspaceCount(height: height, width: width))
-    for n in 0..<batch {
+    let ws = workspace.floats(s.workspaceCount(height: height, width: width))
+    let perThread = g.rows * plane + s.weightCount + s.outC
+    parallelChunks(batch) { t, images in for n in images {
+        let col = ws + t * perThread
         let xn = x + n * s.inC * plane, yn = y + n * s.outC * outPlane
         sgemm(transA: true, transB: false, m: g.rows, n: plane, k: s.inC,
               a: weight, lda: g.rows, b: xn, ldb: plane, beta: 0, c: col, ldc: plane)
@@ -39,7 +44,7 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
                 for i in 0..<outPlane { row[i] += v }
             }
         }
-    }
+    } }
 }
 
 public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
@@ -49,16 +54,31 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
                                     workspace: Workspace) {
     let g = s.window(height: height, width: width)
     let plane = height * width, outPlane = g.height * g.width
-    let col = workspace.floats(s.workspaceCount(height: height, width: width))
-    for n in 0..<batch {
+    let ws = workspace.floats(s.workspaceCount(height: height, width: width))
+    let colCount = g.rows * plane, perThread = colCount + s.weightCount + s.outC
+    let threads = min(computeThreads, batch)
+    if threads > 1 {
+        for t in 0..<threads { (ws + t * perThread + colCount).update(repeating: 0, count: s.weightCount + s.outC) }
+    }
+    parallelChunks(batch) { t, images in for n in images {
+        let col = ws + t * perThread
+        let dw = threads > 1 ? col + colCount : dweight
+        let db = threads > 1 ? dw + s.weightCount : dbias
         let xn = x + n * s.inC * plane, dyn = dy + n * s.outC * outPlane
         im2col(col, dyn, g)
         sgemm(transA: false, transB: true, m: s.inC, n: g.rows, k: plane,
-              a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dweight, ldc: g.rows)
-        if let dbias { addRowSums(dbias, dyn, rows: s.outC, columns: outPlane) }
+              a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dw, ldc: g.rows)
+        if dbias != nil, let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
         if let dx {
             sgemm(transA: false, transB: false, m: s.inC, n: plane, k: g.rows,
                   a: weight, lda: g.rows, b: col, ldb: plane, beta: 0, c: dx + n * s.inC * plane, ldc: plane)
+        }
+    } }
+    if threads > 1 {
+        for t in 0..<threads {
+            let dw = ws + t * perThread + colCount
+            for i in 0..<s.weightCount { dweight[i] += dw[i] }
+            if let dbias { for o in 0..<s.outC { dbias[o] += dw[s.weightCount + o] } }
         }
     }
 }

@@ -1,6 +1,6 @@
 /// ReLU in place (PyTorch's inplace=True, as the seed uses it).
 public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count where x[i] < 0 { x[i] = 0 }
+    for i in 0..<count { x[i] = max(x[i], 0) }
 }
 
 /// dx = dy where the ReLU's output y was positive; dx may alias dy.
@@ -11,7 +11,7 @@ public func reluBackward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Floa
 /// MaxPool2d(2): 2x2 windows at stride 2; an odd last row or column is dropped (floor).
 public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, planes: Int, height: Int, width: Int) {
     let oh = height / 2, ow = width / 2
-    for p in 0..<planes {
+    parallelFor(planes) { p in
         let src = x + p * height * width, dst = y + p * oh * ow
         for oy in 0..<oh {
             let r0 = src + 2 * oy * width, r1 = r0 + width
@@ -27,19 +27,24 @@ public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
                              planes: Int, height: Int, width: Int) {
     let oh = height / 2, ow = width / 2
-    dx.update(repeating: 0, count: planes * height * width)
-    for p in 0..<planes {
+    parallelFor(planes) { p in
         let src = x + p * height * width, grad = dx + p * height * width, g = dy + p * oh * ow
+        // Every pixel of a window is written (the gradient or zero); a dropped odd row or column is zeroed.
         for oy in 0..<oh {
+            let r0 = 2 * oy * width, r1 = r0 + width
             for ox in 0..<ow {
-                let first = (2 * oy) * width + 2 * ox
-                var best = first
-                if src[first + 1] > src[best] { best = first + 1 }
-                if src[first + width] > src[best] { best = first + width }
-                if src[first + width + 1] > src[best] { best = first + width + 1 }
-                grad[best] += g[oy * ow + ox]
+                let a = r0 + 2 * ox, b = a + 1, c = r1 + 2 * ox, d = c + 1
+                var best = a
+                if src[b] > src[best] { best = b }
+                if src[c] > src[best] { best = c }
+                if src[d] > src[best] { best = d }
+                let v = g[oy * ow + ox]
+                grad[a] = best == a ? v : 0; grad[b] = best == b ? v : 0
+                grad[c] = best == c ? v : 0; grad[d] = best == d ? v : 0
             }
+            if width % 2 == 1 { grad[r0 + width - 1] = 0; grad[r1 + width - 1] = 0 }
         }
+        if height % 2 == 1 { (grad + (height - 1) * width).update(repeating: 0, count: width) }
     }
 }
 
@@ -48,16 +53,17 @@ public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<
 public func padTopLeftForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, planes: Int,
                               height: Int, width: Int, top: Int, left: Int) {
     let oh = height + top, ow = width + left
-    for p in 0..<planes {
+    parallelFor(planes) { p in
         let src = x + p * height * width, dst = y + p * oh * ow
         for oy in 0..<oh {
             let iy = oy - top
             let row = dst + oy * ow
             guard iy >= 0 && iy < height else { row.update(repeating: 0, count: ow); continue }
-            for ox in 0..<ow {
-                let ix = ox - left
-                row[ox] = (ix >= 0 && ix < width) ? src[iy * width + ix] : 0
-            }
+            // Columns [lo, hi) come from the source row; the rest are zero.
+            let lo = max(0, left), hi = min(ow, width + left)
+            if lo > 0 { row.update(repeating: 0, count: lo) }
+            if hi > lo { (row + lo).update(from: src + iy * width + (lo - left), count: hi - lo) }
+            if hi < ow { (row + max(hi, lo)).update(repeating: 0, count: ow - max(hi, lo)) }
         }
     }
 }
@@ -66,14 +72,16 @@ public func padTopLeftForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePoint
 public func padTopLeftBackward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, planes: Int,
                                height: Int, width: Int, top: Int, left: Int) {
     let oh = height + top, ow = width + left
-    for p in 0..<planes {
+    parallelFor(planes) { p in
         let dst = dx + p * height * width, src = dy + p * oh * ow
         for iy in 0..<height {
-            let oy = iy + top
-            for ix in 0..<width {
-                let ox = ix + left
-                dst[iy * width + ix] = (oy >= 0 && oy < oh && ox >= 0 && ox < ow) ? src[oy * ow + ox] : 0
-            }
+            let oy = iy + top, row = dst + iy * width
+            guard oy >= 0 && oy < oh else { row.update(repeating: 0, count: width); continue }
+            // Source columns ix in [lo, hi) exist in dy; the cut ones get zero.
+            let lo = max(0, -left), hi = min(width, ow - left)
+            if lo > 0 { row.update(repeating: 0, count: lo) }
+            if hi > lo { (row + lo).update(from: src + oy * ow + lo + left, count: hi - lo) }
+            if hi < width { (row + max(hi, lo)).update(repeating: 0, count: width - max(hi, lo)) }
         }
     }
 }

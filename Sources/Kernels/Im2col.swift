@@ -18,13 +18,19 @@ public struct Window: Equatable {
 
 /// Unfolds one image into a rows x columns matrix whose column j holds the window of output j.
 public func im2col(_ col: UnsafeMutablePointer<Float>, _ image: UnsafePointer<Float>, _ g: Window) {
-    let oh = g.outHeight, ow = g.outWidth, k = g.kernel, s = g.stride, p = g.padding
+    im2col(col, image, g, rows: 0..<g.outHeight)
+}
+
+/// The columns of output rows `rows` only: a rows x (rows.count * outWidth) matrix, densely stored.
+public func im2col(_ col: UnsafeMutablePointer<Float>, _ image: UnsafePointer<Float>, _ g: Window, rows: Range<Int>) {
+    let ow = g.outWidth, k = g.kernel, s = g.stride, p = g.padding
+    let ld = rows.count * ow
     for c in 0..<g.channels {
         let plane = image + c * g.height * g.width
         for ky in 0..<k {
             for kx in 0..<k {
-                var dst = col + ((c * k + ky) * k + kx) * oh * ow
-                for oy in 0..<oh {
+                var dst = col + ((c * k + ky) * k + kx) * ld
+                for oy in rows {
                     let iy = oy * s - p + ky
                     if iy < 0 || iy >= g.height {
                         dst.update(repeating: 0, count: ow)

@@ -6,13 +6,23 @@ import Foundation
 /// Uses max(x, 0) - x t + log1p(exp(-|x|)), which neither overflows nor loses small values.
 public func bceWithLogits(dlogits: UnsafeMutablePointer<Float>?, logits: UnsafePointer<Float>,
                           targets: UnsafePointer<Float>, count: Int, gradScale: Float) -> Double {
-    var sum = 0.0
-    for i in 0..<count {
-        let x = logits[i], t = targets[i]
-        sum += Double(max(x, 0) - x * t + log1p(exp(-abs(x))))
-        if let dlogits { dlogits[i] = (sigmoid(x) - t) * gradScale }
+    // Contiguous chunks over the compute threads, their sums added in chunk order.
+    withUnsafeTemporaryAllocation(of: Double.self, capacity: 64) { partial in
+        let chunks = min(computeThreads, 64, max(count, 1))
+        for c in 0..<chunks { partial[c] = 0 }
+        parallelFor(chunks) { c in
+            var sum = 0.0
+            for i in (c * count / chunks)..<((c + 1) * count / chunks) {
+                let x = logits[i], t = targets[i]
+                sum += Double(max(x, 0) - x * t + log1p(exp(-abs(x))))
+                if let dlogits { dlogits[i] = (sigmoid(x) - t) * gradScale }
+            }
+            partial[c] = sum
+        }
+        var sum = 0.0
+        for c in 0..<chunks { sum += partial[c] }
+        return sum
     }
-    return sum
 }
 
 @inline(__always)

@@ -8,6 +8,11 @@ public final class LayerContext {
     public let workspace = Workspace()
     public var training = true
     public var statistics: StatisticsReducer?
+    /// Per-layer-kind timing; nil (the default) costs one check per layer.
+    public var profile: LayerProfile?
+    /// Input gradients of every Conv2d and of every BatchNorm2d, shared: each is read only by
+    /// the backward of the layer before it, which writes the other one (conv -> BN -> conv ...).
+    let convGrad = Tensor(), bnGrad = Tensor()
     /// Double scratch for BN's per-channel sums.
     var bnScratch = [Double](repeating: 0, count: 4096)
     init(store: ParameterStore) { self.store = store }
@@ -25,7 +30,6 @@ final class Conv2d {
     let weight: TensorView
     let bias: TensorView?
     let output = Tensor()
-    let inputGrad = Tensor()
     private unowned var input: Tensor!
 
     init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
@@ -43,19 +47,28 @@ final class Conv2d {
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
         output.reshape(shape.outputShape(x.shape))
-        conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
-                      batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        ctx.timed(.conv) {
+            conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
+                          batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        }
         return output
     }
 
     /// Accumulates parameter gradients; returns dx unless the input needs none.
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
+        let inputGrad = ctx.convGrad
         if needInputGrad { inputGrad.reshape(input.shape) }
-        conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
-                       dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: input.data,
-                       weight: ctx.store.param(weight), batch: input.shape.n, height: input.shape.h,
-                       width: input.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile {
+            p.convFlops += Double((needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
+        }
+        ctx.timed(.conv, backward: true) {
+            conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
+                           dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: input.data,
+                           weight: ctx.store.param(weight), batch: input.shape.n, height: input.shape.h,
+                           width: input.shape.w, shape, workspace: ctx.workspace)
+        }
         return inputGrad
     }
 }
@@ -83,16 +96,22 @@ final class ConvTranspose2d {
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
         output.reshape(shape.outputShape(x.shape))
-        convTranspose2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
-                               batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
+        ctx.timed(.convTranspose) {
+            convTranspose2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
+                                   batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+        }
         return output
     }
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         inputGrad.reshape(input.shape)
-        convTranspose2dBackward(dx: inputGrad.data, dweight: ctx.store.grad(weight), dbias: ctx.store.grad(bias),
-                                dy: dy.data, x: input.data, weight: ctx.store.param(weight), batch: input.shape.n,
-                                height: input.shape.h, width: input.shape.w, shape, workspace: ctx.workspace)
+        if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * input.shape.count / shape.inC) }
+        ctx.timed(.convTranspose, backward: true) {
+            convTranspose2dBackward(dx: inputGrad.data, dweight: ctx.store.grad(weight), dbias: ctx.store.grad(bias),
+                                    dy: dy.data, x: input.data, weight: ctx.store.param(weight), batch: input.shape.n,
+                                    height: input.shape.h, width: input.shape.w, shape, workspace: ctx.workspace)
+        }
         return inputGrad
     }
 }
@@ -103,7 +122,6 @@ final class BatchNorm2d {
     let runningMean: TensorView, runningVar: TensorView
     let counter: Int
     let output = Tensor()
-    let inputGrad = Tensor()
     private var saveMean: [Float], saveInvstd: [Float]
     private unowned var input: Tensor!
 
@@ -126,8 +144,18 @@ final class BatchNorm2d {
         store.counters[counter] = 0
     }
 
-    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+    /// With `relu`, the output is max(BN(x), 0) (a ReLU in place, fused), and `backward` takes
+    /// the gradient after that ReLU.
+    func forward(_ x: Tensor, _ ctx: LayerContext, relu: Bool = false) -> Tensor {
+        ctx.timed(.batchNorm) { forwardBody(x, ctx, relu: relu) }
+    }
+
+    /// Whether the last forward applied the ReLU.
+    private var fusedReLU = false
+
+    private func forwardBody(_ x: Tensor, _ ctx: LayerContext, relu: Bool) -> Tensor {
         input = x
+        fusedReLU = relu
         output.reshape(x.shape)
         let s = ctx.store
         if ctx.training {
@@ -138,7 +166,7 @@ final class BatchNorm2d {
                                               runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
                                               saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
                                               BatchNormShape(x.shape), scratch: scratch.baseAddress!,
-                                              reducer: ctx.statistics)
+                                              reducer: ctx.statistics, relu: relu)
                         globalCount = scratch[2 * channels]
                     }
                 }
@@ -147,6 +175,7 @@ final class BatchNorm2d {
         } else {
             batchNormEvalForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
                                  runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar), BatchNormShape(x.shape))
+            if relu { reluForward(output.data, count: output.count) }
         }
         return output
     }
@@ -155,13 +184,18 @@ final class BatchNorm2d {
     private var globalCount = 0.0
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        ctx.timed(.batchNorm, backward: true) { backwardBody(dy, ctx) }
+    }
+
+    private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        let inputGrad = ctx.bnGrad
         inputGrad.reshape(input.shape)
         let s = ctx.store
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
             batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
                                    x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
                                    BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
-                                   reducer: ctx.statistics)
+                                   reducer: ctx.statistics, reluOutput: fusedReLU ? UnsafePointer(output.data) : nil)
         }
         return inputGrad
     }
@@ -182,16 +216,13 @@ final class ConvBNReLU {
     }
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
-        let y = bn.forward(conv.forward(x, ctx), ctx)
-        reluForward(y.data, count: y.count)
-        return y
+        // The ReLU runs inside the BatchNorm's output loop (and its backward inside BN's backward).
+        bn.forward(conv.forward(x, ctx), ctx, relu: true)
     }
 
-    /// `dy` is consumed (overwritten by the ReLU's backward).
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
-        reluBackward(dx: dy.data, dy: dy.data, y: bn.output.data, count: dy.count)
-        return conv.backward(bn.backward(dy, ctx), ctx, needInputGrad: needInputGrad)
+        conv.backward(bn.backward(dy, ctx), ctx, needInputGrad: needInputGrad)
     }
 }
 
@@ -218,7 +249,9 @@ final class ConvBlock {
         var h = x
         if pooled {
             pool.reshape(Shape(x.shape.n, x.shape.c, x.shape.h / 2, x.shape.w / 2))
-            maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
+            ctx.timed(.pool) {
+                maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
+            }
             h = pool
         }
         return second.forward(first.forward(h, ctx), ctx)
@@ -229,8 +262,10 @@ final class ConvBlock {
         let d = first.backward(second.backward(dy, ctx), ctx, needInputGrad: needInputGrad || pooled)
         guard pooled, needInputGrad else { return d }
         poolGrad.reshape(input.shape)
-        maxPool2Backward(dx: poolGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
-                         height: input.shape.h, width: input.shape.w)
+        ctx.timed(.pool, backward: true) {
+            maxPool2Backward(dx: poolGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
+                             height: input.shape.h, width: input.shape.w)
+        }
         return poolGrad
     }
 }
@@ -240,7 +275,7 @@ final class ConvBlock {
 final class UpBlock {
     let upsample: ConvTranspose2d
     let convs: ConvBlock
-    let padded = Tensor(), joined = Tensor()
+    let joined = Tensor()
     let paddedGrad = Tensor(), skipGrad = Tensor()
     private var top = 0, left = 0
     private var upShape = Shape(0, 0, 0, 0), skipShape = Shape(0, 0, 0, 0)
@@ -260,12 +295,17 @@ final class UpBlock {
         // The seed pads width by the height difference and height by the width difference
         // (F.pad's order); the two are equal whenever the seed's own concatenation works.
         top = skip.shape.h - up.shape.h; left = skip.shape.w - up.shape.w
-        padded.reshape(Shape(up.shape.n, up.shape.c, skip.shape.h, skip.shape.w))
-        padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
-                          width: up.shape.w, top: top, left: left)
         joined.reshape(Shape(skip.shape.n, skip.shape.c + up.shape.c, skip.shape.h, skip.shape.w))
-        concatChannelsForward(joined.data, skip.data, channelsA: skip.shape.c, padded.data, channelsB: up.shape.c,
-                              batch: skip.shape.n, spatial: skip.shape.spatial)
+        // torch.cat([skip, F.pad(up)], 1), the padded channels written in place after the skip's.
+        let plane = skip.shape.spatial, cs = skip.shape.c, cu = up.shape.c
+        ctx.timed(.other) {
+            for n in 0..<skip.shape.n {
+                let j = joined.data + n * (cs + cu) * plane
+                j.update(from: skip.data + n * cs * plane, count: cs * plane)
+                padTopLeftForward(j + cs * plane, up.data + n * cu * up.shape.spatial, planes: cu, height: up.shape.h,
+                                  width: up.shape.w, top: top, left: left)
+            }
+        }
         return convs.forward(joined, ctx)
     }
 
@@ -273,12 +313,16 @@ final class UpBlock {
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> (Tensor, Tensor) {
         let dj = convs.backward(dy, ctx)
         skipGrad.reshape(skipShape)
-        padded.reshape(Shape(upShape.n, upShape.c, skipShape.h, skipShape.w))
-        concatChannelsBackward(da: skipGrad.data, channelsA: skipShape.c, db: padded.data, channelsB: upShape.c,
-                               dy: dj.data, batch: skipShape.n, spatial: skipShape.spatial)
         paddedGrad.reshape(upShape)
-        padTopLeftBackward(dx: paddedGrad.data, dy: padded.data, planes: upShape.n * upShape.c, height: upShape.h,
-                           width: upShape.w, top: top, left: left)
+        let plane = skipShape.spatial, cs = skipShape.c, cu = upShape.c
+        ctx.timed(.other, backward: true) {
+            for n in 0..<skipShape.n {
+                let j = dj.data + n * (cs + cu) * plane
+                (skipGrad.data + n * cs * plane).update(from: j, count: cs * plane)
+                padTopLeftBackward(dx: paddedGrad.data + n * cu * upShape.spatial, dy: j + cs * plane, planes: cu,
+                                   height: upShape.h, width: upShape.w, top: top, left: left)
+            }
+        }
         return (upsample.backward(paddedGrad, ctx), skipGrad)
     }
 }

@@ -335,18 +335,9 @@ public final class Trainer {
     /// `globalCount` samples: forward, loss, backward, gradient sum over the ranks, update.
     /// Returns the step's scores combined over the ranks. Allocates nothing after the first call.
     public func computeStep(globalCount: Int) -> ScoreSums {
-        let plane = size.h * size.w, classes = config.model.classes
-        model.training = true
-        let logits = model.forward(batch.images)
-        dlogits.reshape(logits.shape)
-        // Each rank's loss is its sum over the global batch's element count, so the
-        // gradients' sum over ranks is the gradient of the global batch's mean loss.
-        let lossSum = bceWithLogits(dlogits: dlogits.data, logits: logits.data, targets: batch.targets.data,
-                                    count: logits.count, gradScale: 1 / Float(globalCount * classes * plane))
-        model.store.zeroGradients()
-        model.backward(dlogits)
-        comm.allreduceSum(model.store.grads, count: model.store.parameterCount)
-        model.store.applyOptimizer(optimizerSettings)
+        let plane = size.h * size.w
+        let (logits, lossSum) = model.trainStep(images: batch.images, targets: batch.targets, dlogits: dlogits,
+                                                globalCount: globalCount, comm: comm, optimizer: optimizerSettings)
         stepSums.reset()
         batch.labels.withUnsafeBufferPointer {
             stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: lossSum)
@@ -443,5 +434,32 @@ public final class Trainer {
             rows.append([image, truth, prediction])
         }
         return panelGrid(rows, captions: ["image", "truth", "prediction"])
+    }
+}
+
+extension UNet {
+    /// One optimizer step on this rank's share (`images`, one-hot `targets`) of a global batch of
+    /// `globalCount` samples: training-mode forward, BCEWithLogits, backward, gradient sum over
+    /// the ranks, update. `dlogits` is scratch. Returns the logits (owned by the model) and this
+    /// rank's loss sum. Allocates nothing after the first call with the largest shapes.
+    public func trainStep(images: Tensor, targets: Tensor, dlogits: Tensor, globalCount: Int,
+                          comm: Communicator, optimizer: OptimizerSettings) -> (logits: Tensor, lossSum: Double) {
+        let plane = images.shape.spatial, classes = config.classes
+        training = true
+        let logits = forward(images)
+        dlogits.reshape(logits.shape)
+        // Each rank's loss is its sum over the global batch's element count, so the
+        // gradients' sum over ranks is the gradient of the global batch's mean loss.
+        let lossSum = context.timed(.lossAndUpdate) {
+            bceWithLogits(dlogits: dlogits.data, logits: logits.data, targets: targets.data,
+                          count: logits.count, gradScale: 1 / Float(globalCount * classes * plane))
+        }
+        store.zeroGradients()
+        backward(dlogits)
+        context.timed(.lossAndUpdate, backward: true) {
+            comm.allreduceSum(store.grads, count: store.parameterCount)
+            store.applyOptimizer(optimizer)
+        }
+        return (logits, lossSum)
     }
 }

@@ -72,16 +72,17 @@ public final class UNet {
         let (d1, skip3) = decoders[0].backward(d2, context)
         // Each encoder level's output also fed an up block: its gradient is the sum of both paths.
         let g3 = encoders[2].backward(d1, context)
-        add(into: g3, skip3)
+        context.timed(.other, backward: true) { add(into: g3, skip3) }
         let g2 = encoders[1].backward(g3, context)
-        add(into: g2, skip2)
+        context.timed(.other, backward: true) { add(into: g2, skip2) }
         let g1 = encoders[0].backward(g2, context)
-        add(into: g1, skip1)
+        context.timed(.other, backward: true) { add(into: g1, skip1) }
         conv1.backward(g1, context, needInputGrad: false)
     }
 
     private func add(into a: Tensor, _ b: Tensor) {
         precondition(a.shape == b.shape)
-        for i in 0..<a.count { a.data[i] += b.data[i] }
+        let x = a.data, y = b.data
+        parallelChunks(a.count) { _, range in for i in range { x[i] += y[i] } }
     }
 }

@@ -9,7 +9,7 @@ struct UnetDist: ParsableCommand {
         commandName: "unet-dist",
         abstract: "Train a UNet to segment brain MRI slices, data-parallel over MPI ranks.",
         version: "0.1.0",
-        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Overfit.self, Prepare.self, Synth.self])
+        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Bench.self, Prepare.self, Synth.self, Overfit.self])
 
     static func main() {
         selectBLASKernelsOrReexec()
@@ -36,7 +36,9 @@ struct ComputeOptions: ParsableArguments {
 func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws -> Void) -> Never {
     let comm = makeCommunicator()
     let n = threads.resolvedThreads(comm)
-    setBLASThreads(n)
+    // Our kernels spread images and bands of rows over the threads, one OpenBLAS thread each.
+    setComputeThreads(n)
+    setBLASThreads(1)
     do {
         try body(comm, n)
         fflush(stdout)

@@ -103,14 +103,14 @@ final class DistributedTests: ScratchTestCase {
     }
 
     func testAFailureOnAnotherRankIsReportedOnceNamingTheRank() throws {
-        // Rank 1's share of the first batch holds a corrupt image; every rank stops together.
+        // Rank 1's half of the data check (pairs 5-9 of 10) holds a corrupt image; every rank stops together.
         let dir = try scratchDirectory("badrank")
         try FileManager.default.copyItem(atPath: data, toPath: dir + "/data")
-        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/data/MRIs/slice_003.npy"))
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/data/MRIs/slice_007.npy"))
         let r = try runUnetDist(["train", "--data", dir + "/data", "--run-dir", dir + "/run", "--batch-size", "4",
                                  "--test-count", "2", "--threads", "1", "--no-shuffle"], ranks: 2, timeout: 60)
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("error: rank 1: \(dir)/data/MRIs/slice_003.npy: not a .npy file (bad magic)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("error: rank 1: \(dir)/data/MRIs/slice_007.npy: not a .npy file (bad magic)"), r.stderr)
         XCTAssertEqual(r.stderr.components(separatedBy: "error:").count, 2, "one report:\n\(r.stderr)")
     }
 }

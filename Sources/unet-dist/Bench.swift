@@ -1,0 +1,126 @@
+import ArgumentParser
+import Distributed
+import Foundation
+import Kernels
+import Model
+
+/// Times real training steps (the same `UNet.trainStep` that `train` runs) on synthetic data.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time training steps on synthetic data: images/s, ms per step and per layer kind, GFLOP/s, peak RSS.")
+
+    @Option(help: "Model (only the seed's UNet).") var model = "unet"
+    @Option(help: "Image height and width.") var size = 394
+    @Option(help: "Global batch size, split among the ranks.") var batchSize = 16
+    @Option(help: "Timed steps (after one warm-up step).") var steps = 5
+    @Option(help: "Side of the square sgemm timed on one thread (0 skips it).") var sgemmSize = 2048
+    @Option(help: .hidden) var bandFloats: Int?
+    @Flag(help: "Print one JSON object.") var json = false
+    @OptionGroup var compute: ComputeOptions
+
+    func validate() throws {
+        guard model == "unet" else { throw ValidationError("--model: only unet is implemented") }
+        guard size >= 8 else { throw ValidationError("--size must be at least 8") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+        guard sgemmSize >= 0 else { throw ValidationError("--sgemm-size must not be negative") }
+    }
+
+    func run() throws {
+        runDistributed(threads: compute) { comm, threads in
+            // The machine's single-thread GEMM rate, measured first, one rank at a time would be
+            // fairer under mpirun; every rank measures its own while the others do the same.
+            let sgemm = sgemmSize > 0 ? measureSGEMM(size: sgemmSize, threads: 1) : 0
+            setComputeThreads(threads)
+            setBLASThreads(1)
+            if let bandFloats { Kernels.bandFloats = max(1, bandFloats) }
+
+            let net = UNet(seed: 0)
+            let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
+            let classes = net.config.classes, plane = size * size
+            let images = Tensor(Shape(local, net.config.inChannels, size, size))
+            let targets = Tensor(Shape(local, classes, size, size))
+            var rng = SplitMix64(seed: UInt64(comm.rank) + 1)
+            for i in 0..<images.count { images.data[i] = rng.normal() }
+            for n in 0..<local {
+                for i in 0..<plane {
+                    let label = Int(rng.next() % UInt64(classes))
+                    for c in 0..<classes { targets.data[(n * classes + c) * plane + i] = c == label ? 1 : 0 }
+                }
+            }
+            let dlogits = Tensor()
+            let settings = OptimizerSettings(kind: .adam, lr: 3e-4)
+            if comm.size > 1 { net.context.statistics = SyncStatistics(comm) }
+            let profile = LayerProfile()
+            net.context.profile = profile
+
+            _ = net.trainStep(images: images, targets: targets, dlogits: dlogits, globalCount: batchSize,
+                              comm: comm, optimizer: settings)
+            profile.reset()
+            var times: [Double] = []
+            for _ in 0..<steps {
+                comm.barrier()
+                let t0 = LayerProfile.now()
+                _ = net.trainStep(images: images, targets: targets, dlogits: dlogits, globalCount: batchSize,
+                                  comm: comm, optimizer: settings)
+                times.append(LayerProfile.now() - t0)
+            }
+            let stepSeconds = times.sorted()[times.count / 2]
+            let perStep = 1 / Double(steps)
+            let forward = profile.forward.map { $0 * perStep }, backward = profile.backward.map { $0 * perStep }
+            let convKinds = [LayerProfile.Kind.conv.rawValue, LayerProfile.Kind.convTranspose.rawValue]
+            let convSeconds = convKinds.reduce(0.0) { $0 + forward[$1] + backward[$1] }
+            let flops = profile.convFlops * perStep
+
+            // Global figures: every rank contributes its own slot, then one sum.
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            let rssMB = Double(usage.ru_maxrss) / 1024
+            var slots = [Double](repeating: 0, count: 4 * comm.size)
+            slots[4 * comm.rank] = Double(local) / stepSeconds
+            slots[4 * comm.rank + 1] = rssMB
+            slots[4 * comm.rank + 2] = flops / max(convSeconds, 1e-12)
+            slots[4 * comm.rank + 3] = flops
+            slots.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+            let ranks = 0..<comm.size
+            let imagesPerSecond = ranks.reduce(0.0) { $0 + slots[4 * $1] }
+            let maxRSS = ranks.map { slots[4 * $0 + 1] }.max()!, totalRSS = ranks.reduce(0.0) { $0 + slots[4 * $1 + 1] }
+            let convGflops = ranks.reduce(0.0) { $0 + slots[4 * $1 + 2] } / Double(comm.size) / 1e9
+            let stepGflops = ranks.reduce(0.0) { $0 + slots[4 * $1 + 3] } / stepSeconds / 1e9
+            guard comm.isRoot else { return }
+
+            let kinds = LayerProfile.Kind.allCases
+            if json {
+                var object: [String: Any] = [
+                    "model": model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
+                    "threads": threads, "blas_core": blasCoreName,
+                    "images_per_s": imagesPerSecond, "step_ms": stepSeconds * 1000,
+                    "step_ms_all": times.map { $0 * 1000 },
+                    "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
+                    "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
+                ]
+                var fw: [String: Double] = [:], bw: [String: Double] = [:]
+                for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
+                object["forward_ms"] = fw; object["backward_ms"] = bw
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print("unet-dist bench: \(model) \(size)x\(size), batch \(batchSize), \(comm.size) rank(s) x \(threads) thread(s), "
+                      + "OpenBLAS \(blasCoreName), \(steps) steps after 1 warm-up")
+                print(String(format: "images/s        %.2f", imagesPerSecond))
+                print(String(format: "step ms         %.1f (median; all: %@)", stepSeconds * 1000,
+                             times.map { String(format: "%.0f", $0 * 1000) }.joined(separator: " ")))
+                func pad(_ name: String) -> String { "  " + name + String(repeating: " ", count: max(0, 18 - name.count)) }
+                print("ms per step, rank 0   forward   backward")
+                for k in kinds {
+                    print(pad(k.name) + String(format: " %8.1f %10.1f", forward[k.rawValue] * 1000, backward[k.rawValue] * 1000))
+                }
+                print(pad("total") + String(format: " %8.1f %10.1f", forward.reduce(0, +) * 1000, backward.reduce(0, +) * 1000))
+                print(String(format: "conv FLOP/step  %.1f GFLOP (conv and conv-transpose, forward and backward)", flops * Double(comm.size) / 1e9))
+                print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", convGflops, stepGflops))
+                print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", sgemm, sgemmSize, sgemmSize))
+                print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", maxRSS, totalRSS))
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+import Kernels
+import XCTest
+
+/// The kernels that split work over compute threads (and bands of rows) give the one-thread,
+/// one-band results (which the fixture and finite-difference tests check) up to rounding.
+final class ThreadedKernelTests: XCTestCase {
+    var rng = SplitMix64(seed: 7)
+
+    func random(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
+
+    func assertClose(_ a: [Float], _ b: [Float], _ name: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, name, file: file, line: line)
+        let norm = (b.reduce(0.0) { $0 + Double($1 * $1) }).squareRoot()
+        let diff = (zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }).squareRoot()
+        XCTAssertLessThanOrEqual(diff, 1e-5 * norm + 1e-7, name, file: file, line: line)
+    }
+
+    /// (threads, band floats) settings to compare, the first being the reference.
+    let settings = [(1, 1 << 18), (2, 1 << 18), (1, 64), (3, 64), (2, 200)]
+
+    override func tearDown() { setComputeThreads(1); bandFloats = 1 << 18 }
+
+    func testConvAndConvTransposeAndBatchNorm() {
+        let conv = Conv2dShape(inC: 3, outC: 5, kernel: 3, padding: 1)
+        let xs = Shape(3, 3, 11, 7), ys = conv.outputShape(xs)
+        let x = random(xs.count), w = random(conv.weightCount, scale: 0.3), b = random(5), dy = random(ys.count)
+        let up = ConvTranspose2dShape(inC: 5, outC: 2)
+        let us = up.outputShape(ys)
+        let wu = random(up.weightCount, scale: 0.3), bu = random(2), dyu = random(us.count)
+        let bn = BatchNormShape(ys)
+        let gamma = random(5), beta = random(5)
+        var reference: [[Float]] = []
+        for (threads, band) in settings {
+            setComputeThreads(threads); bandFloats = band
+            let ws = Workspace()
+            var y = [Float](repeating: 0, count: ys.count)
+            conv2dForward(&y, x, weight: w, bias: b, batch: xs.n, height: xs.h, width: xs.w, conv, workspace: ws)
+            var dx = [Float](repeating: 0, count: xs.count), dw = [Float](repeating: 0.5, count: w.count)
+            var db = [Float](repeating: 0.25, count: 5)
+            conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, batch: xs.n, height: xs.h,
+                           width: xs.w, conv, workspace: ws)
+            var u = [Float](repeating: 0, count: us.count)
+            convTranspose2dForward(&u, y, weight: wu, bias: bu, batch: ys.n, height: ys.h, width: ys.w, up, workspace: ws)
+            var du = [Float](repeating: 0, count: ys.count), dwu = [Float](repeating: 0.5, count: wu.count)
+            var dbu = [Float](repeating: 0, count: 2)
+            convTranspose2dBackward(dx: &du, dweight: &dwu, dbias: &dbu, dy: dyu, x: y, weight: wu, batch: ys.n,
+                                    height: ys.h, width: ys.w, up, workspace: ws)
+            var z = [Float](repeating: 0, count: ys.count), rm = [Float](repeating: 0, count: 5)
+            var rv = [Float](repeating: 1, count: 5), mean = rm, invstd = rm
+            var scratch = [Double](repeating: 0, count: 16)
+            batchNormTrainForward(&z, y, weight: gamma, bias: beta, runningMean: &rm, runningVar: &rv, saveMean: &mean,
+                                  saveInvstd: &invstd, bn, scratch: &scratch, relu: true)
+            var dz = [Float](repeating: 0, count: ys.count), dg = [Float](repeating: 0, count: 5), dbeta = dg
+            batchNormTrainBackward(dx: &dz, dweight: &dg, dbias: &dbeta, dy: dy, x: y, weight: gamma, saveMean: mean,
+                                   saveInvstd: invstd, bn, count: Double(ys.n * ys.spatial), scratch: &scratch,
+                                   reluOutput: z)
+            // Pooling (odd sizes), pad and crop, the loss.
+            let ph = 11, pw = 7, planes = xs.n * xs.c
+            var pooled = [Float](repeating: 0, count: planes * (ph / 2) * (pw / 2))
+            maxPool2Forward(&pooled, x, planes: planes, height: ph, width: pw)
+            var dpool = [Float](repeating: 9, count: xs.count)
+            maxPool2Backward(dx: &dpool, dy: pooled, x: x, planes: planes, height: ph, width: pw)
+            var padded = [Float](repeating: 9, count: planes * (ph + 1) * (pw + 1))
+            padTopLeftForward(&padded, x, planes: planes, height: ph, width: pw, top: 1, left: 1)
+            var dpad = [Float](repeating: 9, count: xs.count)
+            padTopLeftBackward(dx: &dpad, dy: padded, planes: planes, height: ph, width: pw, top: 1, left: 1)
+            var cropped = [Float](repeating: 9, count: planes * (ph - 1) * (pw - 1))
+            padTopLeftForward(&cropped, x, planes: planes, height: ph, width: pw, top: -1, left: -1)
+            var dcrop = [Float](repeating: 9, count: xs.count)
+            padTopLeftBackward(dx: &dcrop, dy: cropped, planes: planes, height: ph, width: pw, top: -1, left: -1)
+            let targets = x.map { $0 > 0 ? Float(1) : 0 }
+            var dlogits = [Float](repeating: 0, count: ys.count)
+            let loss = bceWithLogits(dlogits: &dlogits, logits: y, targets: Array(targets.prefix(ys.count)) + [Float](repeating: 0, count: max(0, ys.count - targets.count)),
+                                     count: ys.count, gradScale: 0.5)
+            let results = [y, dx, dw, db, u, du, dwu, dbu, z, rm, rv, dz, dg, dbeta,
+                           pooled, dpool, padded, dpad, cropped, dcrop, dlogits, [Float(loss)]]
+            if reference.isEmpty { reference = results; continue }
+            for (i, (a, r)) in zip(results, reference).enumerated() {
+                assertClose(a, r, "result \(i) with \(threads) threads, band \(band)")
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""The seed's PyTorch UNet training step against `unet-dist bench`, alternately, same settings.
+
+For each configuration (size, batch, threads) and each round, runs a PyTorch worker process
+(the seed's UNet, Adam lr 3e-4, BCEWithLogitsLoss, torch.set_num_threads(T)) and then
+`unet-dist bench --json`, each with 1 warm-up step and --steps timed steps on synthetic data.
+Step times of all rounds are pooled; the medians give images/s and the ratio ours / PyTorch.
+Peak RSS is each process's ru_maxrss (PyTorch's includes the interpreter and torch itself).
+
+    tools/bench_vs_torch.py --preset all            # 128 and 394, batch 16, 1 and 2 threads
+    tools/bench_vs_torch.py --size 128 --threads 2 --steps 5 --rounds 2
+    tools/bench_vs_torch.py --preset 128 --json results.json
+
+Needs torch (e.g. /work/venv/bin/python tools/bench_vs_torch.py) and a release build.
+The machine's other load makes wall-clock medians noisy: run it when the machine is quiet.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def torch_worker(size, batch, threads, steps):
+    import torch
+    sys.path.insert(0, HERE)
+    from seed_model import UNet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = UNet()
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    crit = torch.nn.BCEWithLogitsLoss()
+    x = torch.randn(batch, 1, size, size)
+    labels = torch.randint(0, 3, (batch, size, size))
+    y = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float().contiguous()
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = crit(model(x), y)
+        loss.backward()
+        opt.step()
+        dt = time.perf_counter() - t0
+        if i > 0:
+            times.append(dt)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"step_s": times, "peak_rss_mb": rss, "torch": torch.__version__}))
+
+
+def run_torch(size, batch, threads, steps):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", "--size", str(size),
+                          "--batch-size", str(batch), "--threads", str(threads), "--steps", str(steps)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_ours(binary, size, batch, threads, steps, ranks):
+    cmd = [binary, "bench", "--json", "--size", str(size), "--batch-size", str(batch), "--threads", str(threads),
+           "--steps", str(steps)]
+    if ranks > 1:
+        mpi = ["mpirun", "-n", str(ranks), "--bind-to", "none"]
+        if os.geteuid() == 0:
+            mpi.append("--allow-run-as-root")
+        if ranks * threads > os.cpu_count():
+            mpi.append("--oversubscribe")
+        cmd = mpi + cmd
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--preset", choices=["128", "394", "all"], help="128 and/or 394, batch 16, 1 and 2 threads")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--steps", type=int, default=5, help="timed steps per process (after 1 warm-up)")
+    p.add_argument("--rounds", type=int, default=1, help="alternations of PyTorch and ours per configuration")
+    p.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "unet-dist"))
+    p.add_argument("--json", metavar="FILE", help="also write every result to FILE")
+    a = p.parse_args()
+    if a.torch_worker:
+        torch_worker(a.size, a.batch_size, a.threads[0], a.steps)
+        return
+    sizes = {"128": [128], "394": [394], "all": [128, 394]}.get(a.preset, [a.size])
+    configs = [(s, a.batch_size, t) for s in sizes for t in a.threads]
+    results = []
+    print(f"{'size':>5} {'batch':>5} {'thr':>3} | {'torch img/s':>11} {'ours img/s':>10} {'ratio':>6} | "
+          f"{'torch RSS MB':>12} {'ours RSS MB':>11} {'RSS ratio':>9} | conv/sgemm GFLOP/s", flush=True)
+    for size, batch, threads in configs:
+        torch_steps, our_steps, torch_rss, our_rss, conv, sgemm = [], [], 0.0, 0.0, [], []
+        for _ in range(a.rounds):
+            t = run_torch(size, batch, threads, a.steps)
+            torch_steps += t["step_s"]
+            torch_rss = max(torch_rss, t["peak_rss_mb"])
+            o = run_ours(a.binary, size, batch, threads, a.steps, 1)
+            our_steps += [ms / 1000 for ms in o["step_ms_all"]]
+            our_rss = max(our_rss, o["peak_rss_mb"])
+            conv.append(o["conv_gflops"]); sgemm.append(o["sgemm_gflops"])
+        tm, om = statistics.median(torch_steps), statistics.median(our_steps)
+        r = {"size": size, "batch": batch, "threads": threads,
+             "torch_images_per_s": batch / tm, "ours_images_per_s": batch / om, "ratio": tm / om,
+             "torch_step_s": torch_steps, "ours_step_s": our_steps,
+             "torch_peak_rss_mb": torch_rss, "ours_peak_rss_mb": our_rss, "rss_ratio": our_rss / torch_rss,
+             "conv_gflops": statistics.median(conv), "sgemm_gflops": statistics.median(sgemm)}
+        results.append(r)
+        print(f"{size:>5} {batch:>5} {threads:>3} | {r['torch_images_per_s']:>11.2f} {r['ours_images_per_s']:>10.2f} "
+              f"{r['ratio']:>5.2f}x | {torch_rss:>12.0f} {our_rss:>11.0f} {r['rss_ratio']:>9.2f} | "
+              f"{r['conv_gflops']:.1f} / {r['sgemm_gflops']:.1f}", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
