@@ -34,6 +34,7 @@ public struct SafeTensors {
         }
         let body = data.startIndex + 8 + Int(n)
         let bodyCount = data.endIndex - body
+        var spans: [String: (String, [Int], Int, Int)] = [:]
         for (name, value) in header {
             if name == "__metadata__" {
                 guard let meta = value as? [String: String] else { throw FormatError(path, "corrupt safetensors metadata") }
@@ -49,10 +50,14 @@ public struct SafeTensors {
                   offsets[1] - offsets[0] == shape.reduce(1, *) * size else {
                 throw FormatError(path, "tensor \(name): shape \(shape) does not match its \(offsets[1] - offsets[0]) bytes")
             }
-            guard offsets[1] <= bodyCount else {
-                throw FormatError(path, "truncated: tensor \(name) ends at byte \(offsets[1]) of \(bodyCount)")
-            }
-            entries[name] = Entry(dtype: dtype, shape: shape, bytes: data.subdata(in: body + offsets[0] ..< body + offsets[1]))
+            spans[name] = (dtype, shape, offsets[0], offsets[1])
+        }
+        let needed = spans.values.map(\.3).max() ?? 0
+        guard needed <= bodyCount else {
+            throw FormatError(path, "truncated: its tensors need \(needed) bytes of data, the file has \(bodyCount)")
+        }
+        for (name, (dtype, shape, start, end)) in spans {
+            entries[name] = Entry(dtype: dtype, shape: shape, bytes: data.subdata(in: body + start ..< body + end))
         }
     }
 

@@ -33,7 +33,7 @@ final class SafeTensorsTests: XCTestCase {
         let good = st.encoded()
         let cases: [(Data, String)] = [
             (Data([1, 2]), "c.safetensors: not a safetensors file (shorter than its 8-byte header length)"),
-            (good.prefix(good.count - 3), "c.safetensors: truncated: tensor w ends at byte 16 of 13"),
+            (good.prefix(good.count - 3), "c.safetensors: truncated: its tensors need 16 bytes of data, the file has 13"),
             (Data([200, 0, 0, 0, 0, 0, 0, 0]) + good.dropFirst(8),
              "c.safetensors: truncated or not a safetensors file (header of 200 bytes, file of \(good.count))"),
         ]
