@@ -34,11 +34,24 @@ public struct Conv2dShape: Equatable {
         return max(1, min(height, bandFloats / max(k * width, 1)))
     }
 
-    /// Per thread: one band's columns and a private dweight + dbias; then the flipped kernel.
-    func bandedWorkspaceCount(height: Int, width: Int) -> Int {
+    /// Images per band when a whole image is smaller than a band: several images' columns side
+    /// by side make one wider GEMM (the weights are packed once for all of them).
+    func bandImages(height: Int, width: Int) -> Int {
         let k = max(inC, outC) * kernel * kernel
-        let perThread = k * bandRows(height: height, width: width) * width + weightCount + outC
-        return computeThreads * perThread + weightCount
+        guard bandRows(height: height, width: width) == height else { return 1 }
+        return max(1, bandFloats / max(k * height * width, 1))
+    }
+
+    /// Per thread: one band's columns, a band of outputs for grouped images, a private
+    /// dweight + dbias; then the flipped kernel.
+    func bandedPerThread(height: Int, width: Int) -> Int {
+        let c = max(inC, outC), k = c * kernel * kernel
+        let columns = bandRows(height: height, width: width) * width * bandImages(height: height, width: width)
+        return k * columns + c * columns + weightCount + outC
+    }
+
+    func bandedWorkspaceCount(height: Int, width: Int) -> Int {
+        computeThreads * bandedPerThread(height: height, width: width) + weightCount
     }
 }
 
@@ -64,7 +77,30 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
     let g = s.window(height: height, width: width)
     let plane = height * width, rows = s.bandRows(height: height, width: width)
     let ws = workspace.floats(s.bandedWorkspaceCount(height: height, width: width))
-    let perThread = max(s.inC, s.outC) * s.kernel * s.kernel * rows * width + s.weightCount + s.outC
+    let perThread = s.bandedPerThread(height: height, width: width)
+    let group = s.bandImages(height: height, width: width)
+    if group > 1 {
+        let tmpOffset = max(s.inC, s.outC) * s.kernel * s.kernel * group * plane
+        parallelChunks((batch + group - 1) / group) { t, groups in for gi in groups {
+            let n0 = gi * group, count = min(group, batch - n0), columns = count * plane
+            let col = ws + t * perThread, tmp = col + tmpOffset
+            for i in 0..<count { im2col(col + i * plane, x + (n0 + i) * s.inC * plane, g, rows: 0..<height, ld: columns) }
+            sgemm(transA: false, transB: false, m: s.outC, n: columns, k: g.rows,
+                  a: weight, lda: g.rows, b: col, ldb: columns, beta: 0, c: tmp, ldc: columns)
+            for i in 0..<count {
+                for o in 0..<s.outC {
+                    let src = tmp + o * columns + i * plane, dst = y + ((n0 + i) * s.outC + o) * plane
+                    if let bias {
+                        let v = bias[o]
+                        for j in 0..<plane { dst[j] = src[j] + v }
+                    } else {
+                        dst.update(from: src, count: plane)
+                    }
+                }
+            }
+        } }
+        return
+    }
     forEachBand(batch: batch, height: height, rows: rows) { t, n, band in
         let col = ws + t * perThread, columns = band.count * width
         im2col(col, x + n * s.inC * plane, g, rows: band)
@@ -90,9 +126,12 @@ func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutab
     let gt = Window(channels: s.outC, height: height, width: width, kernel: k, stride: 1, padding: k - 1 - s.padding)
     let plane = height * width, rows = s.bandRows(height: height, width: width)
     let ws = workspace.floats(s.bandedWorkspaceCount(height: height, width: width))
-    let colCount = max(s.inC, s.outC) * kk * rows * width
-    let perThread = colCount + s.weightCount + s.outC
-    let threads = min(computeThreads, batch * ((height + rows - 1) / rows))
+    let group = s.bandImages(height: height, width: width)
+    let perThread = s.bandedPerThread(height: height, width: width)
+    let colCount = perThread - s.weightCount - s.outC
+    let tmpOffset = max(s.inC, s.outC) * kk * rows * width * group
+    let items = group > 1 ? (batch + group - 1) / group : batch * ((height + rows - 1) / rows)
+    let threads = min(computeThreads, items)
     let flipped = ws + computeThreads * perThread
     if dx != nil {
         // flipped[c, o, ky, kx] = weight[o, c, k-1-ky, k-1-kx]: an inC x (outC k k) matrix.
@@ -106,6 +145,34 @@ func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutab
     if threads > 1 {
         for t in 0..<threads { (ws + t * perThread + colCount).update(repeating: 0, count: s.weightCount + s.outC) }
     }
+    if group > 1 {
+        parallelChunks(items) { t, groups in for gi in groups {
+            let n0 = gi * group, count = min(group, batch - n0), columns = count * plane
+            let col = ws + t * perThread, tmp = col + tmpOffset
+            let dw = threads > 1 ? col + colCount : dweight
+            let db = threads > 1 ? dw + s.weightCount : dbias
+            for i in 0..<count {
+                im2col(col + i * plane, x + (n0 + i) * s.inC * plane, g, rows: 0..<height, ld: columns)
+                for o in 0..<s.outC {
+                    (tmp + o * columns + i * plane).update(from: dy + ((n0 + i) * s.outC + o) * plane, count: plane)
+                }
+            }
+            sgemm(transA: false, transB: true, m: s.outC, n: g.rows, k: columns,
+                  a: tmp, lda: columns, b: col, ldb: columns, beta: 1, c: dw, ldc: g.rows)
+            if dbias != nil, let db { addRowSums(db, tmp, rows: s.outC, columns: columns) }
+            guard let dx else { continue }
+            for i in 0..<count {
+                im2col(col + i * plane, dy + (n0 + i) * s.outC * plane, gt, rows: 0..<height, ld: columns)
+            }
+            sgemm(transA: false, transB: false, m: s.inC, n: columns, k: gt.rows,
+                  a: flipped, lda: gt.rows, b: col, ldb: columns, beta: 0, c: tmp, ldc: columns)
+            for i in 0..<count {
+                for c in 0..<s.inC {
+                    (dx + ((n0 + i) * s.inC + c) * plane).update(from: tmp + c * columns + i * plane, count: plane)
+                }
+            }
+        } }
+    } else {
     forEachBand(batch: batch, height: height, rows: rows) { t, n, band in
         let col = ws + t * perThread, columns = band.count * width
         let dw = threads > 1 ? ws + t * perThread + colCount : dweight
@@ -121,6 +188,7 @@ func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutab
                   a: flipped, lda: gt.rows, b: col, ldb: columns, beta: 0,
                   c: dx + n * s.inC * plane + band.lowerBound * width, ldc: plane)
         }
+    }
     }
     if threads > 1 {
         for t in 0..<threads {

@@ -22,9 +22,11 @@ public func im2col(_ col: UnsafeMutablePointer<Float>, _ image: UnsafePointer<Fl
 }
 
 /// The columns of output rows `rows` only: a rows x (rows.count * outWidth) matrix, densely stored.
-public func im2col(_ col: UnsafeMutablePointer<Float>, _ image: UnsafePointer<Float>, _ g: Window, rows: Range<Int>) {
+/// Rows of the column matrix are `ld` floats apart (default: dense).
+public func im2col(_ col: UnsafeMutablePointer<Float>, _ image: UnsafePointer<Float>, _ g: Window, rows: Range<Int>,
+                   ld: Int? = nil) {
     let ow = g.outWidth, k = g.kernel, s = g.stride, p = g.padding
-    let ld = rows.count * ow
+    let ld = ld ?? rows.count * ow
     for c in 0..<g.channels {
         let plane = image + c * g.height * g.width
         for ky in 0..<k {
