@@ -17,16 +17,21 @@ public final class Predictor {
         input.reshape(Shape(count, model.config.inChannels, height, width))
         input.data.update(from: images.baseAddress!, count: input.count)
         let logits = model.forward(input)
-        let plane = height * width, classes = model.config.classes
-        var masks = [UInt8](repeating: 0, count: count * plane)
-        for n in 0..<count {
-            let z = logits.data + n * classes * plane
-            for i in 0..<plane {
-                var best = 0
-                for c in 1..<classes where z[c * plane + i] > z[best * plane + i] { best = c }
-                masks[n * plane + i] = UInt8(best)
-            }
-        }
-        return (logits, masks)
+        return (logits, classMasks(logits.data, count: count, classes: model.config.classes, spatial: height * width))
     }
+}
+
+/// The seed's prediction: per pixel, the class with the largest logit (the first on ties).
+/// `logits` are count x classes x spatial; the result count x spatial.
+public func classMasks(_ logits: UnsafePointer<Float>, count: Int, classes: Int, spatial: Int) -> [UInt8] {
+    var masks = [UInt8](repeating: 0, count: count * spatial)
+    for n in 0..<count {
+        let z = logits + n * classes * spatial
+        for i in 0..<spatial {
+            var best = 0
+            for c in 1..<classes where z[c * spatial + i] > z[best * spatial + i] { best = c }
+            masks[n * spatial + i] = UInt8(best)
+        }
+    }
+    return masks
 }

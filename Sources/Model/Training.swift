@@ -416,21 +416,17 @@ public final class Trainer {
         try sampleBatch.load(picks, from: data, height: size.h, width: size.w)
         let logits = model.forward(sampleBatch.images)
         let plane = size.h * size.w, classes = config.model.classes
-        var predicted = [UInt8](repeating: 0, count: plane)
+        let predicted = classMasks(logits.data, count: picks.count, classes: classes, spatial: plane)
         var rows: [[RGBImage]] = []
         for n in 0..<picks.count {
-            let z = logits.data + n * classes * plane
-            for i in 0..<plane {
-                var best = 0
-                for c in 1..<classes where z[c * plane + i] > z[best * plane + i] { best = c }
-                predicted[i] = UInt8(best)
-            }
             let image = grayscale(UnsafeBufferPointer(start: sampleBatch.images.data + n * plane, count: plane),
                                   width: size.w, height: size.h)
             let truth = sampleBatch.labels.withUnsafeBufferPointer {
                 colorize(UnsafeBufferPointer(rebasing: $0[(n * plane)..<((n + 1) * plane)]), width: size.w, height: size.h)
             }
-            let prediction = predicted.withUnsafeBufferPointer { colorize($0, width: size.w, height: size.h) }
+            let prediction = predicted.withUnsafeBufferPointer {
+                colorize(UnsafeBufferPointer(rebasing: $0[(n * plane)..<((n + 1) * plane)]), width: size.w, height: size.h)
+            }
             rows.append([image, truth, prediction])
         }
         return panelGrid(rows, captions: ["image", "truth", "prediction"])

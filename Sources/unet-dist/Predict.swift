@@ -118,17 +118,17 @@ struct Predict: ParsableCommand {
                                    pixels: Array(UnsafeBufferPointer(start: logits.data + c * size * size, count: size * size))),
                            height: n, width: n)
         }
+        // The slice's window of the square, class after class, then the per-pixel argmax.
         let top = (n - slice.height) / 2, left = (n - slice.width) / 2
-        var mask = [UInt8](repeating: 0, count: slice.height * slice.width)
-        for r in 0..<slice.height {
-            for col in 0..<slice.width {
-                let i = (top + r) * n + left + col
-                var best = 0
-                for c in 1..<classes where maps[c].pixels[i] > maps[best].pixels[i] { best = c }
-                mask[r * slice.width + col] = UInt8(best)
+        var window = [Float](repeating: 0, count: classes * slice.height * slice.width)
+        for c in 0..<classes {
+            for r in 0..<slice.height {
+                for col in 0..<slice.width {
+                    window[(c * slice.height + r) * slice.width + col] = maps[c].pixels[(top + r) * n + left + col]
+                }
             }
         }
-        return mask
+        return classMasks(window, count: 1, classes: classes, spatial: slice.height * slice.width)
     }
 
     /// Files as given; directories contribute their .npy files in name order.
