@@ -107,12 +107,7 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
         let yb = y + n * s.outC * plane + band.lowerBound * width
         sgemm(transA: false, transB: false, m: s.outC, n: columns, k: g.rows,
               a: weight, lda: g.rows, b: col, ldb: columns, beta: 0, c: yb, ldc: plane)
-        if let bias {
-            for o in 0..<s.outC {
-                let row = yb + o * plane, v = bias[o]
-                for i in 0..<columns { row[i] += v }
-            }
-        }
+        if let bias { addChannelBias(yb, bias, channels: s.outC, count: columns, stride: plane) }
     }
 }
 
@@ -216,12 +211,7 @@ public func conv2dForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<F
         if s.isPointwise { b = xn } else { im2col(col, xn, g); b = UnsafePointer(col) }
         sgemm(transA: false, transB: false, m: s.outC, n: outPlane, k: g.rows,
               a: weight, lda: g.rows, b: b, ldb: outPlane, beta: 0, c: yn, ldc: outPlane)
-        if let bias {
-            for o in 0..<s.outC {
-                let row = yn + o * outPlane, v = bias[o]
-                for i in 0..<outPlane { row[i] += v }
-            }
-        }
+        if let bias { addChannelBias(yn, bias, channels: s.outC, count: outPlane, stride: outPlane) }
     }
 }
 
@@ -255,6 +245,15 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
             dxn.update(repeating: 0, count: inCount)
             col2imAdd(dxn, col, g)
         }
+    }
+}
+
+/// Adds bias[c] to `count` values of each channel c, whose rows start `stride` apart.
+@inline(__always)
+func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, channels: Int, count: Int, stride: Int) {
+    for c in 0..<channels {
+        let row = y + c * stride, v = bias[c]
+        for i in 0..<count { row[i] += v }
     }
 }
 

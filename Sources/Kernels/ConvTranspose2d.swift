@@ -38,12 +38,7 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
               a: weight, lda: g.rows, b: xn, ldb: plane, beta: 0, c: col, ldc: plane)
         yn.update(repeating: 0, count: s.outC * outPlane)
         col2imAdd(yn, col, g)
-        if let bias {
-            for o in 0..<s.outC {
-                let row = yn + o * outPlane, v = bias[o]
-                for i in 0..<outPlane { row[i] += v }
-            }
-        }
+        if let bias { addChannelBias(yn, bias, channels: s.outC, count: outPlane, stride: outPlane) }
     } }
 }
 

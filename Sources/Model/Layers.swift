@@ -13,8 +13,9 @@ public final class LayerContext {
     /// Input gradients of every Conv2d and of every BatchNorm2d, shared: each is read only by
     /// the backward of the layer before it, which writes the other one (conv -> BN -> conv ...).
     let convGrad = Tensor(), bnGrad = Tensor()
-    /// Double scratch for BN's per-channel sums.
-    var bnScratch = [Double](repeating: 0, count: 4096)
+    /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
+    /// sized by the model when it is built so that the training step never allocates it.
+    var bnScratch: [Double] = []
     init(store: ParameterStore) { self.store = store }
 }
 

@@ -33,6 +33,7 @@ public final class UNet {
         decoders = (1...3).map { i in UpBlock("deconv\(i)", c[4 - i], c[3 - i], store: store) }
         out = Conv2d("out", Conv2dShape(inC: c[0], outC: config.classes, kernel: 3, padding: 1), store: store)
         store.seal()
+        context.bnScratch = [Double](repeating: 0, count: 2 * (c.max() ?? 0) + 1)
         initialize(seed: seed)
     }
 
