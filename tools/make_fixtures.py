@@ -551,6 +551,132 @@ def sgd_step(state, x, target):
 
 
 # ---------------------------------------------------------------------------------------------
+# File 4: the seed's UNetResnet, at a small width (8) so that the files stay small; the layer
+# shapes that width 64 adds are the same kernels. Full width is checked against torchvision in
+# resnet18_names.json (and end to end by tools/check_resnet_torch.py).
+
+RESNET_WIDTH = 8
+
+
+def resnet_step():
+    s = {}
+    torch.manual_seed(0)
+    model = seed_model.UNetResnet(width=RESNET_WIDTH)
+    model.train()
+    for k, v in model.state_dict().items():
+        s[f"init.{k}"] = t(v)
+    # 37: odd sizes at every level (19, 10, 5, 3), so the up blocks crop at the top/left.
+    x = torch.randn(2, 1, 37, 37)
+    mask = torch.randint(0, 3, (2, 37, 37))
+    target = onehot_batch(mask.numpy())
+    s["x"], s["target"] = t(x), t(target)
+    model64 = copy.deepcopy(model).double()
+
+    def step(m, x, target):
+        out = {}
+        m.train()
+        logits = m(x)
+        loss = bce_mean(logits, target)
+        loss.backward()
+        out["logits64"] = t(logits)
+        out["loss"] = t(loss.reshape(1))
+        for n, p in m.named_parameters():
+            if p.grad is not None:          # encoder.fc takes no part in the forward
+                out[f"grad64.{n}"] = t(p.grad)
+        for n, b in m.named_buffers():
+            out[f"after64.{n}"] = t(b)
+        m.eval()
+        with torch.no_grad():
+            out["eval_logits64"] = t(m(x))
+        return out
+
+    o32 = step(model, x, target)
+    o64 = step(model64, x.double(), target.double())
+    assert o32.keys() == o64.keys()
+    for k in o64:
+        if k == "loss":
+            s["loss"], s["loss64"] = o32[k], o64[k]
+        elif o64[k].is_floating_point():
+            put64(s, k, o64[k], o32[k])
+        else:
+            assert torch.equal(o32[k], o64[k]), k
+            s[k] = o64[k]
+    return s
+
+
+def resnet_trained(x, target):
+    """UNetResnet(width 8) trained with Adam on the seeddata, its state_dict and eval metrics."""
+    torch.manual_seed(2)
+    model = seed_model.UNetResnet(width=RESNET_WIDTH)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=TRAIN_LR, betas=(0.9, 0.999), eps=1e-8)
+    batches = [range(0, 4), range(4, 8)]
+    for k in range(TRAIN_STEPS):
+        idx = list(batches[k % 2])
+        opt.zero_grad()
+        loss = bce_mean(model(x[idx]), target[idx])
+        loss.backward()
+        opt.step()
+    state = {k: t(v) for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(OUT, "resnet_trained.safetensors"))
+    model.eval()
+    model64 = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        z32 = model(x)
+        z64 = model64(x.double())
+    m32 = metrics(z32, target)
+    res = {"loss": float(bce_mean(z32.double(), target.double())),
+           "loss64": float(bce_mean(z64, target.double())),
+           **m32, **{k + "64": v for k, v in metrics(z64, target).items()},
+           "images": int(x.shape[0]),
+           "min_abs_logit": float(z32[:, :2].abs().min()),
+           "near_threshold_1e3": int((z32[:, :2].abs() < 1e-3).sum())}
+    with open(os.path.join(OUT, "resnet_trained_eval.json"), "w") as f:
+        json.dump(res, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return state, res
+
+
+def resnet_names():
+    """The seed's UNetResnet with torchvision's own resnet18: every state_dict name and shape,
+    and the check that seed_model.ResNet18(64) is torchvision's resnet18 exactly."""
+    import torchvision
+    tv = torchvision.models.resnet18()
+    ours = seed_model.ResNet18(64)
+    assert [(k, v.shape) for k, v in tv.state_dict().items()] == [(k, v.shape) for k, v in ours.state_dict().items()]
+    ours.load_state_dict(tv.state_dict())
+    tv.eval(), ours.eval()
+    xin = torch.randn(1, 3, 37, 37)
+    with torch.no_grad():
+        a = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.relu(tv.bn1(tv.conv1(xin)))))))
+        b = ours.layer4(ours.layer3(ours.layer2(ours.layer1(ours.relu(ours.bn1(ours.conv1(xin)))))))
+    assert torch.equal(a, b)
+    model = seed_model.UNetResnet(encoder=tv)
+    names = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+    with open(os.path.join(OUT, "resnet18_names.json"), "w") as f:
+        json.dump(names, f)
+        f.write("\n")
+    # A stand-in for torchvision's ImageNet file at width 8: resnet18's names, 3 input channels.
+    torch.manual_seed(3)
+    small = seed_model.ResNet18(RESNET_WIDTH)
+    save_file({k: t(v) for k, v in small.state_dict().items()}, os.path.join(OUT, "resnet18_w8_imagenet_like.safetensors"))
+    return names
+
+
+def main_resnet():
+    r = resnet_step()
+    p = os.path.join(OUT, "resnet_step.safetensors")
+    save(r, p)
+    summarize(p, r)
+    x, target = load_seeddata()
+    state, res = resnet_trained(x, target)
+    summarize(os.path.join(OUT, "resnet_trained.safetensors"), state)
+    print("\nTests/Fixtures/resnet_trained_eval.json", json.dumps(res, indent=2, sort_keys=True))
+    names = resnet_names()
+    print(f"\nTests/Fixtures/resnet18_names.json: {len(names)} tensors")
+
+
+# ---------------------------------------------------------------------------------------------
 # summary
 
 def twin(name):
@@ -626,4 +752,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # --only resnet: just the UNetResnet files (File 4), leaving the others as they are.
+    if sys.argv[1:] == ["--only", "resnet"]:
+        main_resnet()
+    else:
+        main()
+        main_resnet()

@@ -38,7 +38,7 @@ public struct CheckpointInfo: Equatable {
     }
 }
 
-extension UNet {
+extension SegmentationModel {
     /// The model's tensors under the seed's PyTorch state_dict() names.
     public func stateDict() -> SafeTensors {
         var st = SafeTensors()
@@ -64,7 +64,11 @@ extension UNet {
                            shape: v.shape)
                 }
             }
-            st.set("optimizer.step", int64s: [Int64(store.optimizerStep)], shape: [])
+            // One count, as long as every parameter has taken every step; per tensor after a freeze.
+            st.set("optimizer.step", int64s: [Int64(store.steps.max() ?? 0)], shape: [])
+            if Set(store.steps).count > 1 {
+                for (v, n) in zip(store.parameters, store.steps) { st.set("optimizer.step.\(v.name)", int64s: [Int64(n)], shape: []) }
+            }
         }
         st.metadata = info.metadata
         return st.encoded()
@@ -76,7 +80,9 @@ extension UNet {
     @discardableResult
     public func load(_ st: SafeTensors, path: String, optimizer: OptimizerKind? = nil) throws -> CheckpointInfo {
         let info = try CheckpointInfo(metadata: st.metadata, path: path)
-        guard info.model == "unet" else { throw FormatError(path, "is a \(info.model) checkpoint, not unet") }
+        // A plain PyTorch state_dict names no model; its tensors must fit all the same.
+        let kind = config.kind.rawValue
+        guard st.metadata["model"] == nil || info.model == kind else { throw FormatError(path, "is a \(info.model) checkpoint, not \(kind)") }
         func read(_ name: String, _ shape: [Int], into p: UnsafeMutablePointer<Float>) throws {
             let e = try st.entry(name, path: path)
             guard e.shape == shape else {
@@ -99,23 +105,48 @@ extension UNet {
                 let base = i == 0 ? store.firstMoment : store.secondMoment
                 for v in store.parameters { try read("optimizer.\(state).\(v.name)", v.shape, into: base + v.offset) }
             }
-            store.optimizerStep = Int(try st.int64s("optimizer.step", path: path).first ?? 0)
+            let step = Int(try st.int64s("optimizer.step", path: path).first ?? 0)
+            for (i, v) in store.parameters.enumerated() {
+                let own = "optimizer.step.\(v.name)"
+                store.steps[i] = st.has(own) ? Int(try st.int64s(own, path: path).first ?? 0) : step
+            }
         }
         return info
     }
 }
 
-extension UNet.Config {
-    /// The widths, input channels and classes a state_dict's shapes imply, so that eval and
-    /// predict need no flags for a checkpoint of another configuration.
-    public init(inferredFrom st: SafeTensors, path: String) throws {
-        func shape(_ name: String) throws -> [Int] {
-            let s = try st.entry(name, path: path).shape
-            guard s.count == 4 else { throw FormatError(path, "tensor \(name) has shape \(s), expected 4 dimensions") }
-            return s
+extension UNetResNet {
+    /// Loads ImageNet weights of torchvision's resnet18 (its own state_dict names, as
+    /// tools/convert_resnet18.py writes them) into the encoder. A stem conv for another number of
+    /// input channels is kept as initialized, as the seed does. Returns whether the stem was loaded.
+    @discardableResult
+    public func loadPretrained(_ st: SafeTensors, path: String) throws -> Bool {
+        let prefix = "encoder."
+        var stemLoaded = true
+        func read(_ v: TensorView, into p: UnsafeMutablePointer<Float>) throws {
+            let key = String(v.name.dropFirst(prefix.count))
+            guard st.has(key) else {
+                throw FormatError(path, "has no tensor \(key): --pretrained needs torchvision's resnet18 state_dict "
+                                  + "(tools/convert_resnet18.py writes one)")
+            }
+            let shape = try st.entry(key, path: path).shape
+            if key == "conv1.weight" && shape.count == 4 && shape[1] != config.inChannels
+                && Array(shape[0..<1] + shape[2...]) == [v.shape[0], v.shape[2], v.shape[3]] {
+                stemLoaded = false
+                return
+            }
+            guard shape == v.shape else {
+                throw FormatError(path, "tensor \(key) has shape \(shape), the encoder of width \(config.width) needs \(v.shape)")
+            }
+            let values = try st.floats(key, path: path)
+            p.update(from: values, count: values.count)
         }
-        let first = try shape("conv1.0.0.weight"), out = try shape("out.weight")
-        let widths = [first[0]] + (try (2...4).map { try shape("conv\($0).1.0.weight")[0] })
-        self.init(inChannels: first[1], classes: out[0], channels: widths)
+        for v in store.parameters where v.name.hasPrefix(prefix) { try read(v, into: store.param(v)) }
+        for v in store.buffers where v.name.hasPrefix(prefix) { try read(v, into: store.buffer(v)) }
+        for (i, name) in store.counterNames.enumerated() where name.hasPrefix(prefix) {
+            let key = String(name.dropFirst(prefix.count))
+            if st.has(key) { store.counters[i] = try st.int64s(key, path: path).first ?? 0 }
+        }
+        return stemLoaded
     }
 }

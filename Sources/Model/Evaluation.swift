@@ -4,7 +4,7 @@ import Kernels
 
 /// Scores a model in eval mode on the given pairs, sharded over the ranks; every rank returns the
 /// combined sums. Makes exactly one collective call, so ranks with no pairs still join it.
-public func evaluate(_ model: UNet, data: SeedDataset, indices: [Int], batchSize: Int, size: (h: Int, w: Int),
+public func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int, size: (h: Int, w: Int),
                      batch: Batch, comm: Communicator) throws -> ScoreSums {
     let wasTraining = model.training
     model.training = false

@@ -26,8 +26,12 @@ public final class ParameterStore {
     public private(set) var bufferData = UnsafeMutablePointer<Float>.allocate(capacity: 1)
     public private(set) var parameterCount = 0
     public private(set) var bufferCount = 0
-    /// Optimizer steps taken so far (PyTorch's per-parameter `step`, shared by all).
-    public var optimizerStep = 0
+    /// Optimizer steps taken so far by each parameter tensor (PyTorch's per-parameter `step`):
+    /// equal for all unless some were frozen for a while.
+    public var steps: [Int] = []
+    /// Parameters (by index into `parameters`) that the optimizer leaves alone, as PyTorch's
+    /// optimizers skip a parameter whose requires_grad is off: no update, no decay, no step.
+    public var frozen: Range<Int> = 0..<0
     private var sealed = false
 
     public init() {}
@@ -39,7 +43,7 @@ public final class ParameterStore {
     func addParameter(_ name: String, _ shape: [Int]) -> TensorView {
         precondition(!sealed)
         let v = TensorView(name: name, shape: shape, offset: parameterCount)
-        parameters.append(v); parameterCount += v.count
+        parameters.append(v); parameterCount += v.count; steps.append(0)
         return v
     }
 
@@ -80,12 +84,22 @@ public final class ParameterStore {
     public func resetOptimizer() {
         firstMoment.update(repeating: 0, count: parameterCount)
         secondMoment.update(repeating: 0, count: parameterCount)
-        optimizerStep = 0
+        steps = [Int](repeating: 0, count: parameters.count)
     }
 
+    /// One update of every parameter outside `frozen`; consecutive tensors at the same step
+    /// count go to the kernel as one range.
     public func applyOptimizer(_ settings: OptimizerSettings) {
-        optimizerStep += 1
-        Kernels.optimizerStep(settings, params: params, grads: grads, first: firstMoment, second: secondMoment,
-                              count: parameterCount, step: optimizerStep)
+        var i = 0
+        while i < parameters.count {
+            if frozen.contains(i) { i = frozen.upperBound; continue }
+            steps[i] += 1
+            var j = i + 1
+            while j < parameters.count && !frozen.contains(j) && steps[j] + 1 == steps[i] { steps[j] += 1; j += 1 }
+            let start = parameters[i].offset, end = j < parameters.count ? parameters[j].offset : parameterCount
+            Kernels.optimizerStep(settings, params: params + start, grads: grads + start, first: firstMoment + start,
+                                  second: secondMoment + start, count: end - start, step: steps[i])
+            i = j
+        }
     }
 }

@@ -3,10 +3,10 @@ import Kernels
 
 /// Segments one slice (or a stack of same-sized slices): eval-mode logits and per-pixel argmax.
 public final class Predictor {
-    public let model: UNet
+    public let model: SegmentationModel
     let input = Tensor()
 
-    public init(_ model: UNet) {
+    public init(_ model: SegmentationModel) {
         self.model = model
         model.training = false
     }

@@ -31,7 +31,11 @@ public struct TrainConfig: Codable, Equatable {
     public var checkpointEvery: Int?
     /// Random flips, quarter turns and intensity jitter, drawn from (seed, epoch, sample).
     public var augment = false
-    public var model = UNet.Config()
+    public var model = ModelConfig()
+    /// torchvision resnet18 weights (safetensors) for the encoder of unet-resnet.
+    public var pretrained: String?
+    /// Epochs, from the first, in which the encoder's parameters are not updated.
+    public var freezeEncoder = 0
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {
@@ -120,7 +124,9 @@ public func epochOrder(count: Int, seed: UInt64, epoch: Int, shuffle: Bool) -> [
 public final class Trainer {
     public let config: TrainConfig
     public let comm: Communicator
-    public let model: UNet
+    public let model: SegmentationModel
+    /// The parameters `freezeEncoder` holds still.
+    var frozenDuringWarmup: Range<Int>
     let data: SeedDataset
     let trainIndices: [Int], testIndices: [Int]
     public var trainCount: Int { trainIndices.count }
@@ -179,10 +185,17 @@ public final class Trainer {
         spare = Batch(classes: config.model.classes)
         optimizerSettings = config.optimizerSettings
         stepSums = ScoreSums(classes: config.model.classes)
-        model = UNet(config.model, seed: config.seed)
+        model = makeModel(config.model, seed: config.seed)
+        // The stem conv that --pretrained cannot fill (torchvision's takes 3 channels) trains from the start.
+        frozenDuringWarmup = config.pretrained != nil && config.model.inChannels != 3
+            ? model.encoderParameters.dropFirst() : model.encoderParameters
         model.context.statistics = comm.size > 1 && config.bn == .sync ? SyncStatistics(comm) : nil
+        info.model = config.model.kind.rawValue
         info.seed = config.seed
         info.config = config.json
+        if let path = config.pretrained, config.resume == nil, config.initFrom == nil {
+            try loadPretrained(path)
+        }
         info.optimizer = config.optimizer
         if let path = config.resume ?? config.initFrom {
             let loaded = try loadCheckpoint(path, withOptimizer: config.resume != nil)
@@ -265,6 +278,22 @@ public final class Trainer {
         return result!
     }
 
+    /// ImageNet weights for the encoder, read like a checkpoint (rank 0 reads, every rank loads).
+    func loadPretrained(_ path: String) throws {
+        var bytes = Data(), readError: Error?
+        if comm.isRoot { do { bytes = try readFile(path) } catch let e { readError = e } }
+        if let message = comm.agree(on: readError) { throw RunError(message) }
+        bytes = comm.broadcast(bytes, root: 0)
+        var loadError: Error?
+        do {
+            guard let resnet = model as? UNetResNet else {
+                throw FormatError(path, "--pretrained holds ResNet-18 weights, for --model unet-resnet only")
+            }
+            try resnet.loadPretrained(try SafeTensors(data: bytes, path: path), path: path)
+        } catch let e { loadError = e }
+        if let message = comm.agree(on: loadError) { throw RunError(message) }
+    }
+
     /// Every rank starts from rank 0's parameters and buffers.
     func broadcastState() {
         let s = model.store
@@ -280,6 +309,7 @@ public final class Trainer {
         if let maxSteps = config.maxSteps, info.step >= maxSteps { return }
         epochs: for epoch in startEpoch...max(startEpoch, config.epochs) where epoch <= config.epochs {
             let started = Date()
+            model.store.frozen = epoch <= config.freezeEncoder ? frozenDuringWarmup : 0..<0
             let order = epochOrder(count: trainIndices.count, seed: config.seed, epoch: epoch, shuffle: config.shuffle)
             var lossTotal = 0.0, iouTotal = 0.0, steps = 0, images = 0
             var stopped = false
@@ -433,7 +463,7 @@ public final class Trainer {
     }
 }
 
-extension UNet {
+extension SegmentationModel {
     /// One optimizer step on this rank's share (`images`, one-hot `targets`) of a global batch of
     /// `globalCount` samples: training-mode forward, BCEWithLogits, backward, gradient sum over
     /// the ranks, update. `dlogits` is scratch. Returns the logits (owned by the model) and this

@@ -1,18 +1,9 @@
 import Kernels
 
 /// The seed's UNet (design section 2): conv1, three pooled encoder blocks, three up blocks, and a
-/// 3x3 output convolution. Channel widths, input channels and classes are configurable.
-public final class UNet {
-    public struct Config: Codable, Equatable {
-        public var inChannels = 1
-        public var classes = 3
-        public var channels = [16, 32, 64, 128]
-        public init(inChannels: Int = 1, classes: Int = 3, channels: [Int] = [16, 32, 64, 128]) {
-            self.inChannels = inChannels; self.classes = classes; self.channels = channels
-        }
-    }
-
-    public let config: Config
+/// 3x3 output convolution. Base width, input channels and classes are configurable.
+public final class UNet: SegmentationModel {
+    public let config: ModelConfig
     public let store = ParameterStore()
     public let context: LayerContext
     let conv1: ConvBlock
@@ -20,16 +11,17 @@ public final class UNet {
     let decoders: [UpBlock]
     let out: Conv2d
 
-    public init(_ config: Config = Config(), seed: UInt64 = 0) {
-        precondition(config.channels.count == 4, "the seed's UNet has four widths")
+    public init(_ config: ModelConfig = ModelConfig(), seed: UInt64 = 0) {
+        precondition(config.kind == .unet)
         self.config = config
-        let c = config.channels
+        let c = config.widths
         let store = self.store
         context = LayerContext(store: store)
         conv1 = ConvBlock(("conv1.0", "conv1.1"), config.inChannels, c[0], pooled: false, store: store)
         encoders = (1...3).map { i in
             ConvBlock(("conv\(i + 1).1", "conv\(i + 1).2"), c[i - 1], c[i], pooled: true, store: store)
         }
+        encoderParameters = 0..<store.parameters.count
         decoders = (1...3).map { i in UpBlock("deconv\(i)", c[4 - i], c[3 - i], store: store) }
         out = Conv2d("out", Conv2dShape(inC: c[0], outC: config.classes, kernel: 3, padding: 1), store: store)
         store.seal()
@@ -47,12 +39,9 @@ public final class UNet {
         store.resetOptimizer()
     }
 
-    public var training: Bool {
-        get { context.training }
-        set { context.training = newValue }
-    }
+    /// conv1 to conv4.
+    public let encoderParameters: Range<Int>
 
-    /// Logits for a batch; the returned tensor is owned by the model and valid until the next forward.
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.shape.c == config.inChannels, "input has \(x.shape.c) channels, the model \(config.inChannels)")
         let x1 = conv1.forward(x, context)
@@ -65,8 +54,6 @@ public final class UNet {
         return out.forward(h, context)
     }
 
-    /// Accumulates every parameter's gradient of the loss whose logits gradient is `dlogits`.
-    /// Must follow a training-mode forward.
     public func backward(_ dlogits: Tensor) {
         let (d3, skip1) = decoders[2].backward(out.backward(dlogits, context), context)
         let (d2, skip2) = decoders[1].backward(d3, context)
@@ -80,10 +67,11 @@ public final class UNet {
         context.timed(.other, backward: true) { add(into: g1, skip1) }
         conv1.backward(g1, context, needInputGrad: false)
     }
+}
 
-    private func add(into a: Tensor, _ b: Tensor) {
-        precondition(a.shape == b.shape)
-        let x = a.data, y = b.data
-        parallelChunks(a.count) { _, range in for i in range { x[i] += y[i] } }
-    }
+/// a += b, elementwise over the compute threads.
+func add(into a: Tensor, _ b: Tensor) {
+    precondition(a.shape == b.shape)
+    let x = a.data, y = b.data
+    parallelChunks(a.count) { _, range in for i in range { x[i] += y[i] } }
 }

@@ -4,22 +4,21 @@ import Foundation
 import Kernels
 import Model
 
-/// Times real training steps (the same `UNet.trainStep` that `train` runs) on synthetic data.
+/// Times real training steps (the same `trainStep` that `train` runs) on synthetic data.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time training steps on synthetic data: images/s, ms per step and per layer kind, GFLOP/s, peak RSS.")
 
-    @Option(help: "Model (only the seed's UNet).") var model = "unet"
     @Option(help: "Image height and width.") var size = 394
     @Option(help: "Global batch size, split among the ranks.") var batchSize = 16
     @Option(help: "Timed steps (after one warm-up step).") var steps = 5
     @Option(help: "Side of the square sgemm timed on one thread (0 skips it).") var sgemmSize = 2048
     @Option(help: .hidden) var bandFloats: Int?
     @Flag(help: "Print one JSON object.") var json = false
+    @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
-        guard model == "unet" else { throw ValidationError("--model: only unet is implemented") }
         guard size >= 8 else { throw ValidationError("--size must be at least 8") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
@@ -35,7 +34,7 @@ struct Bench: ParsableCommand {
             setBLASThreads(1)
             if let bandFloats { Kernels.bandFloats = max(1, bandFloats) }
 
-            let net = UNet(seed: 0)
+            let net = makeModel(modelOptions.config, seed: 0)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
             let classes = net.config.classes, plane = size * size
             let images = Tensor(Shape(local, net.config.inChannels, size, size))
@@ -92,7 +91,7 @@ struct Bench: ParsableCommand {
             let kinds = LayerProfile.Kind.allCases
             if json {
                 var object: [String: Any] = [
-                    "model": model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
+                    "model": modelOptions.model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
                     "threads": threads, "blas_core": blasCoreName,
                     "images_per_s": imagesPerSecond, "step_ms": stepSeconds * 1000,
                     "step_ms_all": times.map { $0 * 1000 },
@@ -105,7 +104,7 @@ struct Bench: ParsableCommand {
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print("unet-dist bench: \(model) \(size)x\(size), batch \(batchSize), \(comm.size) rank(s) x \(threads) thread(s), "
+                print("unet-dist bench: \(modelOptions.model) \(size)x\(size), batch \(batchSize), \(comm.size) rank(s) x \(threads) thread(s), "
                       + "OpenBLAS \(blasCoreName), \(steps) steps after 1 warm-up")
                 print(String(format: "images/s        %.2f", imagesPerSecond))
                 print(String(format: "step ms         %.1f (median; all: %@)", stepSeconds * 1000,

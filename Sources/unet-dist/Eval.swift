@@ -15,10 +15,10 @@ struct Eval: ParsableCommand {
     func run() throws {
         runDistributed(threads: compute) { comm, _ in
             var setupError: Error?
-            var model: UNet?, dataset: SeedDataset?, size = (h: 0, w: 0)
+            var model: SegmentationModel?, dataset: SeedDataset?, size = (h: 0, w: 0)
             do {
                 let st = try SafeTensors(path: checkpoint)
-                let m = UNet(try UNet.Config(inferredFrom: st, path: checkpoint))
+                let m = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
                 try m.load(st, path: checkpoint)
                 let d = try SeedDataset(directory: data)
                 let first = try Sample(d.pairs[0], classes: m.config.classes)

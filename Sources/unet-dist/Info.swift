@@ -12,21 +12,21 @@ struct Info: ParsableCommand {
     func run() throws {
         do {
             let st = try SafeTensors(path: checkpoint)
-            let config = try UNet.Config(inferredFrom: st, path: checkpoint)
-            let model = UNet(config)
+            let config = try ModelConfig(inferredFrom: st, path: checkpoint)
+            let model = makeModel(config)
             try model.load(st, path: checkpoint)
             let m = st.metadata
             let metrics = (try? JSONSerialization.jsonObject(with: Data((m["metrics"] ?? "{}").utf8)) as? [String: Any]) ?? [:]
             if json {
-                var object: [String: Any] = ["model": m["model"] ?? "unet", "parameters": model.store.parameterCount,
+                var object: [String: Any] = ["model": config.kind.rawValue, "parameters": model.store.parameterCount,
                                              "epoch": Int(m["epoch"] ?? "0") ?? 0, "step": Int(m["step"] ?? "0") ?? 0,
-                                             "channels": config.channels, "in_channels": config.inChannels,
+                                             "width": config.width, "channels": config.widths, "in_channels": config.inChannels,
                                              "classes": config.classes, "metrics": metrics]
                 if let o = m["optimizer"] { object["optimizer"] = o }
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print("model \(m["model"] ?? "unet") (channels \(config.channels), \(config.inChannels) in, \(config.classes) classes)")
+                print("model \(config.kind.rawValue) (widths \(config.widths), \(config.inChannels) in, \(config.classes) classes)")
                 print("parameters \(model.store.parameterCount)")
                 print("epoch \(m["epoch"] ?? "-") step \(m["step"] ?? "-")" + (m["optimizer"].map { " optimizer \($0)" } ?? ""))
                 if m.isEmpty { print("no metadata (a plain state_dict, e.g. saved by PyTorch)") }

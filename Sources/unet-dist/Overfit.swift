@@ -13,6 +13,7 @@ struct Overfit: ParsableCommand {
     @Option(help: "Optimizer steps.") var steps = 100
     @Option(help: "Learning rate (the seed's overfit uses 1e-3).") var lr = 1e-3
     @Option(help: "Seed for initialization.") var seed: UInt64 = 0
+    @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
 
     func run() throws {
@@ -21,7 +22,7 @@ struct Overfit: ParsableCommand {
             guard index >= 0, index < dataset.count else {
                 throw FormatError(data, "--index \(index) is out of range (\(dataset.count) pairs)")
             }
-            let model = UNet(seed: seed)
+            let model = makeModel(modelOptions.config, seed: seed)
             let sample = try Sample(dataset.pairs[index], classes: model.config.classes)
             let batch = Batch(classes: model.config.classes)
             try batch.load([index], from: dataset, height: sample.height, width: sample.width)

@@ -22,7 +22,7 @@ struct Predict: ParsableCommand {
         runDistributed(threads: compute) { comm, _ in
             guard comm.size == 1 else { throw RunError("predict runs on one process") }
             let st = try SafeTensors(path: checkpoint)
-            let model = UNet(try UNet.Config(inferredFrom: st, path: checkpoint))
+            let model = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
             try model.load(st, path: checkpoint)
             let predictor = Predictor(model)
             guard let sliceAxis = SliceAxis(rawValue: axis) else { throw FormatError(axis, "--axis must be axial, coronal or sagittal") }

@@ -31,6 +31,11 @@ struct Train: ParsableCommand {
     var progress = "auto"
     @Option(help: "BatchNorm statistics: sync (over the global batch, the default) or local (each rank's share).")
     var bn = "sync"
+    @Option(help: "unet-resnet: torchvision resnet18 ImageNet weights as safetensors (tools/convert_resnet18.py), loaded into the encoder; a stem for other than 3 input channels stays freshly initialized, as the seed's.")
+    var pretrained: String?
+    @Option(help: "Train only the decoder for the first N epochs: the encoder's parameters (but a fresh stem) are not updated.")
+    var freezeEncoder = 0
+    @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
@@ -44,6 +49,10 @@ struct Train: ParsableCommand {
         guard ["auto", "bar", "lines"].contains(progress) else { throw ValidationError("--progress must be auto, bar or lines") }
         guard BatchNormMode(rawValue: bn) != nil else { throw ValidationError("--bn must be sync or local") }
         if initFrom != nil && resume != nil { throw ValidationError("--init and --resume exclude each other") }
+        guard freezeEncoder >= 0 else { throw ValidationError("--freeze-encoder must not be negative") }
+        if pretrained != nil && modelOptions.model != ModelKind.unetResnet.rawValue {
+            throw ValidationError("--pretrained loads a ResNet-18 encoder: use it with --model unet-resnet")
+        }
     }
 
     func run() throws {
@@ -57,6 +66,9 @@ struct Train: ParsableCommand {
             c.quiet = quiet
             c.augment = augment
             c.checkpointEvery = checkpointEvery
+            c.model = modelOptions.config
+            c.pretrained = pretrained
+            c.freezeEncoder = freezeEncoder
             let bar = !quiet && comm.isRoot
                 && (progress == "bar" || (progress == "auto" && ProgressBar.stdoutIsTerminal && !launchedByMPI))
             let trainer = try Trainer(c, comm: comm) { line in
@@ -64,7 +76,7 @@ struct Train: ParsableCommand {
                 say(comm, line)
             }
             if bar { trainer.onStep = ProgressBar.draw }
-            if !quiet { say(comm, "unet-dist train: \(trainer.trainCount) train / \(c.testCount) test pairs, "
+            if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
                 + "\(comm.size) rank(s) x \(threads) thread(s) (OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch") }
             try trainer.run()
         }

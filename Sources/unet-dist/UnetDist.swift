@@ -2,6 +2,7 @@ import ArgumentParser
 import Distributed
 import Foundation
 import Kernels
+import Model
 
 @main
 struct UnetDist: ParsableCommand {
@@ -59,4 +60,20 @@ func say(_ comm: Communicator, _ line: String) {
     guard comm.isRoot else { return }
     print(line)
     fflush(stdout)
+}
+
+/// Which model a subcommand builds: the seed's UNet or its ResNet-18 UNet, at the seed's widths
+/// unless told otherwise.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "unet (the seed's UNet) or unet-resnet (the seed's UNet with a ResNet-18 encoder).")
+    var model = "unet"
+    @Option(help: "Base width; the others double from it (default: the seed's, 16 for unet, 64 for unet-resnet).")
+    var width: Int?
+
+    func validate() throws {
+        guard ModelKind(rawValue: model) != nil else { throw ValidationError("--model must be unet or unet-resnet") }
+        if let width, width < 1 { throw ValidationError("--width must be at least 1") }
+    }
+
+    var config: ModelConfig { ModelConfig(ModelKind(rawValue: model)!, width: width) }
 }

@@ -4,7 +4,7 @@ import XCTest
 /// Conv biases that a training-mode BatchNorm follows: the normalization removes them, so their
 /// gradient is exactly zero and only rounding moves them.
 public func isBiasBeforeBatchNorm(_ name: String) -> Bool {
-    name.hasSuffix(".0.bias") && !name.hasPrefix("out") && !name.contains("upsample")
+    name.hasSuffix(".0.bias") && !name.contains("upsample")
 }
 
 /// The acceptance rule for one optimizer step taken two ways from the same start: every weight
