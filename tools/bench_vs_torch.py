@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""The seed's PyTorch UNet training step against `unet-dist bench`, alternately, same settings.
+"""The seed's PyTorch training step against `unet-dist bench`, alternately, same settings.
 
 For each configuration (size, batch, threads) and each round, runs a PyTorch worker process
-(the seed's UNet, Adam lr 3e-4, BCEWithLogitsLoss, torch.set_num_threads(T)) and then
+(the seed's UNet, or with --model unet-resnet its UNetResnet with torchvision's resnet18; Adam lr 3e-4, BCEWithLogitsLoss, torch.set_num_threads(T)) and then
 `unet-dist bench --json`, each with 1 warm-up step and --steps timed steps on synthetic data.
 Step times of all rounds are pooled; the medians give images/s and the ratio ours / PyTorch.
 Peak RSS is each process's ru_maxrss (PyTorch's includes the interpreter and torch itself).
@@ -10,6 +10,7 @@ Peak RSS is each process's ru_maxrss (PyTorch's includes the interpreter and tor
     tools/bench_vs_torch.py --preset all            # 128 and 394, batch 16, 1 and 2 threads
     tools/bench_vs_torch.py --size 128 --threads 2 --steps 5 --rounds 2
     tools/bench_vs_torch.py --preset 128 --json results.json
+    tools/bench_vs_torch.py --model unet-resnet --size 128 --threads 2 --rounds 3
 
 Needs torch (e.g. /work/venv/bin/python tools/bench_vs_torch.py) and a release build.
 The machine's other load makes wall-clock medians noisy: run it when the machine is quiet.
@@ -27,14 +28,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def torch_worker(size, batch, threads, steps):
+def torch_worker(model_name, size, batch, threads, steps):
     import torch
     sys.path.insert(0, HERE)
-    from seed_model import UNet
+    import seed_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = UNet()
+    if model_name == "unet-resnet":
+        import torchvision
+        model = seed_model.UNetResnet(encoder=torchvision.models.resnet18())
+    else:
+        model = seed_model.UNet()
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     crit = torch.nn.BCEWithLogitsLoss()
@@ -55,16 +60,16 @@ def torch_worker(size, batch, threads, steps):
     print(json.dumps({"step_s": times, "peak_rss_mb": rss, "torch": torch.__version__}))
 
 
-def run_torch(size, batch, threads, steps):
+def run_torch(model, size, batch, threads, steps):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", "--size", str(size),
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", "--model", model, "--size", str(size),
                           "--batch-size", str(batch), "--threads", str(threads), "--steps", str(steps)],
                          env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_ours(binary, size, batch, threads, steps, ranks):
-    cmd = [binary, "bench", "--json", "--size", str(size), "--batch-size", str(batch), "--threads", str(threads),
+def run_ours(binary, model, size, batch, threads, steps, ranks):
+    cmd = [binary, "bench", "--json", "--model", model, "--size", str(size), "--batch-size", str(batch), "--threads", str(threads),
            "--steps", str(steps)]
     if ranks > 1:
         mpi = ["mpirun", "-n", str(ranks), "--bind-to", "none"]
@@ -80,6 +85,7 @@ def run_ours(binary, size, batch, threads, steps, ranks):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", choices=["unet", "unet-resnet"], default="unet")
     p.add_argument("--preset", choices=["128", "394", "all"], help="128 and/or 394, batch 16, 1 and 2 threads")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
@@ -90,7 +96,7 @@ def main():
     p.add_argument("--json", metavar="FILE", help="also write every result to FILE")
     a = p.parse_args()
     if a.torch_worker:
-        torch_worker(a.size, a.batch_size, a.threads[0], a.steps)
+        torch_worker(a.model, a.size, a.batch_size, a.threads[0], a.steps)
         return
     sizes = {"128": [128], "394": [394], "all": [128, 394]}.get(a.preset, [a.size])
     configs = [(s, a.batch_size, t) for s in sizes for t in a.threads]
@@ -100,15 +106,15 @@ def main():
     for size, batch, threads in configs:
         torch_steps, our_steps, torch_rss, our_rss, conv, sgemm = [], [], 0.0, 0.0, [], []
         for _ in range(a.rounds):
-            t = run_torch(size, batch, threads, a.steps)
+            t = run_torch(a.model, size, batch, threads, a.steps)
             torch_steps += t["step_s"]
             torch_rss = max(torch_rss, t["peak_rss_mb"])
-            o = run_ours(a.binary, size, batch, threads, a.steps, 1)
+            o = run_ours(a.binary, a.model, size, batch, threads, a.steps, 1)
             our_steps += [ms / 1000 for ms in o["step_ms_all"]]
             our_rss = max(our_rss, o["peak_rss_mb"])
             conv.append(o["conv_gflops"]); sgemm.append(o["sgemm_gflops"])
         tm, om = statistics.median(torch_steps), statistics.median(our_steps)
-        r = {"size": size, "batch": batch, "threads": threads,
+        r = {"model": a.model, "size": size, "batch": batch, "threads": threads,
              "torch_images_per_s": batch / tm, "ours_images_per_s": batch / om, "ratio": tm / om,
              "torch_step_s": torch_steps, "ours_step_s": our_steps,
              "torch_peak_rss_mb": torch_rss, "ours_peak_rss_mb": our_rss, "rss_ratio": our_rss / torch_rss,

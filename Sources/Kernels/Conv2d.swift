@@ -20,7 +20,14 @@ public struct Conv2dShape: Equatable {
     var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
     public func workspaceCount(height: Int, width: Int) -> Int {
         if isBanded { return bandedWorkspaceCount(height: height, width: width) }
-        return isPointwise ? 0 : window(height: height, width: width).rows * window(height: height, width: width).columns
+        return computeThreads * generalPerThread(height: height, width: width)
+    }
+
+    /// Per thread, for the kernels that are not banded: one image's columns (none for 1x1
+    /// stride 1, whose image is its own column matrix) and a private dweight + dbias.
+    func generalPerThread(height: Int, width: Int) -> Int {
+        let g = window(height: height, width: width)
+        return (isPointwise ? 0 : g.rows * g.columns) + weightCount + outC
     }
 
     /// Stride 1 with "same" padding (3x3 padding 1, ...): computed in bands of output rows whose
@@ -31,7 +38,8 @@ public struct Conv2dShape: Equatable {
     /// Output rows per band: a band's column matrix holds about `bandFloats` floats.
     func bandRows(height: Int, width: Int) -> Int {
         let k = max(inC, outC) * kernel * kernel
-        return max(1, min(height, bandFloats / max(k * width, 1)))
+        let inCache = bandFloats / max(k * width, 1), wideEnough = (minBandColumns + width - 1) / width
+        return max(1, min(height, max(inCache, wideEnough)))
     }
 
     /// Images per band when a whole image is smaller than a band: several images' columns side
@@ -39,7 +47,8 @@ public struct Conv2dShape: Equatable {
     func bandImages(height: Int, width: Int) -> Int {
         let k = max(inC, outC) * kernel * kernel
         guard bandRows(height: height, width: width) == height else { return 1 }
-        return max(1, bandFloats / max(k * height * width, 1))
+        let plane = height * width
+        return max(1, bandFloats / max(k * plane, 1), (minBandColumns + plane - 1) / plane)
     }
 
     /// Per thread: one band's columns, a band of outputs for grouped images, a private
@@ -57,6 +66,10 @@ public struct Conv2dShape: Equatable {
 
 /// Floats in one band of the column matrix (512 KiB: the band is written and read back in cache).
 nonisolated(unsafe) public var bandFloats = 1 << 17
+/// Columns a band's GEMM gets at least, even where its column matrix then outgrows the cache:
+/// wide layers at low resolution (512 channels at 8x8) would otherwise make GEMMs a few dozen
+/// columns wide, far below what OpenBLAS's kernels need to run at speed.
+nonisolated(unsafe) public var minBandColumns = 512
 
 /// Every (image, band of output rows) pair of a banded convolution, over the compute threads.
 @inline(__always)
@@ -202,17 +215,20 @@ public func conv2dForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<F
         return conv2dForwardBanded(y, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
                                    workspace: workspace)
     }
+    // Strided, 1x1 and other kernels: whole images, spread over the compute threads.
     let g = s.window(height: height, width: width)
     let inCount = s.inC * height * width, outPlane = g.columns
-    let col = workspace.floats(s.workspaceCount(height: height, width: width))
-    for n in 0..<batch {
+    let ws = workspace.floats(s.workspaceCount(height: height, width: width))
+    let perThread = s.generalPerThread(height: height, width: width)
+    parallelChunks(batch) { t, images in for n in images {
+        let col = ws + t * perThread
         let xn = x + n * inCount, yn = y + n * s.outC * outPlane
         let b: UnsafePointer<Float>
         if s.isPointwise { b = xn } else { im2col(col, xn, g); b = UnsafePointer(col) }
         sgemm(transA: false, transB: false, m: s.outC, n: outPlane, k: g.rows,
               a: weight, lda: g.rows, b: b, ldb: outPlane, beta: 0, c: yn, ldc: outPlane)
         if let bias { addChannelBias(yn, bias, channels: s.outC, count: outPlane, stride: outPlane) }
-    }
+    } }
 }
 
 /// Accumulates dweight and dbias (+=) and assigns dx when given.
@@ -226,14 +242,23 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
     }
     let g = s.window(height: height, width: width)
     let inCount = s.inC * height * width, outPlane = g.columns
-    let col = workspace.floats(s.workspaceCount(height: height, width: width))
-    for n in 0..<batch {
+    let ws = workspace.floats(s.workspaceCount(height: height, width: width))
+    let perThread = s.generalPerThread(height: height, width: width), colCount = perThread - s.weightCount - s.outC
+    // More than one thread: each sums its images' weight gradients privately, added in thread order.
+    let threads = min(computeThreads, batch)
+    if threads > 1 {
+        for t in 0..<threads { (ws + t * perThread + colCount).update(repeating: 0, count: s.weightCount + s.outC) }
+    }
+    parallelChunks(batch) { t, images in for n in images {
+        let col = ws + t * perThread
+        let dw = threads > 1 ? col + colCount : dweight
+        let db = threads > 1 ? dw + s.weightCount : dbias
         let xn = x + n * inCount, dyn = dy + n * s.outC * outPlane
         let colIn: UnsafePointer<Float>
         if s.isPointwise { colIn = xn } else { im2col(col, xn, g); colIn = UnsafePointer(col) }
         sgemm(transA: false, transB: true, m: s.outC, n: g.rows, k: outPlane,
-              a: dyn, lda: outPlane, b: colIn, ldb: outPlane, beta: 1, c: dweight, ldc: g.rows)
-        if let dbias { addRowSums(dbias, dyn, rows: s.outC, columns: outPlane) }
+              a: dyn, lda: outPlane, b: colIn, ldb: outPlane, beta: 1, c: dw, ldc: g.rows)
+        if dbias != nil, let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
         guard let dx else { continue }
         let dxn = dx + n * inCount
         if s.isPointwise {
@@ -244,6 +269,13 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
                   a: weight, lda: g.rows, b: dyn, ldb: outPlane, beta: 0, c: col, ldc: outPlane)
             dxn.update(repeating: 0, count: inCount)
             col2imAdd(dxn, col, g)
+        }
+    } }
+    if threads > 1 {
+        for t in 0..<threads {
+            let dw = ws + t * perThread + colCount
+            for i in 0..<s.weightCount { dweight[i] += dw[i] }
+            if let dbias { for o in 0..<s.outC { dbias[o] += dw[s.weightCount + o] } }
         }
     }
 }

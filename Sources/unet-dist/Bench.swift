@@ -14,6 +14,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed steps (after one warm-up step).") var steps = 5
     @Option(help: "Side of the square sgemm timed on one thread (0 skips it).") var sgemmSize = 2048
     @Option(help: .hidden) var bandFloats: Int?
+    @Option(help: .hidden) var minBandColumns: Int?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -33,6 +34,7 @@ struct Bench: ParsableCommand {
             setComputeThreads(threads)
             setBLASThreads(1)
             if let bandFloats { Kernels.bandFloats = max(1, bandFloats) }
+            if let minBandColumns { Kernels.minBandColumns = max(1, minBandColumns) }
 
             let net = makeModel(modelOptions.config, seed: 0)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count

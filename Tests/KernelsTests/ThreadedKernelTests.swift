@@ -18,7 +18,37 @@ final class ThreadedKernelTests: XCTestCase {
     /// (threads, band floats) settings to compare, the first being the reference.
     let settings = [(1, 1 << 18), (2, 1 << 18), (1, 64), (3, 64), (2, 200)]
 
-    override func tearDown() { setComputeThreads(1); bandFloats = 1 << 18 }
+    override func tearDown() { setComputeThreads(1); bandFloats = 1 << 18; minBandColumns = 512 }
+
+    /// The ResNet's convolutions that are not banded (stride 2, 7x7, 1x1), whole images over the
+    /// threads, and a banded one with wide, narrow and cache-sized bands.
+    func testStridedPointwiseAndWideBandConvolutions() {
+        let shapes = [Conv2dShape(inC: 3, outC: 4, kernel: 7, stride: 2, padding: 3),
+                      Conv2dShape(inC: 4, outC: 6, kernel: 3, stride: 2, padding: 1),
+                      Conv2dShape(inC: 4, outC: 6, kernel: 1, stride: 2),
+                      Conv2dShape(inC: 6, outC: 3, kernel: 1),
+                      Conv2dShape(inC: 6, outC: 5, kernel: 3, padding: 1)]
+        for conv in shapes {
+            let xs = Shape(5, conv.inC, 13, 9), ys = conv.outputShape(xs)
+            let x = random(xs.count), w = random(conv.weightCount, scale: 0.3), b = random(conv.outC), dy = random(ys.count)
+            var reference: [[Float]] = []
+            for (threads, columns) in [(1, 512), (2, 512), (3, 1), (2, 40), (1, 100_000)] {
+                setComputeThreads(threads); minBandColumns = columns
+                let ws = Workspace()
+                var y = [Float](repeating: 0, count: ys.count)
+                conv2dForward(&y, x, weight: w, bias: b, batch: xs.n, height: xs.h, width: xs.w, conv, workspace: ws)
+                var dx = [Float](repeating: 0, count: xs.count), dw = [Float](repeating: 0.5, count: w.count)
+                var db = [Float](repeating: 0.25, count: conv.outC)
+                conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, batch: xs.n, height: xs.h,
+                               width: xs.w, conv, workspace: ws)
+                let results = [y, dx, dw, db]
+                if reference.isEmpty { reference = results; continue }
+                for (i, (a, r)) in zip(results, reference).enumerated() {
+                    assertClose(a, r, "\(conv): result \(i) with \(threads) threads, \(columns) columns")
+                }
+            }
+        }
+    }
 
     func testConvAndConvTransposeAndBatchNorm() {
         let conv = Conv2dShape(inC: 3, outC: 5, kernel: 3, padding: 1)
