@@ -47,6 +47,17 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
         runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(mean)
         runningVar[c] = (1 - momentum) * runningVar[c] + momentum * Float(variance * count / max(count - 1, 1))
     }
+    batchNormTrainOutput(y, x, weight: weight, bias: bias, saveMean: saveMean, saveInvstd: saveInvstd, s, relu: relu)
+}
+
+/// The training-mode output from the saved batch statistics: what the forward writes, and what a
+/// layer that does not keep its output recomputes, bit for bit, when its consumer's backward
+/// needs it again.
+public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                 weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                 saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
+                                 _ s: BatchNormShape, relu: Bool) {
+    let C = s.channels, plane = s.spatial
     parallelFor(C) { c in
         let scale = weight[c] * saveInvstd[c], shift = bias[c] - saveMean[c] * scale
         for n in 0..<s.batch {
@@ -63,21 +74,28 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
 /// Backward of the training-mode forward. Accumulates this replica's dweight/dbias (+=), assigns dx.
 /// `scratch` holds 2 * channels Doubles: sum dy and sum dy * xhat, added across replicas for dx.
 /// With `reluOutput` (the forward's output when it ran with `relu: true`), `dy` is the gradient
-/// after the ReLU, and is taken as zero wherever that output is not positive.
+/// after the ReLU, and is taken as zero wherever that output is not positive. With
+/// `reluBias` (the forward's bias) instead, that output's sign is recomputed from `x`, for a
+/// layer that did not keep its output.
 public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
                                    dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
                                    x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                    saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
                                    _ s: BatchNormShape, count: Double,
                                    scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
-                                   reluOutput: UnsafePointer<Float>? = nil) {
+                                   reluOutput: UnsafePointer<Float>? = nil, reluBias: UnsafePointer<Float>? = nil) {
     let C = s.channels, plane = s.spatial
     parallelFor(C) { c in
         var sdy = 0.0, sdyx = 0.0
         let mean = saveMean[c], invstd = saveInvstd[c]
+        let mask = reluBias.map { b -> ReLUMask in
+            let scale = weight[c] * invstd
+            return ReLUMask(scale: scale, shift: b[c] - mean * scale)
+        }
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            let (a, b) = gradientSums(dy + o, x + o, reluOutput.map { $0 + o }, plane, mean: mean, invstd: invstd)
+            let (a, b) = gradientSums(dy + o, x + o, reluOutput.map { $0 + o }, plane, mean: mean, invstd: invstd,
+                                      mask: mask)
             sdy += a; sdyx += b
         }
         scratch[c] = sdy; scratch[C + c] = sdyx
@@ -91,7 +109,28 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
             let p = x + o, g = dy + o, q = dx + o
-            if let r = reluOutput.map({ $0 + o }) {
+            if let b = reluBias {
+                let scale = weight[c] * invstd, shift = b[c] - mean * scale
+                let vm = SIMD8<Float>(repeating: mean), vs = SIMD8<Float>(repeating: invstd)
+                let vk = SIMD8<Float>(repeating: k), vdy = SIMD8<Float>(repeating: meanDy)
+                let vdyx = SIMD8<Float>(repeating: meanDyX)
+                let vscale = SIMD8<Float>(repeating: scale), vshift = SIMD8<Float>(repeating: shift)
+                let rp = UnsafeRawPointer(p), rg = UnsafeRawPointer(g), rq = UnsafeMutableRawPointer(q)
+                var i = 0
+                while i + 8 <= plane {
+                    var gv = rg.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                    let xv = rp.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+                    gv.replace(with: SIMD8<Float>(), where: xv * vscale + vshift .<= 0)
+                    let xhat = (xv - vm) * vs
+                    rq.storeBytes(of: vk * (gv - vdy - xhat * vdyx), toByteOffset: 4 * i, as: SIMD8<Float>.self)
+                    i += 8
+                }
+                while i < plane {
+                    let xhat = (p[i] - mean) * invstd
+                    q[i] = k * ((p[i] * scale + shift > 0 ? g[i] : 0) - meanDy - xhat * meanDyX)
+                    i += 1
+                }
+            } else if let r = reluOutput.map({ $0 + o }) {
                 // Eight lanes at a time: a branch per element on the ReLU mask mispredicts.
                 let vm = SIMD8<Float>(repeating: mean), vs = SIMD8<Float>(repeating: invstd)
                 let vk = SIMD8<Float>(repeating: k), vdy = SIMD8<Float>(repeating: meanDy)
@@ -139,15 +178,32 @@ func sumAndSquares(_ p: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
     return (s1, s2)
 }
 
-/// (sum g, sum g * xhat) in Double, with g = dy masked by relu > 0 when given.
+/// A fused ReLU's mask recomputed from the BatchNorm's input: the output x * scale + shift > 0.
+struct ReLUMask {
+    var scale: Float, shift: Float
+}
+
+/// (sum g, sum g * xhat) in Double, with g = dy masked by relu > 0 (or by `mask`) when given.
 @inline(__always)
 func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ relu: UnsafePointer<Float>?, _ n: Int,
-                  mean: Float, invstd: Float) -> (Double, Double) {
+                  mean: Float, invstd: Float, mask: ReLUMask? = nil) -> (Double, Double) {
     var a1 = SIMD8<Double>(), a2 = SIMD8<Double>()
     var i = 0
     let rdy = UnsafeRawPointer(dy), rx = UnsafeRawPointer(x)
     let m = SIMD8<Float>(repeating: mean), k = SIMD8<Float>(repeating: invstd)
-    if let relu {
+    if let mask {
+        let vscale = SIMD8<Float>(repeating: mask.scale), vshift = SIMD8<Float>(repeating: mask.shift)
+        while i + 8 <= n {
+            var g = rdy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            let xv = rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
+            g.replace(with: SIMD8<Float>(), where: xv * vscale + vshift .<= 0)
+            let xhat = (xv - m) * k
+            let gd = SIMD8<Double>(g)
+            a1 += gd
+            a2 += gd * SIMD8<Double>(xhat)
+            i += 8
+        }
+    } else if let relu {
         let rr = UnsafeRawPointer(relu)
         while i + 8 <= n {
             var g = rdy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
@@ -171,7 +227,7 @@ func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ relu:
     }
     var s1 = a1.sum(), s2 = a2.sum()
     while i < n {
-        let g = relu.map { $0[i] > 0 ? dy[i] : 0 } ?? dy[i]
+        let g = mask.map { x[i] * $0.scale + $0.shift > 0 ? dy[i] : 0 } ?? relu.map { $0[i] > 0 ? dy[i] : 0 } ?? dy[i]
         s1 += Double(g); s2 += Double(g) * Double((x[i] - mean) * invstd)
         i += 1
     }

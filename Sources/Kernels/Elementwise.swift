@@ -23,12 +23,27 @@ public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 }
 
 /// Routes each output gradient to the window's maximum; ties go to the first in scan order,
-/// as PyTorch does. Assigns dx (dropped odd rows and columns get zero).
+/// as PyTorch does. Assigns dx (dropped odd rows and columns get zero), or with `accumulate`
+/// adds to it: where the pooled tensor's gradient meets another path's (a UNet skip).
 public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
-                             planes: Int, height: Int, width: Int) {
+                             planes: Int, height: Int, width: Int, accumulate: Bool = false) {
     let oh = height / 2, ow = width / 2
     parallelFor(planes) { p in
         let src = x + p * height * width, grad = dx + p * height * width, g = dy + p * oh * ow
+        if accumulate {
+            for oy in 0..<oh {
+                let r0 = 2 * oy * width, r1 = r0 + width
+                for ox in 0..<ow {
+                    let a = r0 + 2 * ox, b = a + 1, c = r1 + 2 * ox, d = c + 1
+                    var best = a
+                    if src[b] > src[best] { best = b }
+                    if src[c] > src[best] { best = c }
+                    if src[d] > src[best] { best = d }
+                    grad[best] += g[oy * ow + ox]
+                }
+            }
+            return
+        }
         // Every pixel of a window is written (the gradient or zero); a dropped odd row or column is zeroed.
         for oy in 0..<oh {
             let r0 = 2 * oy * width, r1 = r0 + width

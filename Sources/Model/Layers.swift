@@ -10,9 +10,14 @@ public final class LayerContext {
     public var statistics: StatisticsReducer?
     /// Per-layer-kind timing; nil (the default) costs one check per layer.
     public var profile: LayerProfile?
-    /// Input gradients of every Conv2d and of every BatchNorm2d, shared: each is read only by
-    /// the backward of the layer before it, which writes the other one (conv -> BN -> conv ...).
+    /// Input gradients of every Conv2d and ConvTranspose2d and of every BatchNorm2d, shared: each
+    /// is read only by the backward of the layer before it, which writes the other one
+    /// (conv -> BN -> conv ...). An up block's padded-gradient step borrows the BN one.
     let convGrad = Tensor(), bnGrad = Tensor()
+    /// The outputs of the BatchNorm layers that do not keep theirs: each is read right away by
+    /// the next convolution and recomputed from the BN's input when that convolution's backward
+    /// needs it again (`BatchNorm2d.rematerialize`).
+    let sharedActivation = Tensor()
     /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
     /// sized by the model when it is built so that the training step never allocates it.
     var bnScratch: [Double] = []
@@ -78,8 +83,8 @@ final class ConvTranspose2d {
     let shape: ConvTranspose2dShape
     let weight: TensorView
     let bias: TensorView
-    let output = Tensor()
-    let inputGrad = Tensor()
+    /// Own, or the context's shared tensor where the only reader copies it away at once.
+    var output = Tensor()
     private unowned var input: Tensor!
 
     init(_ name: String, _ shape: ConvTranspose2dShape, store: ParameterStore) {
@@ -105,7 +110,9 @@ final class ConvTranspose2d {
         return output
     }
 
+    /// Returns dx in the context's conv gradient, as Conv2d does: it feeds a BatchNorm's backward.
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        let inputGrad = ctx.convGrad
         inputGrad.reshape(input.shape)
         if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * input.shape.count / shape.inC) }
         ctx.timed(.convTranspose, backward: true) {
@@ -122,7 +129,9 @@ final class BatchNorm2d {
     let weight: TensorView, bias: TensorView
     let runningMean: TensorView, runningVar: TensorView
     let counter: Int
-    let output = Tensor()
+    private(set) var output = Tensor()
+    /// False once the output lives in the context's shared tensor (`shareOutput`).
+    private(set) var keepsOutput = true
     private var saveMean: [Float], saveInvstd: [Float]
     private unowned var input: Tensor!
 
@@ -143,6 +152,30 @@ final class BatchNorm2d {
         store.buffer(runningMean).update(repeating: 0, count: channels)
         store.buffer(runningVar).update(repeating: 1, count: channels)
         store.counters[counter] = 0
+    }
+
+    /// Writes the output into the context's shared tensor instead of a tensor of its own: for a
+    /// BN whose only reader is the next convolution, which then calls `rematerialize` before its
+    /// backward. Saves one activation of this size per layer.
+    func shareOutput(_ ctx: LayerContext) {
+        output = ctx.sharedActivation
+        keepsOutput = false
+    }
+
+    /// Recomputes the last training forward's output (bit for bit) where it is not kept.
+    func rematerialize(_ ctx: LayerContext) {
+        guard !keepsOutput else { return }
+        let s = ctx.store
+        output.reshape(input.shape)
+        ctx.timed(.batchNorm, backward: true) {
+            saveMean.withUnsafeBufferPointer { mean in
+                saveInvstd.withUnsafeBufferPointer { invstd in
+                    batchNormTrainOutput(output.data, input.data, weight: s.param(weight), bias: s.param(bias),
+                                         saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
+                                         BatchNormShape(input.shape), relu: fusedReLU)
+                }
+            }
+        }
     }
 
     /// With `relu`, the output is max(BN(x), 0) (a ReLU in place, fused), and `backward` takes
@@ -196,7 +229,9 @@ final class BatchNorm2d {
             batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
                                    x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
                                    BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
-                                   reducer: ctx.statistics, reluOutput: fusedReLU ? UnsafePointer(output.data) : nil)
+                                   reducer: ctx.statistics,
+                                   reluOutput: fusedReLU && keepsOutput ? UnsafePointer(output.data) : nil,
+                                   reluBias: fusedReLU && !keepsOutput ? UnsafePointer(s.param(bias)) : nil)
         }
         return inputGrad
     }
@@ -231,7 +266,9 @@ final class ConvBNReLU {
 final class ConvBlock {
     let pooled: Bool
     let first: ConvBNReLU, second: ConvBNReLU
-    let pool = Tensor(), poolGrad = Tensor()
+    /// The pooled input lives in the context's shared tensor: read at once by the first conv,
+    /// pooled again before that conv's backward.
+    private unowned var pool: Tensor!
     private unowned var input: Tensor!
 
     /// `names` are the state_dict prefixes of the two conv3x3_bn.
@@ -247,27 +284,37 @@ final class ConvBlock {
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
-        var h = x
         if pooled {
-            pool.reshape(Shape(x.shape.n, x.shape.c, x.shape.h / 2, x.shape.w / 2))
-            ctx.timed(.pool) {
-                maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
-            }
-            h = pool
+            pool = ctx.sharedActivation
+            poolInput(ctx)
         }
-        return second.forward(first.forward(h, ctx), ctx)
+        return second.forward(first.forward(pooled ? pool : x, ctx), ctx)
     }
 
-    @discardableResult
-    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
-        let d = first.backward(second.backward(dy, ctx), ctx, needInputGrad: needInputGrad || pooled)
-        guard pooled, needInputGrad else { return d }
-        poolGrad.reshape(input.shape)
-        ctx.timed(.pool, backward: true) {
-            maxPool2Backward(dx: poolGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
-                             height: input.shape.h, width: input.shape.w)
+    private func poolInput(_ ctx: LayerContext) {
+        let x = input!
+        pool.reshape(Shape(x.shape.n, x.shape.c, x.shape.h / 2, x.shape.w / 2))
+        ctx.timed(.pool) {
+            maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
         }
-        return poolGrad
+    }
+
+    /// Returns dx; a pooled block adds its dx into `skipGrad` (the gradient its input already
+    /// has from an up block) and returns that.
+    @discardableResult
+    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true, addingTo skipGrad: Tensor? = nil) -> Tensor {
+        let g = second.bn.backward(dy, ctx)
+        first.bn.rematerialize(ctx)
+        let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
+        if pooled { poolInput(ctx) }
+        let d = first.conv.backward(g1, ctx, needInputGrad: needInputGrad || pooled)
+        guard pooled, needInputGrad, let skipGrad else { return d }
+        precondition(skipGrad.shape == input.shape)
+        ctx.timed(.pool, backward: true) {
+            maxPool2Backward(dx: skipGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
+                             height: input.shape.h, width: input.shape.w, accumulate: true)
+        }
+        return skipGrad
     }
 }
 
@@ -277,7 +324,7 @@ final class UpBlock {
     let upsample: ConvTranspose2d
     let convs: ConvBlock
     let joined = Tensor()
-    let paddedGrad = Tensor(), skipGrad = Tensor()
+    let skipGrad = Tensor()
     private var top = 0, left = 0
     private var upShape = Shape(0, 0, 0, 0), skipShape = Shape(0, 0, 0, 0)
 
@@ -314,6 +361,8 @@ final class UpBlock {
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> (Tensor, Tensor) {
         let dj = convs.backward(dy, ctx)
         skipGrad.reshape(skipShape)
+        // The BN gradient is free here: its reader, the first conv's backward, has run.
+        let paddedGrad = ctx.bnGrad
         paddedGrad.reshape(upShape)
         let plane = skipShape.spatial, cs = skipShape.c, cu = upShape.c
         ctx.timed(.other, backward: true) {

@@ -24,6 +24,12 @@ public final class UNet: SegmentationModel {
         encoderParameters = 0..<store.parameters.count
         decoders = (1...3).map { i in UpBlock("deconv\(i)", c[4 - i], c[3 - i], store: store) }
         out = Conv2d("out", Conv2dShape(inC: c[0], outC: config.classes, kernel: 3, padding: 1), store: store)
+        // The first conv3x3_bn of every block is read only by the second; the last up block's
+        // output only by `out`. Their outputs are recomputed in the backward instead of kept.
+        for block in [conv1] + encoders + decoders.map(\.convs) { block.first.bn.shareOutput(context) }
+        decoders[2].convs.second.bn.shareOutput(context)
+        // An up-sampled tensor is copied into the concatenation at once.
+        for d in decoders { d.upsample.output = context.sharedActivation }
         store.seal()
         context.bnScratch = [Double](repeating: 0, count: 2 * (c.max() ?? 0) + 1)
         initialize(seed: seed)
@@ -55,16 +61,15 @@ public final class UNet: SegmentationModel {
     }
 
     public func backward(_ dlogits: Tensor) {
+        decoders[2].convs.second.bn.rematerialize(context)
         let (d3, skip1) = decoders[2].backward(out.backward(dlogits, context), context)
         let (d2, skip2) = decoders[1].backward(d3, context)
         let (d1, skip3) = decoders[0].backward(d2, context)
-        // Each encoder level's output also fed an up block: its gradient is the sum of both paths.
-        let g3 = encoders[2].backward(d1, context)
-        context.timed(.other, backward: true) { add(into: g3, skip3) }
-        let g2 = encoders[1].backward(g3, context)
-        context.timed(.other, backward: true) { add(into: g2, skip2) }
-        let g1 = encoders[0].backward(g2, context)
-        context.timed(.other, backward: true) { add(into: g1, skip1) }
+        // Each encoder level's output also fed an up block: its gradient is the sum of both
+        // paths, the pooling's added into the up block's.
+        let g3 = encoders[2].backward(d1, context, addingTo: skip3)
+        let g2 = encoders[1].backward(g3, context, addingTo: skip2)
+        let g1 = encoders[0].backward(g2, context, addingTo: skip1)
         conv1.backward(g1, context, needInputGrad: false)
     }
 }

@@ -62,7 +62,9 @@ final class BasicBlock {
             let g = dy.data, y = output.data
             parallelChunks(dy.count) { _, range in for i in range where y[i] <= 0 { g[i] = 0 } }
         }
-        let main = conv1.backward(bn1.backward(conv2.backward(bn2.backward(dy, ctx), ctx), ctx), ctx)
+        let g = bn2.backward(dy, ctx)
+        bn1.rematerialize(ctx)
+        let main = conv1.backward(bn1.backward(conv2.backward(g, ctx), ctx), ctx)
         inputGrad.reshape(input.shape)
         ctx.timed(.other, backward: true) { inputGrad.data.update(from: main.data, count: main.count) }
         if let downsample {
@@ -80,8 +82,9 @@ final class OutStage {
     let upsample: ConvTranspose2d
     let conv: ConvBNReLU
     let final: Conv2d
-    let padded = Tensor(), paddedGrad = Tensor()
+    let padded = Tensor()
     private var top = 0, left = 0
+    private var upShape = Shape(0, 0, 0, 0)
 
     init(_ name: String, _ ci: Int, _ co: Int, classes: Int, store: ParameterStore) {
         upsample = ConvTranspose2d(name + ".upsample", ConvTranspose2dShape(inC: ci, outC: co), store: store)
@@ -95,6 +98,7 @@ final class OutStage {
 
     func forward(_ x: Tensor, height: Int, width: Int, _ ctx: LayerContext) -> Tensor {
         let up = upsample.forward(x, ctx)
+        upShape = up.shape
         top = height - up.shape.h; left = width - up.shape.w
         padded.reshape(Shape(up.shape.n, up.shape.c, height, width))
         ctx.timed(.other) {
@@ -105,8 +109,11 @@ final class OutStage {
     }
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        conv.bn.rematerialize(ctx)
         let d = conv.backward(final.backward(dy, ctx), ctx)
-        let up = upsample.output.shape
+        let up = upShape
+        // The BN gradient is free here: its reader, the conv's backward, has run.
+        let paddedGrad = ctx.bnGrad
         paddedGrad.reshape(up)
         ctx.timed(.other, backward: true) {
             padTopLeftBackward(dx: paddedGrad.data, dy: d.data, planes: up.n * up.c, height: up.h, width: up.w,
@@ -160,6 +167,13 @@ public final class UNetResNet: SegmentationModel {
         encoderParameters = 0..<store.parameters.count
         decoders = (1...3).map { i in UpBlock("deconv\(i)", w[4 - i], w[3 - i], store: store) }
         out = OutStage("out", w[0], w[0], classes: config.classes, store: store)
+        // BN outputs read only by the next convolution are recomputed in the backward, not kept.
+        for block in layers.joined() { block.bn1.shareOutput(context) }
+        for d in decoders { d.convs.first.bn.shareOutput(context) }
+        out.conv.bn.shareOutput(context)
+        // An up-sampled tensor is copied into the concatenation (or the padded output) at once.
+        for d in decoders { d.upsample.output = context.sharedActivation }
+        out.upsample.output = context.sharedActivation
         store.seal()
         context.bnScratch = [Double](repeating: 0, count: 2 * w[3] + 1)
         initialize(seed: seed)
@@ -203,6 +217,12 @@ public final class UNetResNet: SegmentationModel {
             let (dx, dskip) = decoder.backward(d, context)
             d = dx; skipGrads.append(dskip)
         }
+        // A block uses its dy to the end, while its convolutions write the shared conv gradient
+        // that deconv1's dx lives in: layer4.1 (block 8, writing blockGrads[0]) gets a copy.
+        let top = blockGrads[1]
+        top.reshape(d.shape)
+        context.timed(.other, backward: true) { top.data.update(from: d.data, count: d.count) }
+        d = top
         // Each of layer1..layer3's outputs also fed an up block: its gradient is the sum of both.
         for level in stride(from: 3, through: 0, by: -1) {
             if level < 3 { context.timed(.other, backward: true) { add(into: d, skipGrads[level]) } }
