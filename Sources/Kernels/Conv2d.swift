@@ -84,7 +84,45 @@ func forEachBand(batch: Int, height: Int, rows: Int,
     }
 }
 
+/// A banded convolution's input (or input gradient): one NCHW tensor, or two whose channels
+/// follow each other, `a`'s first: torch.cat([a, b], 1) read (or written) where it lies, never
+/// materialized.
+struct ChannelBlocks<Pointer> {
+    var a: Pointer, b: Pointer?, channelsA: Int
+
+    init(_ a: Pointer) { self.a = a; b = nil; channelsA = 0 }
+    init(_ a: Pointer, _ b: Pointer, channelsA: Int) { self.a = a; self.b = b; self.channelsA = channelsA }
+}
+
+extension ChannelBlocks where Pointer == UnsafePointer<Float> {
+    /// im2col of image n's output rows `rows` (see `im2col`), from one tensor or both.
+    func unfold(_ col: UnsafeMutablePointer<Float>, image n: Int, _ g: Window, rows: Range<Int>, ld: Int? = nil) {
+        let plane = g.height * g.width
+        guard let b else { return im2col(col, a + n * g.channels * plane, g, rows: rows, ld: ld) }
+        let cb = g.channels - channelsA, ld = ld ?? rows.count * g.outWidth
+        var ga = g, gb = g
+        ga.channels = channelsA; gb.channels = cb
+        im2col(col, a + n * channelsA * plane, ga, rows: rows, ld: ld)
+        im2col(col + ga.rows * ld, b + n * cb * plane, gb, rows: rows, ld: ld)
+    }
+}
+
+extension ChannelBlocks where Pointer == UnsafeMutablePointer<Float> {
+    /// Channel c of image n, of a tensor of `channels` channels.
+    func plane(image n: Int, channel c: Int, channels: Int, plane: Int) -> UnsafeMutablePointer<Float> {
+        guard let b else { return a + (n * channels + c) * plane }
+        return c < channelsA ? a + (n * channelsA + c) * plane : b + (n * (channels - channelsA) + c - channelsA) * plane
+    }
+}
+
 func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    conv2dForwardBanded(y, ChannelBlocks(x), weight: weight, bias: bias, batch: batch, height: height, width: width, s,
+                        workspace: workspace)
+}
+
+func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
     let g = s.window(height: height, width: width)
@@ -97,7 +135,7 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
         parallelChunks((batch + group - 1) / group) { t, groups in for gi in groups {
             let n0 = gi * group, count = min(group, batch - n0), columns = count * plane
             let col = ws + t * perThread, tmp = col + tmpOffset
-            for i in 0..<count { im2col(col + i * plane, x + (n0 + i) * s.inC * plane, g, rows: 0..<height, ld: columns) }
+            for i in 0..<count { x.unfold(col + i * plane, image: n0 + i, g, rows: 0..<height, ld: columns) }
             sgemm(transA: false, transB: false, m: s.outC, n: columns, k: g.rows,
                   a: weight, lda: g.rows, b: col, ldb: columns, beta: 0, c: tmp, ldc: columns)
             for i in 0..<count {
@@ -116,7 +154,7 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
     }
     forEachBand(batch: batch, height: height, rows: rows) { t, n, band in
         let col = ws + t * perThread, columns = band.count * width
-        im2col(col, x + n * s.inC * plane, g, rows: band)
+        x.unfold(col, image: n, g, rows: band)
         let yb = y + n * s.outC * plane + band.lowerBound * width
         sgemm(transA: false, transB: false, m: s.outC, n: columns, k: g.rows,
               a: weight, lda: g.rows, b: col, ldb: columns, beta: 0, c: yb, ldc: plane)
@@ -127,6 +165,14 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
 func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
                           dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                           x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    conv2dBackwardBanded(dx: dx.map { ChannelBlocks($0) }, dweight: dweight, dbias: dbias, dy: dy, x: ChannelBlocks(x),
+                         weight: weight, batch: batch, height: height, width: width, s, workspace: workspace)
+}
+
+func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweight: UnsafeMutablePointer<Float>,
+                          dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
+                          x: ChannelBlocks<UnsafePointer<Float>>, weight: UnsafePointer<Float>,
                           batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
     let g = s.window(height: height, width: width)
     let k = s.kernel, kk = k * k
@@ -160,7 +206,7 @@ func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutab
             let dw = threads > 1 ? col + colCount : dweight
             let db = threads > 1 ? dw + s.weightCount : dbias
             for i in 0..<count {
-                im2col(col + i * plane, x + (n0 + i) * s.inC * plane, g, rows: 0..<height, ld: columns)
+                x.unfold(col + i * plane, image: n0 + i, g, rows: 0..<height, ld: columns)
                 for o in 0..<s.outC {
                     (tmp + o * columns + i * plane).update(from: dy + ((n0 + i) * s.outC + o) * plane, count: plane)
                 }
@@ -176,7 +222,8 @@ func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutab
                   a: flipped, lda: gt.rows, b: col, ldb: columns, beta: 0, c: tmp, ldc: columns)
             for i in 0..<count {
                 for c in 0..<s.inC {
-                    (dx + ((n0 + i) * s.inC + c) * plane).update(from: tmp + c * columns + i * plane, count: plane)
+                    dx.plane(image: n0 + i, channel: c, channels: s.inC, plane: plane)
+                        .update(from: tmp + c * columns + i * plane, count: plane)
                 }
             }
         } }
@@ -186,15 +233,22 @@ func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutab
         let dw = threads > 1 ? ws + t * perThread + colCount : dweight
         let db = threads > 1 ? dw + s.weightCount : dbias
         let dyb = dy + n * s.outC * plane + band.lowerBound * width
-        im2col(col, x + n * s.inC * plane, g, rows: band)
+        x.unfold(col, image: n, g, rows: band)
         sgemm(transA: false, transB: true, m: s.outC, n: g.rows, k: columns,
               a: dyb, lda: plane, b: col, ldb: columns, beta: 1, c: dw, ldc: g.rows)
         if dbias != nil, let db { addRowSums(db, dyb, rows: s.outC, columns: columns, stride: plane) }
         if let dx {
             im2col(col, dy + n * s.outC * plane, gt, rows: band)
-            sgemm(transA: false, transB: false, m: s.inC, n: columns, k: gt.rows,
-                  a: flipped, lda: gt.rows, b: col, ldb: columns, beta: 0,
-                  c: dx + n * s.inC * plane + band.lowerBound * width, ldc: plane)
+            // One GEMM per block of input channels, each into its own tensor.
+            func channels(_ first: Int, _ count: Int) {
+                sgemm(transA: false, transB: false, m: count, n: columns, k: gt.rows,
+                      a: flipped + first * gt.rows, lda: gt.rows, b: col, ldb: columns, beta: 0,
+                      c: dx.plane(image: n, channel: first, channels: s.inC, plane: plane) + band.lowerBound * width,
+                      ldc: plane)
+            }
+            let split = dx.b == nil ? s.inC : dx.channelsA
+            channels(0, split)
+            if split < s.inC { channels(split, s.inC - split) }
         }
     }
     }
@@ -278,6 +332,29 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
             if let dbias { for o in 0..<s.outC { dbias[o] += dw[s.weightCount + o] } }
         }
     }
+}
+
+/// conv(torch.cat([a, b], 1)) for a "same"-padded stride-1 kernel, reading the two tensors where
+/// they lie: an up block's convolution without its concatenation in memory.
+public func conv2dForwardConcat(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int,
+                                _ b: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    precondition(s.isBanded && channelsA < s.inC)
+    conv2dForwardBanded(y, ChannelBlocks(a, b, channelsA: channelsA), weight: weight, bias: bias, batch: batch,
+                        height: height, width: width, s, workspace: workspace)
+}
+
+/// The backward of `conv2dForwardConcat`: dweight and dbias accumulated, the input gradient
+/// assigned to `da` (a's channels) and `db` (b's).
+public func conv2dBackwardConcat(da: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>,
+                                 dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
+                                 dy: UnsafePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int,
+                                 _ b: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                 batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    precondition(s.isBanded && channelsA < s.inC)
+    conv2dBackwardBanded(dx: ChannelBlocks(da, db, channelsA: channelsA), dweight: dweight, dbias: dbias, dy: dy,
+                         x: ChannelBlocks(a, b, channelsA: channelsA), weight: weight, batch: batch, height: height,
+                         width: width, s, workspace: workspace)
 }
 
 /// Adds bias[c] to `count` values of each channel c, whose rows start `stride` apart.

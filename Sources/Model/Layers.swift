@@ -36,7 +36,9 @@ final class Conv2d {
     let weight: TensorView
     let bias: TensorView?
     let output = Tensor()
-    private unowned var input: Tensor!
+    fileprivate unowned var input: Tensor!
+    /// The second half of a concatenated input (`forward(_:concatenatedWith:)`).
+    fileprivate unowned var secondInput: Tensor?
 
     init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
         self.shape = shape
@@ -76,6 +78,37 @@ final class Conv2d {
                            width: input.shape.w, shape, workspace: ctx.workspace)
         }
         return inputGrad
+    }
+}
+
+extension Conv2d {
+    /// conv(torch.cat([a, b], 1)) without the concatenation in memory (3x3 "same" kernels).
+    func forward(_ a: Tensor, concatenatedWith b: Tensor, _ ctx: LayerContext) -> Tensor {
+        precondition(a.shape.n == b.shape.n && a.shape.h == b.shape.h && a.shape.w == b.shape.w)
+        precondition(a.shape.c + b.shape.c == shape.inC)
+        input = a; secondInput = b
+        output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        ctx.timed(.conv) {
+            conv2dForwardConcat(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
+                                bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
+                                width: a.shape.w, shape, workspace: ctx.workspace)
+        }
+        return output
+    }
+
+    /// The backward of `forward(_:concatenatedWith:)`: parameter gradients accumulated, the
+    /// input gradient written to `da` and `db`, reshaped to the two inputs.
+    func backward(_ dy: Tensor, _ ctx: LayerContext, into da: Tensor, _ db: Tensor) {
+        let a = input!, b = secondInput!
+        da.reshape(a.shape); db.reshape(b.shape)
+        if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * dy.shape.count / shape.outC) }
+        ctx.timed(.conv, backward: true) {
+            conv2dBackwardConcat(da: da.data, db: db.data, dweight: ctx.store.grad(weight),
+                                 dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
+                                 b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
+                                 width: a.shape.w, shape, workspace: ctx.workspace)
+        }
     }
 }
 
@@ -319,14 +352,15 @@ final class ConvBlock {
 }
 
 /// The seed's deconv: ConvTranspose2d(2, stride 2) on x, padded or cropped at the top/left to
-/// the skip's size, concatenated after the skip, then two conv3x3_bn.
+/// the skip's size, concatenated after the skip, then two conv3x3_bn. The first convolution
+/// reads the skip and the padded up-sampling where they lie: the concatenation is never stored.
 final class UpBlock {
     let upsample: ConvTranspose2d
     let convs: ConvBlock
-    let joined = Tensor()
+    let padded = Tensor()
     let skipGrad = Tensor()
     private var top = 0, left = 0
-    private var upShape = Shape(0, 0, 0, 0), skipShape = Shape(0, 0, 0, 0)
+    private var upShape = Shape(0, 0, 0, 0)
 
     init(_ name: String, _ ci: Int, _ co: Int, store: ParameterStore) {
         upsample = ConvTranspose2d(name + ".upsample", ConvTranspose2dShape(inC: ci, outC: co), store: store)
@@ -339,39 +373,35 @@ final class UpBlock {
 
     func forward(_ x: Tensor, skip: Tensor, _ ctx: LayerContext) -> Tensor {
         let up = upsample.forward(x, ctx)
-        upShape = up.shape; skipShape = skip.shape
+        upShape = up.shape
         // The seed pads width by the height difference and height by the width difference
         // (F.pad's order); the two are equal whenever the seed's own concatenation works.
         top = skip.shape.h - up.shape.h; left = skip.shape.w - up.shape.w
-        joined.reshape(Shape(skip.shape.n, skip.shape.c + up.shape.c, skip.shape.h, skip.shape.w))
-        // torch.cat([skip, F.pad(up)], 1), the padded channels written in place after the skip's.
-        let plane = skip.shape.spatial, cs = skip.shape.c, cu = up.shape.c
+        padded.reshape(Shape(up.shape.n, up.shape.c, skip.shape.h, skip.shape.w))
         ctx.timed(.other) {
-            for n in 0..<skip.shape.n {
-                let j = joined.data + n * (cs + cu) * plane
-                j.update(from: skip.data + n * cs * plane, count: cs * plane)
-                padTopLeftForward(j + cs * plane, up.data + n * cu * up.shape.spatial, planes: cu, height: up.shape.h,
-                                  width: up.shape.w, top: top, left: left)
-            }
+            padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
+                              width: up.shape.w, top: top, left: left)
         }
-        return convs.forward(joined, ctx)
+        let first = convs.first
+        let h = first.bn.forward(first.conv.forward(skip, concatenatedWith: padded, ctx), ctx, relu: true)
+        return convs.second.forward(h, ctx)
     }
 
     /// Returns (dx, dskip).
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> (Tensor, Tensor) {
-        let dj = convs.backward(dy, ctx)
-        skipGrad.reshape(skipShape)
-        // The BN gradient is free here: its reader, the first conv's backward, has run.
+        let first = convs.first, second = convs.second
+        let g = second.bn.backward(dy, ctx)
+        first.bn.rematerialize(ctx)
+        let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
+        // The shared activation is free again (its last reader, the second conv, has run), and so
+        // is the BN gradient once the first conv has read it.
+        let upGrad = ctx.sharedActivation
+        first.conv.backward(g1, ctx, into: skipGrad, upGrad)
         let paddedGrad = ctx.bnGrad
         paddedGrad.reshape(upShape)
-        let plane = skipShape.spatial, cs = skipShape.c, cu = upShape.c
         ctx.timed(.other, backward: true) {
-            for n in 0..<skipShape.n {
-                let j = dj.data + n * (cs + cu) * plane
-                (skipGrad.data + n * cs * plane).update(from: j, count: cs * plane)
-                padTopLeftBackward(dx: paddedGrad.data + n * cu * upShape.spatial, dy: j + cs * plane, planes: cu,
-                                   height: upShape.h, width: upShape.w, top: top, left: left)
-            }
+            padTopLeftBackward(dx: paddedGrad.data, dy: upGrad.data, planes: upShape.n * upShape.c, height: upShape.h,
+                               width: upShape.w, top: top, left: left)
         }
         return (upsample.backward(paddedGrad, ctx), skipGrad)
     }

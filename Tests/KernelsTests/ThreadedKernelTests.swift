@@ -20,6 +20,48 @@ final class ThreadedKernelTests: XCTestCase {
 
     override func tearDown() { setComputeThreads(1); bandFloats = 1 << 18; minBandColumns = 512 }
 
+    /// torch.cat([a, b], 1) of NCHW tensors with `sa` and `sb` floats per image.
+    func interleave(_ a: [Float], _ sa: Int, _ b: [Float], _ sb: Int, images: Int) -> [Float] {
+        var out: [Float] = []
+        for i in 0..<images {
+            out.append(contentsOf: a[(i * sa)..<((i + 1) * sa)])
+            out.append(contentsOf: b[(i * sb)..<((i + 1) * sb)])
+        }
+        return out
+    }
+
+    /// An up block's convolution over torch.cat([a, b], 1) read where a and b lie equals the
+    /// convolution of the materialized concatenation, in grouped, banded and threaded settings.
+    func testConvolutionOfAConcatenationNeverStored() {
+        let conv = Conv2dShape(inC: 5, outC: 4, kernel: 3, padding: 1)
+        let ca = 2, cb = 3, n = 3, h = 9, w = 7, plane = h * w
+        let a = random(n * ca * plane), b = random(n * cb * plane)
+        let joined = interleave(a, ca * plane, b, cb * plane, images: n)
+        let weight = random(conv.weightCount, scale: 0.3), bias = random(4), dy = random(n * 4 * plane)
+        for (threads, band, columns) in [(1, 1 << 18, 512), (2, 40, 1), (3, 1 << 18, 1), (1, 60, 8)] {
+            setComputeThreads(threads); bandFloats = band; minBandColumns = columns
+            let ws = Workspace()
+            var y = [Float](repeating: 0, count: dy.count), ySplit = y
+            conv2dForward(&y, joined, weight: weight, bias: bias, batch: n, height: h, width: w, conv, workspace: ws)
+            conv2dForwardConcat(&ySplit, a, channelsA: ca, b, weight: weight, bias: bias, batch: n, height: h, width: w,
+                                conv, workspace: ws)
+            var dx = [Float](repeating: 0, count: joined.count), dw = [Float](repeating: 0, count: weight.count)
+            var db = [Float](repeating: 0, count: 4)
+            conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: joined, weight: weight, batch: n, height: h,
+                           width: w, conv, workspace: ws)
+            var da = [Float](repeating: 9, count: a.count), dbb = [Float](repeating: 9, count: b.count)
+            var dw2 = [Float](repeating: 0, count: weight.count), db2 = [Float](repeating: 0, count: 4)
+            conv2dBackwardConcat(da: &da, db: &dbb, dweight: &dw2, dbias: &db2, dy: dy, a, channelsA: ca, b,
+                                 weight: weight, batch: n, height: h, width: w, conv, workspace: ws)
+            let dxSplit = interleave(da, ca * plane, dbb, cb * plane, images: n)
+            let setting = "\(threads) threads, band \(band), \(columns) columns"
+            assertClose(ySplit, y, "y, " + setting)
+            assertClose(dxSplit, dx, "dx, " + setting)
+            assertClose(dw2, dw, "dw, " + setting)
+            assertClose(db2, db, "db, " + setting)
+        }
+    }
+
     /// The ResNet's convolutions that are not banded (stride 2, 7x7, 1x1), whole images over the
     /// threads, and a banded one with wide, narrow and cache-sized bands.
     func testStridedPointwiseAndWideBandConvolutions() {
