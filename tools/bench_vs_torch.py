@@ -11,6 +11,7 @@ Peak RSS is each process's ru_maxrss (PyTorch's includes the interpreter and tor
     tools/bench_vs_torch.py --size 128 --threads 2 --steps 5 --rounds 2
     tools/bench_vs_torch.py --preset 128 --json results.json
     tools/bench_vs_torch.py --model unet-resnet --size 128 --threads 2 --rounds 3
+    tools/bench_vs_torch.py --ddp --size 128 --rounds 3   # mpirun -n 2 vs DDP (gloo), 1 thread each
 
 Needs torch (e.g. /work/venv/bin/python tools/bench_vs_torch.py) and a release build.
 The machine's other load makes wall-clock medians noisy: run it when the machine is quiet.
@@ -60,6 +61,59 @@ def torch_worker(model_name, size, batch, threads, steps):
     print(json.dumps({"step_s": times, "peak_rss_mb": rss, "torch": torch.__version__}))
 
 
+def ddp_worker(model_name, size, batch, steps, rank, world, port):
+    """One rank of PyTorch DDP on CPU (gloo), one thread, its share of each global batch."""
+    import torch
+    import torch.distributed as dist
+    sys.path.insert(0, HERE)
+    import seed_model
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    if model_name == "unet-resnet":
+        import torchvision
+        model = seed_model.UNetResnet(encoder=torchvision.models.resnet18())
+    else:
+        model = seed_model.UNet()
+    model = torch.nn.parallel.DistributedDataParallel(model)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
+    crit = torch.nn.BCEWithLogitsLoss()
+    local = batch // world + (1 if rank < batch % world else 0)
+    x = torch.randn(local, 1, size, size)
+    labels = torch.randint(0, 3, (local, size, size))
+    y = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float().contiguous()
+    times = []
+    for i in range(steps + 1):
+        dist.barrier()
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        crit(model(x), y).backward()
+        opt.step()
+        dist.barrier()
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if rank == 0:
+        print(json.dumps({"step_s": times, "peak_rss_mb": rss, "torch": torch.__version__}))
+    dist.destroy_process_group()
+
+
+def run_ddp(model, size, batch, steps, world=2):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    port = 29500 + os.getpid() % 1000
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--ddp-worker", "--rank", str(r),
+                               "--world", str(world), "--port", str(port), "--model", model, "--size", str(size),
+                               "--batch-size", str(batch), "--steps", str(steps)],
+                              env=env, stdout=subprocess.PIPE, text=True) for r in range(world)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("a DDP worker failed")
+    return json.loads(outs[0].strip().splitlines()[-1])
+
+
 def run_torch(model, size, batch, threads, steps):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", "--model", model, "--size", str(size),
@@ -85,6 +139,12 @@ def run_ours(binary, model, size, batch, threads, steps, ranks):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--world", type=int, default=2, help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=29500, help=argparse.SUPPRESS)
+    p.add_argument("--ddp", action="store_true",
+                   help="mpirun -n 2 unet-dist bench --threads 1 against PyTorch DDP (gloo), 2 processes, 1 thread each")
     p.add_argument("--model", choices=["unet", "unet-resnet"], default="unet")
     p.add_argument("--preset", choices=["128", "394", "all"], help="128 and/or 394, batch 16, 1 and 2 threads")
     p.add_argument("--size", type=int, default=128)
@@ -98,23 +158,26 @@ def main():
     if a.torch_worker:
         torch_worker(a.model, a.size, a.batch_size, a.threads[0], a.steps)
         return
+    if a.ddp_worker:
+        ddp_worker(a.model, a.size, a.batch_size, a.steps, a.rank, a.world, a.port)
+        return
     sizes = {"128": [128], "394": [394], "all": [128, 394]}.get(a.preset, [a.size])
-    configs = [(s, a.batch_size, t) for s in sizes for t in a.threads]
+    configs = [(s, a.batch_size, t) for s in sizes for t in ([1] if a.ddp else a.threads)]
     results = []
     print(f"{'size':>5} {'batch':>5} {'thr':>3} | {'torch img/s':>11} {'ours img/s':>10} {'ratio':>6} | "
           f"{'torch RSS MB':>12} {'ours RSS MB':>11} {'RSS ratio':>9} | conv/sgemm GFLOP/s", flush=True)
     for size, batch, threads in configs:
         torch_steps, our_steps, torch_rss, our_rss, conv, sgemm = [], [], 0.0, 0.0, [], []
         for _ in range(a.rounds):
-            t = run_torch(a.model, size, batch, threads, a.steps)
+            t = run_ddp(a.model, size, batch, a.steps) if a.ddp else run_torch(a.model, size, batch, threads, a.steps)
             torch_steps += t["step_s"]
             torch_rss = max(torch_rss, t["peak_rss_mb"])
-            o = run_ours(a.binary, a.model, size, batch, threads, a.steps, 1)
+            o = run_ours(a.binary, a.model, size, batch, threads, a.steps, 2 if a.ddp else 1)
             our_steps += [ms / 1000 for ms in o["step_ms_all"]]
             our_rss = max(our_rss, o["peak_rss_mb"])
             conv.append(o["conv_gflops"]); sgemm.append(o["sgemm_gflops"])
         tm, om = statistics.median(torch_steps), statistics.median(our_steps)
-        r = {"model": a.model, "size": size, "batch": batch, "threads": threads,
+        r = {"model": a.model, "ranks": 2 if a.ddp else 1, "size": size, "batch": batch, "threads": threads,
              "torch_images_per_s": batch / tm, "ours_images_per_s": batch / om, "ratio": tm / om,
              "torch_step_s": torch_steps, "ours_step_s": our_steps,
              "torch_peak_rss_mb": torch_rss, "ours_peak_rss_mb": our_rss, "rss_ratio": our_rss / torch_rss,
