@@ -15,9 +15,11 @@ n=1
 if [ "${1:-}" = "-n" ]; then n="$2"; shift 2; fi
 bin="${UNET_DIST_BIN:-$here/.build/release/unet-dist}"
 # When mpirun itself gets SIGTERM (kill PID, a container stop), the ranks get SIGTERM after this
-# many seconds and SIGKILL after as many again: 10 s to finish a step and write the checkpoint.
-# The price: mpirun reports any non-zero end of the job (an error, a dead rank) up to 20 s later.
-flags=(--bind-to none --mca odls_base_sigkill_timeout 10)
+# many seconds and SIGKILL after as many again (Open MPI's odls_base_sigkill_timeout, 1 s by
+# default): 5 s to finish a step and write the checkpoint, 10 s where the ranks got SIGTERM too.
+# The price: mpirun reports any non-zero end of the job (an error, a dead rank, a stop) up to
+# twice as many seconds later, as it waits out the same timeouts.
+flags=(--bind-to none --mca odls_base_sigkill_timeout "${UNET_DIST_SIGKILL_TIMEOUT:-5}")
 [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
 [ "$n" -gt "$(nproc)" ] && flags+=(--oversubscribe)
 # Its own process group, so that a terminal's Ctrl-C reaches this script only, not mpirun.
