@@ -36,10 +36,17 @@ struct EpochSums: Equatable {
 
     init() {}
 
+    /// Parsed field by field with Double(String), which is exact; Foundation's JSON reader can
+    /// be off by an ulp, and the sums must continue bit for bit.
     init?(encoded text: String) {
-        guard let o = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any],
-              let loss = (o["loss_sum"] as? NSNumber)?.doubleValue, let iou = (o["iou_sum"] as? NSNumber)?.doubleValue,
-              let steps = (o["steps"] as? NSNumber)?.intValue
+        var fields: [String: Substring] = [:]
+        for pair in text.dropFirst().dropLast().split(separator: ",") {
+            let kv = pair.split(separator: ":", maxSplits: 1)
+            guard kv.count == 2 else { return nil }
+            fields[String(kv[0].filter { $0 != "\"" })] = kv[1]
+        }
+        guard let loss = fields["loss_sum"].flatMap({ Double($0) }), let iou = fields["iou_sum"].flatMap({ Double($0) }),
+              let steps = fields["steps"].flatMap({ Int($0) })
         else { return nil }
         self.loss = loss; self.iou = iou; self.steps = steps
     }

@@ -255,8 +255,11 @@ public final class Trainer {
         for dir in [c.runDir, c.runDir + "/checkpoints"] { removeAbandonedTemporaryFiles(in: dir) }
     }
 
+    /// Read with Double(String), which is exact: Foundation's JSON reader can be off by an ulp,
+    /// and a resumed run must compare and save the very value it stopped with.
     static func metric(_ key: String, in json: String) -> Double? {
-        (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?[key] as? Double
+        guard let r = json.range(of: "\"\(key)\":") else { return nil }
+        return Double(json[r.upperBound...].prefix { $0 != "," && $0 != "}" })
     }
 
     /// Rank 0 reads the file and sends its bytes: no shared file system is assumed.
