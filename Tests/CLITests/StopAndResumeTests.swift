@@ -150,7 +150,8 @@ final class StopAndResumeTests: ScratchTestCase {
         waitForEnd(job, "SIGTERM to mpirun")
         XCTAssertNotEqual(job.terminationStatus, 0)
         let checkpoint = run + "/checkpoints/last.safetensors"
-        XCTAssertNotNil(stderr(job).range(of: "unet-dist: stopped on SIGTERM at epoch "), stderr(job))
+        // Inside an epoch or at its end, wherever the forwarded signal lands.
+        XCTAssertNotNil(stderr(job).range(of: "unet-dist: stopped on SIGTERM "), stderr(job))
         let step = Int(try assertLoads(checkpoint)["step"]!)!
         let r = try runUnetDist(Array(args) + ["--resume", checkpoint, "--max-steps", "\(step + 1)"], ranks: 2)
         XCTAssertEqual(r.status, 0, r.stderr)
