@@ -18,6 +18,8 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        // Signal handlers that only record the signal (graceful stop), in C for async-signal safety.
+        .target(name: "CStop"),
         // Forward/backward pairs over Float32 NCHW buffers; no MPI, no files.
         .target(name: "Kernels", dependencies: ["CBLAS"], swiftSettings: release),
         // Readers and writers: .npy, safetensors; the seed-layout data set.
@@ -29,7 +31,7 @@ let package = Package(
         // The UNet, its parameter arenas, checkpoints, training and evaluation.
         .target(name: "Model", dependencies: ["Kernels", "Formats", "Distributed", "Report"], swiftSettings: release),
         .executableTarget(name: "unet-dist", dependencies: [
-            "Model", "Formats", "Distributed", "Kernels",
+            "Model", "Formats", "Distributed", "Kernels", "CStop",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: release),
         // Fixture loading and the float32 tolerance rule shared by the test targets.

@@ -52,7 +52,8 @@ chmod +x "$work/agent"
 
 first=$(( (n + 1) / 2 )) second=$(( n / 2 ))
 flags=(--mca plm_rsh_agent "$work/agent" --mca btl tcp,self --mca btl_tcp_if_include "$subnet.0/24"
-       --mca oob_tcp_if_include "$subnet.0/24" --host "$subnet.1:$first,$subnet.2:$second" --bind-to none)
+       --mca oob_tcp_if_include "$subnet.0/24" --host "$subnet.1:$first,$subnet.2:$second" --bind-to none
+       --mca odls_base_sigkill_timeout 5)  # time to checkpoint on SIGTERM, as launch/local.sh
 [ "$(id -u)" -eq 0 ] && flags+=(--allow-run-as-root)
 [ "$first" -gt "$(nproc)" ] && flags+=(--oversubscribe)
 set +e

@@ -23,21 +23,24 @@ public func writeFileAtomically(_ data: Data, to path: String) throws {
     let tmp = dir + "/." + url.lastPathComponent + ".tmp-\(getpid())"
     let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     guard fd >= 0 else { throw FormatError(path, "cannot write: \(String(cString: strerror(errno)))") }
-    var ok = true
+    // The errno of the first call that failed: a full disk (ENOSPC), `ulimit -f` (EFBIG, with
+    // SIGXFSZ ignored) or an I/O error may show at write, fsync or close.
+    var failure: Int32 = 0
     data.withUnsafeBytes { raw in
         var offset = 0
         while offset < raw.count {
             let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n <= 0 { ok = false; break }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { failure = n < 0 ? errno : EIO; break }
             offset += n
         }
     }
-    let err = errno
-    if ok && fsync(fd) != 0 { ok = false }
-    close(fd)
-    guard ok, rename(tmp, path) == 0 else {
+    if failure == 0 && fsync(fd) != 0 { failure = errno }
+    if close(fd) != 0 && failure == 0 { failure = errno }
+    if failure == 0 && rename(tmp, path) != 0 { failure = errno }
+    guard failure == 0 else {
         unlink(tmp)
-        throw FormatError(path, "cannot write: \(String(cString: strerror(ok ? errno : err)))")
+        throw FormatError(path, "cannot write: \(String(cString: strerror(failure)))")
     }
     // Make the rename itself durable.
     let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY)

@@ -10,17 +10,20 @@ public struct CheckpointInfo: Equatable {
     public var epoch = 0
     public var step = 0
     public var seed: UInt64 = 0
-    /// Every flag of the run, as JSON.
+    /// The flags that determine training, as JSON (TrainConfig.checkpointJSON).
     public var config = "{}"
     /// Metrics at save time (test_iou and the like), as JSON.
     public var metrics = "{}"
     public var optimizer: OptimizerKind?
+    /// In a checkpoint written inside an epoch: that epoch's running loss and IoU sums so far.
+    public var epochSums = ""
     public init() {}
 
     var metadata: [String: String] {
         var m = ["format": "unet-dist-1", "model": model, "epoch": "\(epoch)", "step": "\(step)", "seed": "\(seed)",
                  "config": config, "metrics": metrics]
         if let optimizer { m["optimizer"] = optimizer.rawValue }
+        if !epochSums.isEmpty { m["epoch_sums"] = epochSums }
         return m
     }
 
@@ -31,6 +34,7 @@ public struct CheckpointInfo: Equatable {
         seed = UInt64(m["seed"] ?? "0") ?? 0
         config = m["config"] ?? "{}"
         metrics = m["metrics"] ?? "{}"
+        epochSums = m["epoch_sums"] ?? ""
         if let o = m["optimizer"] {
             guard let kind = OptimizerKind(rawValue: o) else { throw FormatError(path, "unknown optimizer \(o)") }
             optimizer = kind

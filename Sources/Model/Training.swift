@@ -146,6 +146,11 @@ public final class Trainer {
     public private(set) var history: [EpochRecord] = []
     /// Called on rank 0 after every step.
     public var onStep: ((StepProgress) -> Void)?
+    /// The stop signal this rank received, or 0; polled at step boundaries (the CLI passes the
+    /// signal handlers' record).
+    public var stopSignal: () -> Int32 = { 0 }
+    /// Whether any rank asked to stop, as agreed in the last step's allreduce.
+    var stopAgreed = false
 
     public init(_ config: TrainConfig, comm: Communicator, log: @escaping (String) -> Void) throws {
         self.config = config
@@ -185,6 +190,8 @@ public final class Trainer {
         spare = Batch(classes: config.model.classes)
         optimizerSettings = config.optimizerSettings
         stepSums = ScoreSums(classes: config.model.classes)
+        // One more slot: the ranks' stop votes ride on the step's allreduce (see computeStep).
+        stepSums.values.append(0)
         model = makeModel(config.model, seed: config.seed)
         // The stem conv that --pretrained cannot fill (torchvision's takes 3 channels) trains from the start.
         frozenDuringWarmup = config.pretrained != nil && config.model.inChannels != 3
@@ -192,7 +199,7 @@ public final class Trainer {
         model.context.statistics = comm.size > 1 && config.bn == .sync ? SyncStatistics(comm) : nil
         info.model = config.model.kind.rawValue
         info.seed = config.seed
-        info.config = config.json
+        info.config = config.checkpointJSON
         if let path = config.pretrained, config.resume == nil, config.initFrom == nil {
             try loadPretrained(path)
         }
@@ -201,6 +208,7 @@ public final class Trainer {
             let loaded = try loadCheckpoint(path, withOptimizer: config.resume != nil)
             if config.resume != nil {
                 info.epoch = loaded.epoch; info.step = loaded.step
+                info.metrics = loaded.metrics; info.epochSums = loaded.epochSums
                 // Earlier epochs' rows stay in the history (rank 0 writes it).
                 if comm.isRoot, let text = try? String(contentsOfFile: config.runDir + "/history.csv", encoding: .utf8) {
                     history = text.split(separator: "\n").dropFirst().compactMap(EpochRecord.init(csv:))
@@ -257,10 +265,14 @@ public final class Trainer {
         settings["threads_per_rank"] = c.threads
         let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try writeFileAtomically(json + Data("\n".utf8), to: c.runDir + "/config.json")
+        for dir in [c.runDir, c.runDir + "/checkpoints"] { removeAbandonedTemporaryFiles(in: dir) }
     }
 
+    /// Read with Double(String), which is exact: Foundation's JSON reader can be off by an ulp,
+    /// and a resumed run must compare and save the very value it stopped with.
     static func metric(_ key: String, in json: String) -> Double? {
-        (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?[key] as? Double
+        guard let r = json.range(of: "\"\(key)\":") else { return nil }
+        return Double(json[r.upperBound...].prefix { $0 != "," && $0 != "}" })
     }
 
     /// Rank 0 reads the file and sends its bytes: no shared file system is assumed.
@@ -311,9 +323,14 @@ public final class Trainer {
             let started = Date()
             model.store.frozen = epoch <= config.freezeEncoder ? frozenDuringWarmup : 0..<0
             let order = epochOrder(count: trainIndices.count, seed: config.seed, epoch: epoch, shuffle: config.shuffle)
-            var lossTotal = 0.0, iouTotal = 0.0, steps = 0, images = 0
+            var images = 0
             var stopped = false
             let firstStep = info.step - (epoch - 1) * stepsPerEpoch
+            // A resumed epoch continues the sums saved with its position.
+            var sums = firstStep > 0 ? EpochSums(encoded: info.epochSums) ?? EpochSums() : EpochSums()
+            // A signal that came before the first step, or while the previous epoch was
+            // evaluated and saved: one collective per epoch, on every rank.
+            if comm.any(stopSignal() != 0) { try stop(epoch: epoch, sums: sums) }
             // The next batch is read on a background thread while this one computes.
             var pending: PendingLoad? = prefetch(order: order, step: firstStep, epoch: epoch)
             defer { pending?.wait() }
@@ -325,11 +342,11 @@ public final class Trainer {
                 let last = step + 1 == stepsPerEpoch || config.maxSteps.map { info.step + 1 >= $0 } == true
                 pending = last ? nil : prefetch(order: order, step: step + 1, epoch: epoch)
                 let stepSums = computeStep(globalCount: global.count)
-                lossTotal += stepSums.loss; iouTotal += stepSums.iou
-                steps += 1; images += global.count
+                sums.loss += stepSums.loss; sums.iou += stepSums.iou
+                sums.steps += 1; images += global.count
                 if comm.isRoot, let onStep {
                     onStep(StepProgress(epoch: epoch, epochs: config.epochs, step: step + 1, steps: stepsPerEpoch,
-                                        loss: lossTotal / Double(steps), iou: iouTotal / Double(steps),
+                                        loss: sums.loss / Double(sums.steps), iou: sums.iou / Double(sums.steps),
                                         elapsed: Date().timeIntervalSince(started)))
                 }
                 info.step += 1
@@ -339,7 +356,11 @@ public final class Trainer {
                                           stepSums.loss.isNaN ? "NaN" : "infinite", epoch, step + 1, config.runDir + "/checkpoints/last.safetensors"))
                 }
                 if let maxSteps = config.maxSteps, info.step >= maxSteps { stopped = true; break }
+                // After an epoch's last step the epoch is evaluated and saved first; the check at
+                // the next epoch's start then stops.
+                if stopAgreed && step + 1 < stepsPerEpoch { try stop(epoch: epoch, sums: sums) }
                 if let every = config.checkpointEvery, info.step % every == 0, step + 1 < stepsPerEpoch {
+                    info.epochSums = sums.encoded
                     try saveMidEpochCheckpoint()
                 }
             }
@@ -350,7 +371,8 @@ public final class Trainer {
             let test = try evaluate(model, data: data, indices: testIndices, batchSize: config.batchSize, size: size,
                                     batch: batch, comm: comm)
             if !stopped || info.step % stepsPerEpoch == 0 { info.epoch = epoch }
-            let record = EpochRecord(epoch: epoch, loss: lossTotal / Double(max(steps, 1)), iou: iouTotal / Double(max(steps, 1)),
+            info.epochSums = info.step % stepsPerEpoch == 0 ? "" : sums.encoded
+            let record = EpochRecord(epoch: epoch, loss: sums.loss / Double(max(sums.steps, 1)), iou: sums.iou / Double(max(sums.steps, 1)),
                                      testLoss: test.loss, testIoU: test.iou, testIoUWM: test.iou(0),
                                      testIoUGM: classes > 2 ? test.iou(1) : test.iou(0), dice: test.dice,
                                      seconds: Date().timeIntervalSince(started),
@@ -372,7 +394,10 @@ public final class Trainer {
         batch.labels.withUnsafeBufferPointer {
             stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: lossSum)
         }
+        let vote = stepSums.values.count - 1
+        stepSums.values[vote] = stopSignal() != 0 ? 1 : 0
         stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+        stopAgreed = stepSums.values[vote] > 0
         return stepSums
     }
 
@@ -413,7 +438,8 @@ public final class Trainer {
                 try run.writeHistory(history)
                 let png = try samples.map { try run.writeSamples($0, epoch: r.epoch) }
                 try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png)
-                let improved = r.testIoU > bestTestIoU
+                // A part of an epoch (--max-steps) is no candidate: its resumed run would not see it.
+                let improved = info.step % stepsPerEpoch == 0 && r.testIoU > bestTestIoU
                 if improved { bestTestIoU = r.testIoU }
                 info.metrics = String(format: "{\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,"
                                       + "\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
@@ -434,6 +460,14 @@ public final class Trainer {
             catch let e { writeError = e }
         }
         if let message = comm.agree(on: writeError) { throw RunError(message) }
+    }
+
+    /// Saves the position (and the epoch's sums so far) and ends the run on every rank.
+    func stop(epoch: Int, sums: EpochSums) throws -> Never {
+        info.epochSums = info.step % stepsPerEpoch == 0 ? "" : sums.encoded
+        try saveMidEpochCheckpoint()
+        throw Interrupted(signal: stopSignal(), epoch: epoch, step: info.step, stepsPerEpoch: stepsPerEpoch,
+                          checkpoint: config.runDir + "/checkpoints/last.safetensors")
     }
 
     /// image | truth | prediction for the first few test slices (fixed across epochs).

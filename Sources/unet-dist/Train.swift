@@ -1,4 +1,5 @@
 import ArgumentParser
+import CStop
 import Distributed
 import Foundation
 import Kernels
@@ -56,6 +57,9 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
+        // Before MPI_Init, so that no signal finds the default action (death) once the run
+        // has started.
+        cstop_install_handlers()
         runDistributed(threads: compute) { comm, threads in
             var c = TrainConfig()
             c.data = data; c.runDir = runDir; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr
@@ -76,6 +80,7 @@ struct Train: ParsableCommand {
                 say(comm, line)
             }
             if bar { trainer.onStep = ProgressBar.draw }
+            trainer.stopSignal = { cstop_signal() }
             if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
                 + "\(comm.size) rank(s) x \(threads) thread(s) (OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch") }
             try trainer.run()

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CStop
 import Distributed
 import Foundation
 import Kernels
@@ -14,6 +15,7 @@ struct UnetDist: ParsableCommand {
 
     static func main() {
         selectBLASKernelsOrReexec()
+        cstop_ignore_file_size_signal()
         main(nil)
     }
 }
@@ -33,7 +35,8 @@ struct ComputeOptions: ParsableArguments {
 }
 
 /// Runs a subcommand's work on every rank: one communicator for the process, finalized on every
-/// path; an error becomes one line on stderr from rank 0 and exit status 1 on every rank.
+/// path; an error becomes one line on stderr from rank 0 and exit status 1 on every rank; a stop
+/// on a signal, after its checkpoint, exit status 75 (`stoppedExitStatus`) on every rank.
 func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws -> Void) -> Never {
     let comm = makeCommunicator()
     let n = threads.resolvedThreads(comm)
@@ -45,6 +48,11 @@ func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws 
         fflush(stdout)
         comm.finalize()
         exit(0)
+    } catch let stop as Interrupted {
+        if comm.isRoot { FileHandle.standardError.write(Data("unet-dist: \(stop)\n".utf8)) }
+        fflush(stdout)
+        comm.finalize()
+        exit(stoppedExitStatus)
     } catch {
         if comm.isRoot {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
