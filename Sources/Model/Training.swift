@@ -135,7 +135,6 @@ public final class Trainer {
     var batch: Batch
     var spare: Batch
     let loader = DispatchQueue(label: "unet-dist.loader")
-    let dlogits = Tensor()
     /// The few test slices drawn after each epoch, in buffers of their own.
     lazy var sampleBatch = Batch(classes: config.model.classes)
     let optimizerSettings: OptimizerSettings
@@ -388,12 +387,14 @@ public final class Trainer {
     /// Returns the step's scores combined over the ranks. Allocates nothing after the first call.
     public func computeStep(globalCount: Int) -> ScoreSums {
         let plane = size.h * size.w
-        let (logits, lossSum) = model.trainStep(images: batch.images, targets: batch.targets, dlogits: dlogits,
-                                                globalCount: globalCount, comm: comm, optimizer: optimizerSettings)
         stepSums.reset()
-        batch.labels.withUnsafeBufferPointer {
-            stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: lossSum)
+        let lossSum = model.trainStep(images: batch.images, targets: batch.targets, globalCount: globalCount, comm: comm,
+                                      optimizer: optimizerSettings) { logits in
+            batch.labels.withUnsafeBufferPointer {
+                stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: 0)
+            }
         }
+        stepSums.values[0] += lossSum
         let vote = stepSums.values.count - 1
         stepSums.values[vote] = stopSignal() != 0 ? 1 : 0
         stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
@@ -500,26 +501,27 @@ public final class Trainer {
 extension SegmentationModel {
     /// One optimizer step on this rank's share (`images`, one-hot `targets`) of a global batch of
     /// `globalCount` samples: training-mode forward, BCEWithLogits, backward, gradient sum over
-    /// the ranks, update. `dlogits` is scratch. Returns the logits (owned by the model) and this
-    /// rank's loss sum. Allocates nothing after the first call with the largest shapes.
-    public func trainStep(images: Tensor, targets: Tensor, dlogits: Tensor, globalCount: Int,
-                          comm: Communicator, optimizer: OptimizerSettings) -> (logits: Tensor, lossSum: Double) {
+    /// the ranks, update. `score` sees the logits before the loss gradient replaces them in place
+    /// (nothing reads a layer's output in its backward, so the logits need no second tensor).
+    /// Returns this rank's loss sum. Allocates nothing after the first call with the largest shapes.
+    public func trainStep(images: Tensor, targets: Tensor, globalCount: Int, comm: Communicator,
+                          optimizer: OptimizerSettings, score: (Tensor) -> Void = { _ in }) -> Double {
         let plane = images.shape.spatial, classes = config.classes
         training = true
         let logits = forward(images)
-        dlogits.reshape(logits.shape)
+        score(logits)
         // Each rank's loss is its sum over the global batch's element count, so the
         // gradients' sum over ranks is the gradient of the global batch's mean loss.
         let lossSum = context.timed(.lossAndUpdate) {
-            bceWithLogits(dlogits: dlogits.data, logits: logits.data, targets: targets.data,
+            bceWithLogits(dlogits: logits.data, logits: logits.data, targets: targets.data,
                           count: logits.count, gradScale: 1 / Float(globalCount * classes * plane))
         }
         store.zeroGradients()
-        backward(dlogits)
+        backward(logits)
         context.timed(.lossAndUpdate, backward: true) {
             comm.allreduceSum(store.grads, count: store.parameterCount)
             store.applyOptimizer(optimizer)
         }
-        return (logits, lossSum)
+        return lossSum
     }
 }

@@ -49,20 +49,19 @@ struct Bench: ParsableCommand {
                     for c in 0..<classes { targets.data[(n * classes + c) * plane + i] = c == label ? 1 : 0 }
                 }
             }
-            let dlogits = Tensor()
             let settings = OptimizerSettings(kind: .adam, lr: 3e-4)
             if comm.size > 1 { net.context.statistics = SyncStatistics(comm) }
             let profile = LayerProfile()
             net.context.profile = profile
 
-            _ = net.trainStep(images: images, targets: targets, dlogits: dlogits, globalCount: batchSize,
+            _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
                               comm: comm, optimizer: settings)
             profile.reset()
             var times: [Double] = []
             for _ in 0..<steps {
                 comm.barrier()
                 let t0 = LayerProfile.now()
-                _ = net.trainStep(images: images, targets: targets, dlogits: dlogits, globalCount: batchSize,
+                _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
                                   comm: comm, optimizer: settings)
                 times.append(LayerProfile.now() - t0)
             }
