@@ -18,6 +18,9 @@ public final class LayerContext {
     /// the next convolution and recomputed from the BN's input when that convolution's backward
     /// needs it again (`BatchNorm2d.rematerialize`).
     let sharedActivation = Tensor()
+    /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
+    /// (up-sampled and padded again) before that convolution's backward.
+    let sharedUpsampled = Tensor()
     /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
     /// sized by the model when it is built so that the training step never allocates it.
     var bnScratch: [Double] = []
@@ -357,10 +360,11 @@ final class ConvBlock {
 final class UpBlock {
     let upsample: ConvTranspose2d
     let convs: ConvBlock
-    let padded = Tensor()
     let skipGrad = Tensor()
     private var top = 0, left = 0
     private var upShape = Shape(0, 0, 0, 0)
+    private unowned var input: Tensor!
+    private unowned var skip: Tensor!
 
     init(_ name: String, _ ci: Int, _ co: Int, store: ParameterStore) {
         upsample = ConvTranspose2d(name + ".upsample", ConvTranspose2dShape(inC: ci, outC: co), store: store)
@@ -372,19 +376,27 @@ final class UpBlock {
     }
 
     func forward(_ x: Tensor, skip: Tensor, _ ctx: LayerContext) -> Tensor {
-        let up = upsample.forward(x, ctx)
+        input = x; self.skip = skip
+        let first = convs.first
+        let h = first.bn.forward(first.conv.forward(skip, concatenatedWith: upsampleAndPad(ctx), ctx), ctx, relu: true)
+        return convs.second.forward(h, ctx)
+    }
+
+    /// The input up-sampled (into the shared activation) and padded or cropped to the skip's
+    /// size (into the shared up-sampled tensor, which it returns).
+    private func upsampleAndPad(_ ctx: LayerContext) -> Tensor {
+        let up = upsample.forward(input, ctx)
         upShape = up.shape
         // The seed pads width by the height difference and height by the width difference
         // (F.pad's order); the two are equal whenever the seed's own concatenation works.
         top = skip.shape.h - up.shape.h; left = skip.shape.w - up.shape.w
+        let padded = ctx.sharedUpsampled
         padded.reshape(Shape(up.shape.n, up.shape.c, skip.shape.h, skip.shape.w))
         ctx.timed(.other) {
             padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
                               width: up.shape.w, top: top, left: left)
         }
-        let first = convs.first
-        let h = first.bn.forward(first.conv.forward(skip, concatenatedWith: padded, ctx), ctx, relu: true)
-        return convs.second.forward(h, ctx)
+        return padded
     }
 
     /// Returns (dx, dskip).
@@ -393,8 +405,9 @@ final class UpBlock {
         let g = second.bn.backward(dy, ctx)
         first.bn.rematerialize(ctx)
         let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
-        // The shared activation is free again (its last reader, the second conv, has run), and so
-        // is the BN gradient once the first conv has read it.
+        // The first conv's second input, as the forward made it; the shared activation then
+        // holds nothing needed (the up-sampling is padded away) and takes that input's gradient.
+        _ = upsampleAndPad(ctx)
         let upGrad = ctx.sharedActivation
         first.conv.backward(g1, ctx, into: skipGrad, upGrad)
         let paddedGrad = ctx.bnGrad
