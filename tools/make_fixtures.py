@@ -377,16 +377,14 @@ def bce_mean(logits, target):
     return F.binary_cross_entropy_with_logits(logits, target, reduction="mean")
 
 
-def unet_step():
+def whole_step(model, x, target):
+    """One training-mode step of `model` at float32 and float64 (a deep copy), from its current
+    state: init.<key>, x, target, logits64, loss/loss64, grad64.<param> (parameters the forward
+    uses), after64.<buffer>, eval_logits64, each float64 result with its float32 distance."""
     s = {}
-    torch.manual_seed(0)
-    model = seed_model.UNet()
     model.train()
     for k, v in model.state_dict().items():
         s[f"init.{k}"] = t(v)
-    x = torch.randn(2, 1, 37, 37)
-    mask = torch.randint(0, 3, (2, 37, 37))
-    target = onehot_batch(mask.numpy())
     s["x"], s["target"] = t(x), t(target)
     model64 = copy.deepcopy(model).double()
 
@@ -399,7 +397,8 @@ def unet_step():
         out["logits64"] = t(logits)
         out["loss"] = t(loss.reshape(1))
         for n, p in m.named_parameters():
-            out[f"grad64.{n}"] = t(p.grad)
+            if p.grad is not None:          # UNetResnet's encoder.fc takes no part in the forward
+                out[f"grad64.{n}"] = t(p.grad)
         for n, b in m.named_buffers():
             out[f"after64.{n}"] = t(b)
         m.eval()
@@ -419,6 +418,14 @@ def unet_step():
             assert torch.equal(o32[k], o64[k]), k
             s[k] = o64[k]
     return s
+
+
+def unet_step():
+    torch.manual_seed(0)
+    model = seed_model.UNet()
+    x = torch.randn(2, 1, 37, 37)
+    mask = torch.randint(0, 3, (2, 37, 37))
+    return whole_step(model, x, onehot_batch(mask.numpy()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,49 +566,12 @@ RESNET_WIDTH = 8
 
 
 def resnet_step():
-    s = {}
     torch.manual_seed(0)
     model = seed_model.UNetResnet(width=RESNET_WIDTH)
-    model.train()
-    for k, v in model.state_dict().items():
-        s[f"init.{k}"] = t(v)
     # 37: odd sizes at every level (19, 10, 5, 3), so the up blocks crop at the top/left.
     x = torch.randn(2, 1, 37, 37)
     mask = torch.randint(0, 3, (2, 37, 37))
-    target = onehot_batch(mask.numpy())
-    s["x"], s["target"] = t(x), t(target)
-    model64 = copy.deepcopy(model).double()
-
-    def step(m, x, target):
-        out = {}
-        m.train()
-        logits = m(x)
-        loss = bce_mean(logits, target)
-        loss.backward()
-        out["logits64"] = t(logits)
-        out["loss"] = t(loss.reshape(1))
-        for n, p in m.named_parameters():
-            if p.grad is not None:          # encoder.fc takes no part in the forward
-                out[f"grad64.{n}"] = t(p.grad)
-        for n, b in m.named_buffers():
-            out[f"after64.{n}"] = t(b)
-        m.eval()
-        with torch.no_grad():
-            out["eval_logits64"] = t(m(x))
-        return out
-
-    o32 = step(model, x, target)
-    o64 = step(model64, x.double(), target.double())
-    assert o32.keys() == o64.keys()
-    for k in o64:
-        if k == "loss":
-            s["loss"], s["loss64"] = o32[k], o64[k]
-        elif o64[k].is_floating_point():
-            put64(s, k, o64[k], o32[k])
-        else:
-            assert torch.equal(o32[k], o64[k]), k
-            s[k] = o64[k]
-    return s
+    return whole_step(model, x, onehot_batch(mask.numpy()))
 
 
 def resnet_trained(x, target):

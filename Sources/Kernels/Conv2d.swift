@@ -185,7 +185,8 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     let colCount = perThread - s.weightCount - s.outC
     let tmpOffset = max(s.inC, s.outC) * kk * rows * width * group
     let items = group > 1 ? (batch + group - 1) / group : batch * ((height + rows - 1) / rows)
-    let threads = min(computeThreads, items)
+    let grads = WeightGradients(dweight: dweight, dbias: dbias, weightCount: s.weightCount, biasCount: s.outC,
+                                partials: ws + colCount, slot: perThread, threads: min(computeThreads, items))
     let flipped = ws + computeThreads * perThread
     if dx != nil {
         // flipped[c, o, ky, kx] = weight[o, c, k-1-ky, k-1-kx]: an inC x (outC k k) matrix.
@@ -196,15 +197,11 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
             }
         }
     }
-    if threads > 1 {
-        for t in 0..<threads { (ws + t * perThread + colCount).update(repeating: 0, count: s.weightCount + s.outC) }
-    }
     if group > 1 {
         parallelChunks(items) { t, groups in for gi in groups {
             let n0 = gi * group, count = min(group, batch - n0), columns = count * plane
             let col = ws + t * perThread, tmp = col + tmpOffset
-            let dw = threads > 1 ? col + colCount : dweight
-            let db = threads > 1 ? dw + s.weightCount : dbias
+            let dw = grads.weight(t), db = grads.bias(t)
             for i in 0..<count {
                 x.unfold(col + i * plane, image: n0 + i, g, rows: 0..<height, ld: columns)
                 for o in 0..<s.outC {
@@ -213,7 +210,7 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
             }
             sgemm(transA: false, transB: true, m: s.outC, n: g.rows, k: columns,
                   a: tmp, lda: columns, b: col, ldb: columns, beta: 1, c: dw, ldc: g.rows)
-            if dbias != nil, let db { addRowSums(db, tmp, rows: s.outC, columns: columns) }
+            if let db { addRowSums(db, tmp, rows: s.outC, columns: columns) }
             guard let dx else { continue }
             for i in 0..<count {
                 im2col(col + i * plane, dy + (n0 + i) * s.outC * plane, gt, rows: 0..<height, ld: columns)
@@ -230,13 +227,12 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     } else {
     forEachBand(batch: batch, height: height, rows: rows) { t, n, band in
         let col = ws + t * perThread, columns = band.count * width
-        let dw = threads > 1 ? ws + t * perThread + colCount : dweight
-        let db = threads > 1 ? dw + s.weightCount : dbias
+        let dw = grads.weight(t), db = grads.bias(t)
         let dyb = dy + n * s.outC * plane + band.lowerBound * width
         x.unfold(col, image: n, g, rows: band)
         sgemm(transA: false, transB: true, m: s.outC, n: g.rows, k: columns,
               a: dyb, lda: plane, b: col, ldb: columns, beta: 1, c: dw, ldc: g.rows)
-        if dbias != nil, let db { addRowSums(db, dyb, rows: s.outC, columns: columns, stride: plane) }
+        if let db { addRowSums(db, dyb, rows: s.outC, columns: columns, stride: plane) }
         if let dx {
             im2col(col, dy + n * s.outC * plane, gt, rows: band)
             // One GEMM per block of input channels, each into its own tensor.
@@ -252,13 +248,7 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
         }
     }
     }
-    if threads > 1 {
-        for t in 0..<threads {
-            let dw = ws + t * perThread + colCount
-            for i in 0..<s.weightCount { dweight[i] += dw[i] }
-            if let dbias { for o in 0..<s.outC { dbias[o] += dw[s.weightCount + o] } }
-        }
-    }
+    grads.finish()
 }
 
 /// y = conv(x, weight) + bias.
@@ -298,21 +288,17 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
     let inCount = s.inC * height * width, outPlane = g.columns
     let ws = workspace.floats(s.workspaceCount(height: height, width: width))
     let perThread = s.generalPerThread(height: height, width: width), colCount = perThread - s.weightCount - s.outC
-    // More than one thread: each sums its images' weight gradients privately, added in thread order.
-    let threads = min(computeThreads, batch)
-    if threads > 1 {
-        for t in 0..<threads { (ws + t * perThread + colCount).update(repeating: 0, count: s.weightCount + s.outC) }
-    }
+    let grads = WeightGradients(dweight: dweight, dbias: dbias, weightCount: s.weightCount, biasCount: s.outC,
+                                partials: ws + colCount, slot: perThread, threads: min(computeThreads, batch))
     parallelChunks(batch) { t, images in for n in images {
         let col = ws + t * perThread
-        let dw = threads > 1 ? col + colCount : dweight
-        let db = threads > 1 ? dw + s.weightCount : dbias
+        let dw = grads.weight(t), db = grads.bias(t)
         let xn = x + n * inCount, dyn = dy + n * s.outC * outPlane
         let colIn: UnsafePointer<Float>
         if s.isPointwise { colIn = xn } else { im2col(col, xn, g); colIn = UnsafePointer(col) }
         sgemm(transA: false, transB: true, m: s.outC, n: g.rows, k: outPlane,
               a: dyn, lda: outPlane, b: colIn, ldb: outPlane, beta: 1, c: dw, ldc: g.rows)
-        if dbias != nil, let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
+        if let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
         guard let dx else { continue }
         let dxn = dx + n * inCount
         if s.isPointwise {
@@ -325,13 +311,7 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
             col2imAdd(dxn, col, g)
         }
     } }
-    if threads > 1 {
-        for t in 0..<threads {
-            let dw = ws + t * perThread + colCount
-            for i in 0..<s.weightCount { dweight[i] += dw[i] }
-            if let dbias { for o in 0..<s.outC { dbias[o] += dw[s.weightCount + o] } }
-        }
-    }
+    grads.finish()
 }
 
 /// conv(torch.cat([a, b], 1)) for a "same"-padded stride-1 kernel, reading the two tensors where
@@ -379,5 +359,39 @@ func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, 
         var acc = a.sum()
         while i < columns { acc += Double(row[i]); i += 1 }
         sums[r] += Float(acc)
+    }
+}
+
+/// Weight and bias gradients of a layer whose images (or bands) are spread over threads: with
+/// more than one thread each sums into a private partial, kept in its workspace slot after its
+/// columns, and `finish` adds the partials to the layer's gradients in thread order, so the
+/// result does not depend on scheduling. With one thread the layer's gradients are used directly.
+struct WeightGradients {
+    let dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?
+    let partials: UnsafeMutablePointer<Float>, slot: Int, threads: Int, weightCount: Int, biasCount: Int
+
+    /// `partials` is thread 0's partial; thread t's lies `slot` floats further.
+    init(dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?, weightCount: Int, biasCount: Int,
+         partials: UnsafeMutablePointer<Float>, slot: Int, threads: Int) {
+        self.dweight = dweight; self.dbias = dbias; self.weightCount = weightCount; self.biasCount = biasCount
+        self.partials = partials; self.slot = slot; self.threads = threads
+        if threads > 1 {
+            for t in 0..<threads { (partials + t * slot).update(repeating: 0, count: weightCount + biasCount) }
+        }
+    }
+
+    func weight(_ t: Int) -> UnsafeMutablePointer<Float> { threads > 1 ? partials + t * slot : dweight }
+    func bias(_ t: Int) -> UnsafeMutablePointer<Float>? {
+        guard dbias != nil else { return nil }
+        return threads > 1 ? partials + t * slot + weightCount : dbias
+    }
+
+    func finish() {
+        guard threads > 1 else { return }
+        for t in 0..<threads {
+            let dw = partials + t * slot
+            for i in 0..<weightCount { dweight[i] += dw[i] }
+            if let dbias { for o in 0..<biasCount { dbias[o] += dw[weightCount + o] } }
+        }
     }
 }

@@ -51,29 +51,20 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
     let plane = height * width, outPlane = g.height * g.width
     let ws = workspace.floats(s.workspaceCount(height: height, width: width))
     let colCount = g.rows * plane, perThread = colCount + s.weightCount + s.outC
-    let threads = min(computeThreads, batch)
-    if threads > 1 {
-        for t in 0..<threads { (ws + t * perThread + colCount).update(repeating: 0, count: s.weightCount + s.outC) }
-    }
+    let grads = WeightGradients(dweight: dweight, dbias: dbias, weightCount: s.weightCount, biasCount: s.outC,
+                                partials: ws + colCount, slot: perThread, threads: min(computeThreads, batch))
     parallelChunks(batch) { t, images in for n in images {
         let col = ws + t * perThread
-        let dw = threads > 1 ? col + colCount : dweight
-        let db = threads > 1 ? dw + s.weightCount : dbias
+        let dw = grads.weight(t), db = grads.bias(t)
         let xn = x + n * s.inC * plane, dyn = dy + n * s.outC * outPlane
         im2col(col, dyn, g)
         sgemm(transA: false, transB: true, m: s.inC, n: g.rows, k: plane,
               a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dw, ldc: g.rows)
-        if dbias != nil, let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
+        if let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
         if let dx {
             sgemm(transA: false, transB: false, m: s.inC, n: plane, k: g.rows,
                   a: weight, lda: g.rows, b: col, ldb: plane, beta: 0, c: dx + n * s.inC * plane, ldc: plane)
         }
     } }
-    if threads > 1 {
-        for t in 0..<threads {
-            let dw = ws + t * perThread + colCount
-            for i in 0..<s.weightCount { dweight[i] += dw[i] }
-            if let dbias { for o in 0..<s.outC { dbias[o] += dw[s.weightCount + o] } }
-        }
-    }
+    grads.finish()
 }

@@ -22,6 +22,18 @@ public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer
     }
 }
 
+/// The offset of the maximum of 2x2 window (oy, ox) in a plane `width` wide; ties go to the
+/// first in scan order, as PyTorch's.
+@inline(__always)
+func windowMax(_ x: UnsafePointer<Float>, _ oy: Int, _ ox: Int, _ width: Int) -> Int {
+    let a = 2 * oy * width + 2 * ox, b = a + 1, c = a + width, d = c + 1
+    var best = a
+    if x[b] > x[best] { best = b }
+    if x[c] > x[best] { best = c }
+    if x[d] > x[best] { best = d }
+    return best
+}
+
 /// Routes each output gradient to the window's maximum; ties go to the first in scan order,
 /// as PyTorch does. Assigns dx (dropped odd rows and columns get zero), or with `accumulate`
 /// adds to it: where the pooled tensor's gradient meets another path's (a UNet skip).
@@ -32,15 +44,7 @@ public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<
         let src = x + p * height * width, grad = dx + p * height * width, g = dy + p * oh * ow
         if accumulate {
             for oy in 0..<oh {
-                let r0 = 2 * oy * width, r1 = r0 + width
-                for ox in 0..<ow {
-                    let a = r0 + 2 * ox, b = a + 1, c = r1 + 2 * ox, d = c + 1
-                    var best = a
-                    if src[b] > src[best] { best = b }
-                    if src[c] > src[best] { best = c }
-                    if src[d] > src[best] { best = d }
-                    grad[best] += g[oy * ow + ox]
-                }
+                for ox in 0..<ow { grad[windowMax(src, oy, ox, width)] += g[oy * ow + ox] }
             }
             return
         }
@@ -49,10 +53,7 @@ public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<
             let r0 = 2 * oy * width, r1 = r0 + width
             for ox in 0..<ow {
                 let a = r0 + 2 * ox, b = a + 1, c = r1 + 2 * ox, d = c + 1
-                var best = a
-                if src[b] > src[best] { best = b }
-                if src[c] > src[best] { best = c }
-                if src[d] > src[best] { best = d }
+                let best = windowMax(src, oy, ox, width)
                 let v = g[oy * ow + ox]
                 grad[a] = best == a ? v : 0; grad[b] = best == b ? v : 0
                 grad[c] = best == c ? v : 0; grad[d] = best == d ? v : 0
