@@ -482,9 +482,9 @@ def metrics(logits, target):
 TRAIN_STEPS, TRAIN_LR = 60, 3e-3
 
 
-def torch_trained(x, target):
-    torch.manual_seed(1)
-    model = seed_model.UNet()
+def adam_trained(model, x, target, name):
+    """`model` trained with Adam for TRAIN_STEPS steps on two alternating batches of 4; its
+    state_dict is saved as NAME.safetensors and returned."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=TRAIN_LR, betas=(0.9, 0.999), eps=1e-8)
     batches = [range(0, 4), range(4, 8)]
@@ -495,13 +495,18 @@ def torch_trained(x, target):
         loss.backward()
         opt.step()
     state = {k: t(v) for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(OUT, "torch_trained.safetensors"))
+    save_file(state, os.path.join(OUT, name + ".safetensors"))
     return state
 
 
-def trained_eval(state, x, target):
-    model = seed_model.UNet()
-    model.load_state_dict(state)
+def torch_trained(x, target):
+    torch.manual_seed(1)
+    return adam_trained(seed_model.UNet(), x, target, "torch_trained")
+
+
+def eval_metrics(model, x, target, name):
+    """`model` in eval mode on every pair at float32 and float64: loss, the seed's metrics and how
+    close logits come to the 0.5 threshold, written to NAME.json and returned."""
     model.eval()
     model64 = copy.deepcopy(model).double().eval()
     with torch.no_grad():
@@ -518,10 +523,16 @@ def trained_eval(state, x, target):
            "min_abs_logit": float(z32[:, :2].abs().min()),
            "near_threshold": int((z32[:, :2].abs() < 1e-4).sum()),
            "near_threshold_1e3": int((z32[:, :2].abs() < 1e-3).sum())}
-    with open(os.path.join(OUT, "torch_trained_eval.json"), "w") as f:
+    with open(os.path.join(OUT, name + ".json"), "w") as f:
         json.dump(res, f, indent=2, sort_keys=True)
         f.write("\n")
     return res
+
+
+def trained_eval(state, x, target):
+    model = seed_model.UNet()
+    model.load_state_dict(state)
+    return eval_metrics(model, x, target, "torch_trained_eval")
 
 
 def sgd_step(state, x, target):
@@ -578,33 +589,8 @@ def resnet_trained(x, target):
     """UNetResnet(width 8) trained with Adam on the seeddata, its state_dict and eval metrics."""
     torch.manual_seed(2)
     model = seed_model.UNetResnet(width=RESNET_WIDTH)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=TRAIN_LR, betas=(0.9, 0.999), eps=1e-8)
-    batches = [range(0, 4), range(4, 8)]
-    for k in range(TRAIN_STEPS):
-        idx = list(batches[k % 2])
-        opt.zero_grad()
-        loss = bce_mean(model(x[idx]), target[idx])
-        loss.backward()
-        opt.step()
-    state = {k: t(v) for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(OUT, "resnet_trained.safetensors"))
-    model.eval()
-    model64 = copy.deepcopy(model).double().eval()
-    with torch.no_grad():
-        z32 = model(x)
-        z64 = model64(x.double())
-    m32 = metrics(z32, target)
-    res = {"loss": float(bce_mean(z32.double(), target.double())),
-           "loss64": float(bce_mean(z64, target.double())),
-           **m32, **{k + "64": v for k, v in metrics(z64, target).items()},
-           "images": int(x.shape[0]),
-           "min_abs_logit": float(z32[:, :2].abs().min()),
-           "near_threshold_1e3": int((z32[:, :2].abs() < 1e-3).sum())}
-    with open(os.path.join(OUT, "resnet_trained_eval.json"), "w") as f:
-        json.dump(res, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return state, res
+    state = adam_trained(model, x, target, "resnet_trained")
+    return state, eval_metrics(model, x, target, "resnet_trained_eval")
 
 
 def resnet_names():
