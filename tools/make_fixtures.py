@@ -38,6 +38,8 @@ Files (all under Tests/Fixtures/)
 ---------------------------------
 kernels.safetensors -- one forward/backward pair per kernel, names "<case>.<tensor>":
     conv3x3   F.conv2d stride 1 pad 1: inputs x[2,3,7,9] w[4,3,3,3] b[4] dy; outputs y dx dw db
+    conv3x3_wide  the same with x[1,18,6,33] w[17,18,3,3]: more than 16 input channels and
+              outputs, and rows that are not a multiple of 16 wide (the direct kernels' tails)
     conv_s2   F.conv2d stride 2 pad 1: x[2,3,9,8] w[5,3,3,3] b[5] dy; y dx dw db
     conv1x1   F.conv2d stride 1 pad 0: x[2,4,5,6] w[3,4,1,1] b[3] dy; y dx dw db
     conv7s2   F.conv2d stride 2 pad 3, no bias: x[1,2,11,13] w[4,2,7,7] dy; y dx dw
@@ -222,6 +224,7 @@ def conv_case(store, name, xs, ws, bias, stride, padding):
 def kernels():
     s = {}
     conv_case(s, "conv3x3", (2, 3, 7, 9), (4, 3, 3, 3), True, 1, 1)
+    conv_case(s, "conv3x3_wide", (1, 18, 6, 33), (17, 18, 3, 3), True, 1, 1)
     conv_case(s, "conv_s2", (2, 3, 9, 8), (5, 3, 3, 3), True, 2, 1)
     conv_case(s, "conv1x1", (2, 4, 5, 6), (3, 4, 1, 1), True, 1, 0)
     conv_case(s, "conv7s2", (1, 2, 11, 13), (4, 2, 7, 7), False, 2, 3)
@@ -676,13 +679,16 @@ def summarize(path, store):
               f"{sum(x > 1e-2 for x in r)} above 1e-2")
 
 
-def main():
+def main_kernels():
     os.makedirs(OUT, exist_ok=True)
     k = kernels()
     p = os.path.join(OUT, "kernels.safetensors")
     save(k, p)
     summarize(p, k)
 
+
+def main():
+    main_kernels()
     u = unet_step()
     p = os.path.join(OUT, "unet_step.safetensors")
     save(u, p)
@@ -708,9 +714,11 @@ def main():
 
 
 if __name__ == "__main__":
-    # --only resnet: just the UNetResnet files (File 4), leaving the others as they are.
+    # --only resnet: just the UNetResnet files (File 4); --only kernels: just kernels.safetensors.
     if sys.argv[1:] == ["--only", "resnet"]:
         main_resnet()
+    elif sys.argv[1:] == ["--only", "kernels"]:
+        main_kernels()
     else:
         main()
         main_resnet()

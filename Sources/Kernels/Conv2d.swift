@@ -125,6 +125,10 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
 func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    if s.runsDirect() {
+        return conv2dForwardDirect(y, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
+                                   workspace: workspace)
+    }
     let g = s.window(height: height, width: width)
     let plane = height * width, rows = s.bandRows(height: height, width: width)
     let ws = workspace.floats(s.bandedWorkspaceCount(height: height, width: width))
@@ -174,6 +178,10 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
                           dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                           x: ChannelBlocks<UnsafePointer<Float>>, weight: UnsafePointer<Float>,
                           batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    if s.runsDirect(split: dx?.b == nil ? nil : dx?.channelsA) {
+        return conv2dBackwardDirect(dx: dx, dweight: dweight, dbias: dbias, dy: dy, x: x, weight: weight, batch: batch,
+                                    height: height, width: width, s, workspace: workspace)
+    }
     let g = s.window(height: height, width: width)
     let k = s.kernel, kk = k * k
     // dy seen as the input of the adjoint convolution: outC channels, padding k - 1 - p (= p).

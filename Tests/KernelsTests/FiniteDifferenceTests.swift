@@ -30,24 +30,34 @@ final class FiniteDifferenceTests: XCTestCase {
     func dot(_ a: [Float], _ b: [Float]) -> Double { zip(a, b).reduce(0) { $0 + Double($1.0) * Double($1.1) } }
 
     func testConv2d() {
-        for (k, s, p) in [(3, 1, 1), (3, 2, 1), (1, 1, 0), (7, 2, 3)] {
-            let shape = Conv2dShape(inC: 3, outC: 4, kernel: k, stride: s, padding: p)
-            let xs = Shape(2, 3, 9, 8), ys = shape.outputShape(xs)
-            var x = random(xs.count), w = random(shape.weightCount, scale: 0.3), b = random(4)
-            let r = random(ys.count), ws = Workspace()
-            func forward(_ x: [Float], _ w: [Float], _ b: [Float]) -> Double {
-                var y = [Float](repeating: 0, count: ys.count)
-                conv2dForward(&y, x, weight: w, bias: b, batch: 2, height: 9, width: 8, shape, workspace: ws)
-                return dot(y, r)
+        // (kernel, stride, padding, input channels): 3x3 with few and with many input channels
+        // takes both weight-gradient kernels of the direct path.
+        for (k, s, p, c) in [(3, 1, 1, 3), (3, 1, 1, 10), (3, 2, 1, 3), (1, 1, 0, 3), (7, 2, 3, 3)] {
+            for direct in [false] + (directConvolutionAvailable ? [true] : []) {
+                directConvolution = direct
+                checkConv2d(kernel: k, stride: s, padding: p, inC: c, "conv\(k) \(c) in, direct \(direct)")
             }
-            var dx = x, dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: 4)
-            conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: r, x: x, weight: w, batch: 2, height: 9, width: 8,
-                           shape, workspace: ws)
-            let (w0, b0, x0) = (w, b, x)
-            check("conv\(k) dx", &x, analytic: dx) { forward($0, w0, b0) }
-            check("conv\(k) dw", &w, analytic: dw) { forward(x0, $0, b0) }
-            check("conv\(k) db", &b, analytic: db) { forward(x0, w0, $0) }
         }
+        directConvolution = directConvolutionAvailable
+    }
+
+    func checkConv2d(kernel k: Int, stride s: Int, padding p: Int, inC: Int, _ name: String) {
+        let shape = Conv2dShape(inC: inC, outC: 4, kernel: k, stride: s, padding: p)
+        let xs = Shape(2, inC, 9, 8), ys = shape.outputShape(xs)
+        var x = random(xs.count), w = random(shape.weightCount, scale: 0.3), b = random(4)
+        let r = random(ys.count), ws = Workspace()
+        func forward(_ x: [Float], _ w: [Float], _ b: [Float]) -> Double {
+            var y = [Float](repeating: 0, count: ys.count)
+            conv2dForward(&y, x, weight: w, bias: b, batch: 2, height: 9, width: 8, shape, workspace: ws)
+            return dot(y, r)
+        }
+        var dx = x, dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: 4)
+        conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: r, x: x, weight: w, batch: 2, height: 9, width: 8,
+                       shape, workspace: ws)
+        let (w0, b0, x0) = (w, b, x)
+        check(name + " dx", &x, analytic: dx) { forward($0, w0, b0) }
+        check(name + " dw", &w, analytic: dw) { forward(x0, $0, b0) }
+        check(name + " db", &b, analytic: db) { forward(x0, w0, $0) }
     }
 
     func testConvTranspose2d() {

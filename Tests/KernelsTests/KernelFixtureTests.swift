@@ -17,7 +17,18 @@ final class KernelFixtureTests: XCTestCase {
         try fx.assertMatchesTorch(ours, "\(case_).\(t)64", float32: "\(case_).\(t)", file: file, line: line)
     }
 
+    override func tearDown() { directConvolution = directConvolutionAvailable }
+
+    /// Both convolution paths: im2col + OpenBLAS, and the direct AVX-512 kernels where the CPU
+    /// has them (for the shapes they take; the others run the first path twice).
     func runConv(_ c: String, stride: Int, padding: Int, bias: Bool) throws {
+        for direct in [false] + (directConvolutionAvailable ? [true] : []) {
+            directConvolution = direct
+            try runConvOnce(c, stride: stride, padding: padding, bias: bias)
+        }
+    }
+
+    func runConvOnce(_ c: String, stride: Int, padding: Int, bias: Bool) throws {
         let x = try fx.floats("\(c).x"), w = try fx.floats("\(c).w"), dy = try fx.floats("\(c).dy")
         let b = bias ? try fx.floats("\(c).b") : nil
         let xs = try shape("\(c).x"), ws = try fx.shape("\(c).w")
@@ -37,6 +48,7 @@ final class KernelFixtureTests: XCTestCase {
     }
 
     func testConv3x3() throws { try runConv("conv3x3", stride: 1, padding: 1, bias: true) }
+    func testConv3x3Wide() throws { try runConv("conv3x3_wide", stride: 1, padding: 1, bias: true) }
     func testConvStride2() throws { try runConv("conv_s2", stride: 2, padding: 1, bias: true) }
     func testConv1x1() throws { try runConv("conv1x1", stride: 1, padding: 0, bias: true) }
     func testConv7x7Stride2NoBias() throws { try runConv("conv7s2", stride: 2, padding: 3, bias: false) }

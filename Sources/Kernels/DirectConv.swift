@@ -1,0 +1,174 @@
+import CConv
+import Foundation
+
+/// Whether 3x3, stride 1, padding 1 convolutions run CConv's direct AVX-512 kernels instead of
+/// im2col + OpenBLAS: on where the CPU has AVX-512F, unless UNET_DIST_CONV=gemm.
+nonisolated(unsafe) public var directConvolution =
+    cconv_available() != 0 && ProcessInfo.processInfo.environment["UNET_DIST_CONV"] != "gemm"
+
+/// Whether the CPU can run the direct kernels at all (tests compare both paths where it can).
+public let directConvolutionAvailable = cconv_available() != 0
+
+/// Pixels per work item: a band of a large plane, or a group of small images.
+nonisolated(unsafe) public var directPixels = 4096
+
+extension Conv2dShape {
+    /// 3x3 "same" convolutions run directly; an input gradient split into two tensors needs the
+    /// split on a block of eight channels (the kernels write eight outputs at a time).
+    public func runsDirect(split: Int? = nil) -> Bool {
+        directConvolution && kernel == 3 && stride == 1 && padding == 1 && (split ?? 0) % 8 == 0
+    }
+
+    var packedCount: Int { cconv3x3_packed_count(Int32(outC), Int32(inC)) }
+    var adjointPackedCount: Int { cconv3x3_packed_count(Int32(inC), Int32(outC)) }
+}
+
+/// How a direct convolution's batch is cut into work items for the threads: large planes into
+/// bands of rows, small images into groups, so that each item has a few thousand pixels and a
+/// weight-gradient sum spans them all before it is added up across lanes.
+struct DirectPlan {
+    let batch: Int, height: Int, width: Int, bandRows: Int, group: Int
+
+    init(batch: Int, height: Int, width: Int, pixels: Int = directPixels) {
+        self.batch = batch; self.height = height; self.width = width
+        let plane = height * width
+        if plane >= pixels {
+            bandRows = max(1, pixels / width); group = 1
+        } else {
+            bandRows = height
+            group = max(1, min(pixels / max(plane, 1), (batch + computeThreads - 1) / computeThreads))
+        }
+    }
+
+    var bands: Int { (height + bandRows - 1) / bandRows }
+    var items: Int { group > 1 ? (batch + group - 1) / group : batch * bands }
+
+    func item(_ i: Int) -> (images: Range<Int>, rows: Range<Int>) {
+        if group > 1 { return ((i * group)..<min(batch, (i + 1) * group), 0..<height) }
+        let n = i / bands, b = i % bands
+        return (n..<(n + 1), (b * bandRows)..<min(height, (b + 1) * bandRows))
+    }
+
+    func forEach(_ body: (_ thread: Int, _ images: Range<Int>, _ rows: Range<Int>) -> Void) {
+        parallelChunks(items) { t, range in
+            for i in range {
+                let (images, rows) = item(i)
+                body(t, images, rows)
+            }
+        }
+    }
+}
+
+/// A tensor's channel blocks as (tensor, its channels, the first channel it holds), without
+/// allocating: one block, or two for a concatenation.
+struct Parts<P> {
+    let first: (P, Int, Int), second: (P, Int, Int)?
+
+    init(_ x: ChannelBlocks<P>, channels: Int) {
+        if let b = x.b {
+            first = (x.a, x.channelsA, 0); second = (b, channels - x.channelsA, x.channelsA)
+        } else {
+            first = (x.a, channels, 0); second = nil
+        }
+    }
+
+    @inline(__always) func forEach(_ body: (_ tensor: P, _ channels: Int, _ first: Int, _ index: Int) -> Void) {
+        body(first.0, first.1, first.2, 0)
+        if let second { body(second.0, second.1, second.2, 1) }
+    }
+}
+
+func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
+                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    let packed = workspace.floats(s.packedCount)
+    cconv3x3_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
+    let plane = height * width, blockStride = s.inC * 72
+    let inputs = Parts(x, channels: s.inC)
+    DirectPlan(batch: batch, height: height, width: width).forEach { _, images, rows in
+        for n in images {
+            inputs.forEach { tensor, channels, first, i in
+                cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * 72, blockStride,
+                                 i == 0 ? bias : nil, Int32(channels), Int32(s.outC), Int32(height), Int32(width),
+                                 Int32(rows.lowerBound), Int32(rows.upperBound), i == 0 ? 0 : 1)
+            }
+        }
+    }
+}
+
+func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweight: UnsafeMutablePointer<Float>,
+                          dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
+                          x: ChannelBlocks<UnsafePointer<Float>>, weight: UnsafePointer<Float>,
+                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+    let plane = height * width
+    // The weight gradient as a GEMM over pixels on pixel-major copies of x and dy, sixteen input
+    // channels per vector; a layer with a few input channels (the first) sums with pixels in
+    // the lanes instead, where the padding to sixteen would multiply its work.
+    let unfolded = s.inC >= 8
+    let cp = (s.inC + 15) / 16 * 16, op = (s.outC + 15) / 16 * 16
+    // Keep a thread's copy of its rows within about 512 KiB.
+    let plan = DirectPlan(batch: batch, height: height, width: width,
+                          pixels: unfolded ? min(directPixels, max(256, (1 << 17) / cp)) : directPixels)
+    let threads = min(computeThreads, plan.items)
+    func rowsCount(_ images: Int, _ channels: Int, _ rows: Int) -> Int {
+        cconv3x3_rows_count(Int32(images), Int32(channels), Int32(width), 0, Int32(rows))
+    }
+    let gCount = unfolded ? 9 * s.outC * cp : s.weightCount
+    let xCount = unfolded ? rowsCount(plan.group, cp, plan.bandRows) : 0
+    let dyCount = unfolded ? rowsCount(plan.group, op, plan.bandRows) : 0
+    let slot = gCount + s.outC + xCount + dyCount
+    let ws = workspace.floats(s.adjointPackedCount + threads * slot)
+    let adjoint = ws, slots = ws + s.adjointPackedCount
+    if dx != nil { cconv3x3_pack(adjoint, weight, Int32(s.outC), Int32(s.inC), 1) }
+    for t in 0..<threads {
+        let base = slots + t * slot
+        base.update(repeating: 0, count: gCount + s.outC)
+        // Padding channels of the copies are never written: zero once.
+        if cp > s.inC { (base + gCount + s.outC).update(repeating: 0, count: xCount) }
+        if op > s.outC { (base + gCount + s.outC + xCount).update(repeating: 0, count: dyCount) }
+    }
+    let adjointStride = s.outC * 72
+    let inputs = Parts(x, channels: s.inC)
+    let outputs = dx.map { Parts($0, channels: s.inC) }
+    plan.forEach { t, images, rows in
+        let g = slots + t * slot, db = g + gCount, xt = db + s.outC, dyt = xt + xCount
+        let n0 = images.lowerBound, count = Int32(images.count)
+        let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound), h = Int32(height), w = Int32(width)
+        if unfolded {
+            inputs.forEach { tensor, channels, first, _ in
+                cconv3x3_unfold_rows(xt, tensor + n0 * channels * plane, channels * plane, count, Int32(channels),
+                                     Int32(first), Int32(cp), h, w, r0, r1)
+            }
+            cconv3x3_unfold_rows(dyt, dy + n0 * s.outC * plane, s.outC * plane, count, Int32(s.outC), 0, Int32(op),
+                                 h, w, r0, r1)
+            cconv3x3_weight_grad_rows(g, dyt, Int32(op), xt, count, Int32(cp), Int32(s.outC), w, r0, r1)
+        } else {
+            inputs.forEach { tensor, channels, first, _ in
+                cconv3x3_weight_grad(g + first * 9, s.inC * 9, dy + n0 * s.outC * plane, tensor + n0 * channels * plane,
+                                     Int32(channels), Int32(s.outC), h, w, r0, r1, count, s.outC * plane,
+                                     channels * plane)
+            }
+        }
+        for n in images {
+            let dyn = dy + n * s.outC * plane
+            if dbias != nil {
+                addRowSums(db, dyn + rows.lowerBound * width, rows: s.outC, columns: rows.count * width, stride: plane)
+            }
+            // The input gradient is the convolution of dy with the flipped, transposed kernel.
+            outputs?.forEach { tensor, channels, first, _ in
+                cconv3x3_forward(tensor + n * channels * plane, dyn, adjoint + first / 8 * adjointStride, adjointStride,
+                                 nil, Int32(s.outC), Int32(channels), h, w, r0, r1, 0)
+            }
+        }
+    }
+    // Partial sums added in thread order: the result does not depend on scheduling.
+    for t in 0..<threads {
+        let g = slots + t * slot
+        if unfolded {
+            cconv3x3_weight_grad_add(dweight, s.inC * 9, g, Int32(s.inC), Int32(cp), Int32(s.outC))
+        } else {
+            for i in 0..<s.weightCount { dweight[i] += g[i] }
+        }
+        if let dbias { for o in 0..<s.outC { dbias[o] += g[gCount + o] } }
+    }
+}
