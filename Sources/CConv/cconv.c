@@ -78,6 +78,10 @@ AVX512 static INLINE void forward_tile(float *y, const float *x, const float *wb
                                                   : _mm512_set1_ps(o < outputs && bias ? bias[o] : 0.f);
     for (int q = 0; q < inputs; q++) {
         const float *xq = x + q * plane, *wq = wb + (size_t)q * TAPS * OB;
+        // The next channel's rows, while this one's taps run.
+        for (int s = 0; s < TV; s++)
+            for (int ky = 0; ky < 3; ky++)
+                _mm_prefetch((const char *)(xq + plane + v[s].offset + d[ky * 3 + 1]), _MM_HINT_T0);
         for (int t = 0; t < TAPS; t++) {
             __m512 xv[TV];
             for (int s = 0; s < TV; s++) xv[s] = _mm512_maskz_loadu_ps(v[s].tap[t], xq + v[s].offset + d[t]);
