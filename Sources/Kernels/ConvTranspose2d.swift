@@ -36,8 +36,12 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
         let xn = x + n * s.inC * plane, yn = y + n * s.outC * outPlane
         sgemm(transA: true, transB: false, m: g.rows, n: plane, k: s.inC,
               a: weight, lda: g.rows, b: xn, ldb: plane, beta: 0, c: col, ldc: plane)
-        yn.update(repeating: 0, count: s.outC * outPlane)
-        col2imAdd(yn, col, g)
+        if g.tiles {
+            col2imTiles(yn, col, g)
+        } else {
+            yn.update(repeating: 0, count: s.outC * outPlane)
+            col2imAdd(yn, col, g)
+        }
         if let bias { addChannelBias(yn, bias, channels: s.outC, count: outPlane, stride: outPlane) }
     } }
 }

@@ -14,6 +14,11 @@ public struct Window: Equatable {
     public var rows: Int { channels * kernel * kernel }
     /// Columns of the column matrix: one per output position.
     public var columns: Int { outHeight * outWidth }
+    /// Windows that neither overlap nor leave gaps nor reach outside the image (a 2x2 kernel at
+    /// stride 2 over an even image, as ConvTranspose2d's output): every pixel in exactly one.
+    public var tiles: Bool {
+        kernel == stride && padding == 0 && height % stride == 0 && width % stride == 0
+    }
 }
 
 /// Unfolds one image into a rows x columns matrix whose column j holds the window of output j.
@@ -47,6 +52,8 @@ public func im2col(_ col: UnsafeMutablePointer<Float>, _ image: UnsafePointer<Fl
                         if lo > 0 { dst.update(repeating: 0, count: lo) }
                         if hi > lo { (dst + lo).update(from: row + start + lo, count: hi - lo) }
                         if hi < ow { (dst + max(hi, lo)).update(repeating: 0, count: ow - max(hi, lo)) }
+                    } else if g.tiles {
+                        for ox in 0..<ow { dst[ox] = row[ox * s + kx] }
                     } else {
                         for ox in 0..<ow {
                             let ix = ox * s - p + kx
@@ -54,6 +61,25 @@ public func im2col(_ col: UnsafeMutablePointer<Float>, _ image: UnsafePointer<Fl
                         }
                     }
                     dst += ow
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of im2col for windows that tile the image: assigns every pixel its one entry.
+public func col2imTiles(_ image: UnsafeMutablePointer<Float>, _ col: UnsafePointer<Float>, _ g: Window) {
+    precondition(g.tiles)
+    let oh = g.outHeight, ow = g.outWidth, k = g.kernel
+    for c in 0..<g.channels {
+        let plane = image + c * g.height * g.width
+        for ky in 0..<k {
+            for kx in 0..<k {
+                var src = col + ((c * k + ky) * k + kx) * oh * ow
+                for oy in 0..<oh {
+                    let row = plane + (oy * k + ky) * g.width + kx
+                    for ox in 0..<ow { row[ox * k] = src[ox] }
+                    src += ow
                 }
             }
         }

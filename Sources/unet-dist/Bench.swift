@@ -15,6 +15,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Side of the square sgemm timed on one thread (0 skips it).") var sgemmSize = 2048
     @Option(help: .hidden) var bandFloats: Int?
     @Option(help: .hidden) var minBandColumns: Int?
+    @Option(help: .hidden) var directPixels: Int?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -35,6 +36,7 @@ struct Bench: ParsableCommand {
             setBLASThreads(1)
             if let bandFloats { Kernels.bandFloats = max(1, bandFloats) }
             if let minBandColumns { Kernels.minBandColumns = max(1, minBandColumns) }
+            if let directPixels { Kernels.directPixels = max(1, directPixels) }
 
             let net = makeModel(modelOptions.config, seed: 0)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
