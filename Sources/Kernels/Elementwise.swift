@@ -27,11 +27,13 @@ public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 @inline(__always)
 func windowMax(_ x: UnsafePointer<Float>, _ oy: Int, _ ox: Int, _ width: Int) -> Int {
     let a = 2 * oy * width + 2 * ox, b = a + 1, c = a + width, d = c + 1
-    var best = a
-    if x[b] > x[best] { best = b }
-    if x[c] > x[best] { best = c }
-    if x[d] > x[best] { best = d }
-    return best
+    // Selects rather than branches: which pixel wins is data, and branches on it mispredict.
+    var best = a, m = x[a]
+    let vb = x[b], tb = vb > m
+    best = tb ? b : best; m = tb ? vb : m
+    let vc = x[c], tc = vc > m
+    best = tc ? c : best; m = tc ? vc : m
+    return x[d] > m ? d : best
 }
 
 /// Routes each output gradient to the window's maximum; ties go to the first in scan order,
