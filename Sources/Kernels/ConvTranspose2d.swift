@@ -1,3 +1,4 @@
+import CConv
 /// ConvTranspose2d without padding: each input pixel paints a k x k patch at stride s.
 ///
 /// Weights are PyTorch's [inC, outC, k, k], an inC x (outC*k*k) matrix. The forward pass is
@@ -17,9 +18,14 @@ public struct ConvTranspose2dShape: Equatable {
         Window(channels: outC, height: (height - 1) * stride + kernel, width: (width - 1) * stride + kernel,
                kernel: kernel, stride: stride, padding: 0)
     }
-    /// Per compute thread: one image's columns and a private dweight + dbias.
+    /// Per compute thread: one image's columns and a private dweight + dbias; then the weights
+    /// packed for `cgemm_narrow`.
     public func workspaceCount(height: Int, width: Int) -> Int {
-        computeThreads * (outC * kernel * kernel * height * width + weightCount + outC)
+        computeThreads * (outC * kernel * kernel * height * width + weightCount + outC) + packedCount
+    }
+    var packedCount: Int {
+        let rows = outC * kernel * kernel
+        return max(cgemm_packed_count(Int32(rows), Int32(inC)), cgemm_packed_count(Int32(inC), Int32(rows)))
     }
 }
 
@@ -31,11 +37,19 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
     let plane = height * width, outPlane = g.height * g.width
     let ws = workspace.floats(s.workspaceCount(height: height, width: width))
     let perThread = g.rows * plane + s.weightCount + s.outC
+    // One output row per (channel, tap): a GEMM with tens of rows, which the direct kernel runs
+    // where the CPU has AVX-512.
+    let packed = ws + computeThreads * perThread
+    if directConvolution { cgemm_pack(packed, weight, g.rows, Int32(g.rows), Int32(s.inC), 1) }
     parallelChunks(batch) { t, images in for n in images {
         let col = ws + t * perThread
         let xn = x + n * s.inC * plane, yn = y + n * s.outC * outPlane
-        sgemm(transA: true, transB: false, m: g.rows, n: plane, k: s.inC,
-              a: weight, lda: g.rows, b: xn, ldb: plane, beta: 0, c: col, ldc: plane)
+        if directConvolution {
+            cgemm_narrow(col, plane, packed, xn, plane, Int32(g.rows), Int32(plane), Int32(s.inC))
+        } else {
+            sgemm(transA: true, transB: false, m: g.rows, n: plane, k: s.inC,
+                  a: weight, lda: g.rows, b: xn, ldb: plane, beta: 0, c: col, ldc: plane)
+        }
         if g.tiles {
             col2imTiles(yn, col, g)
         } else {
@@ -57,6 +71,8 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
     let colCount = g.rows * plane, perThread = colCount + s.weightCount + s.outC
     let grads = WeightGradients(dweight: dweight, dbias: dbias, weightCount: s.weightCount, biasCount: s.outC,
                                 partials: ws + colCount, slot: perThread, threads: min(computeThreads, batch))
+    let packed = ws + computeThreads * perThread
+    if directConvolution && dx != nil { cgemm_pack(packed, weight, g.rows, Int32(s.inC), Int32(g.rows), 0) }
     parallelChunks(batch) { t, images in for n in images {
         let col = ws + t * perThread
         let dw = grads.weight(t), db = grads.bias(t)
@@ -65,7 +81,9 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
         sgemm(transA: false, transB: true, m: s.inC, n: g.rows, k: plane,
               a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dw, ldc: g.rows)
         if let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
-        if let dx {
+        if let dx, directConvolution {
+            cgemm_narrow(dx + n * s.inC * plane, plane, packed, col, plane, Int32(s.inC), Int32(plane), Int32(g.rows))
+        } else if let dx {
             sgemm(transA: false, transB: false, m: s.inC, n: plane, k: g.rows,
                   a: weight, lda: g.rows, b: col, ldb: plane, beta: 0, c: dx + n * s.inC * plane, ldc: plane)
         }

@@ -50,4 +50,12 @@ void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outputs, co
                                int padded_channels, int outputs, int width, int row0, int row1);
 void cconv3x3_weight_grad_add(float *dw, size_t ldw, const float *g, int inputs, int padded_channels, int outputs);
 
+/// C = A B for A with few rows (tens to hundreds) and B with many columns, where OpenBLAS spends
+/// as long packing as multiplying: ConvTranspose2d's per-pixel products. A (m x k, or k x m
+/// with `transposed`, rows `lda` apart) is packed once by `cgemm_pack` into blocks of eight
+/// rows; B is k x n with rows `ldb` apart; C's rows lie `ldc` apart and are assigned.
+size_t cgemm_packed_count(int m, int k);
+void cgemm_pack(float *packed, const float *a, size_t lda, int m, int k, int transposed);
+void cgemm_narrow(float *c, size_t ldc, const float *packed, const float *b, size_t ldb, int m, int n, int k);
+
 #endif
