@@ -20,10 +20,11 @@ let package = Package(
                        providers: [.apt(["zlib1g-dev"])]),
         // Signal handlers that only record the signal (graceful stop), in C for async-signal safety.
         .target(name: "CStop"),
-        // Direct 3x3 convolutions with AVX-512 (chosen at run time where the CPU has it).
-        .target(name: "CConv"),
+        // AVX-512 kernels in C (direct 3x3 convolutions, narrow GEMMs, BatchNorm sums), chosen at run
+        // time where the CPU has AVX-512, with portable paths beside them.
+        .target(name: "CKernels"),
         // Forward/backward pairs over Float32 NCHW buffers; no MPI, no files.
-        .target(name: "Kernels", dependencies: ["CBLAS", "CConv"], swiftSettings: release),
+        .target(name: "Kernels", dependencies: ["CBLAS", "CKernels"], swiftSettings: release),
         // Readers and writers: .npy, safetensors; the seed-layout data set.
         .target(name: "Formats", dependencies: ["CZlib"], swiftSettings: release),
         // Pictures and pages for people: line plots, sample panels, the run report.

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Adds up per-channel statistics across the replicas of a data-parallel run.
@@ -61,12 +62,8 @@ public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePo
     parallelFor(C) { c in
         let scale = weight[c] * saveInvstd[c], shift = bias[c] - saveMean[c] * scale
         for n in 0..<s.batch {
-            let p = x + (n * C + c) * plane, q = y + (n * C + c) * plane
-            if relu {
-                for i in 0..<plane { q[i] = max(p[i] * scale + shift, 0) }
-            } else {
-                for i in 0..<plane { q[i] = p[i] * scale + shift }
-            }
+            let o = (n * C + c) * plane
+            cbn_output(y + o, x + o, plane, scale, shift, relu ? 1 : 0, avx512Kernels ? 1 : 0)
         }
     }
 }
@@ -106,76 +103,22 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
         let mean = saveMean[c], invstd = saveInvstd[c]
         let k = weight[c] * invstd
         let meanDy = Float(scratch[c] / count), meanDyX = Float(scratch[C + c] / count)
+        // The fused ReLU's mask: from its kept output, or recomputed from x as the forward made it.
+        let scale = weight[c] * invstd, shift = (reluBias?[c] ?? 0) - mean * scale
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            let p = x + o, g = dy + o, q = dx + o
-            if let b = reluBias {
-                let scale = weight[c] * invstd, shift = b[c] - mean * scale
-                let vm = SIMD8<Float>(repeating: mean), vs = SIMD8<Float>(repeating: invstd)
-                let vk = SIMD8<Float>(repeating: k), vdy = SIMD8<Float>(repeating: meanDy)
-                let vdyx = SIMD8<Float>(repeating: meanDyX)
-                let vscale = SIMD8<Float>(repeating: scale), vshift = SIMD8<Float>(repeating: shift)
-                let rp = UnsafeRawPointer(p), rg = UnsafeRawPointer(g), rq = UnsafeMutableRawPointer(q)
-                var i = 0
-                while i + 8 <= plane {
-                    var gv = rg.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-                    let xv = rp.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-                    gv.replace(with: SIMD8<Float>(), where: xv * vscale + vshift .<= 0)
-                    let xhat = (xv - vm) * vs
-                    rq.storeBytes(of: vk * (gv - vdy - xhat * vdyx), toByteOffset: 4 * i, as: SIMD8<Float>.self)
-                    i += 8
-                }
-                while i < plane {
-                    let xhat = (p[i] - mean) * invstd
-                    q[i] = k * ((p[i] * scale + shift > 0 ? g[i] : 0) - meanDy - xhat * meanDyX)
-                    i += 1
-                }
-            } else if let r = reluOutput.map({ $0 + o }) {
-                // Eight lanes at a time: a branch per element on the ReLU mask mispredicts.
-                let vm = SIMD8<Float>(repeating: mean), vs = SIMD8<Float>(repeating: invstd)
-                let vk = SIMD8<Float>(repeating: k), vdy = SIMD8<Float>(repeating: meanDy)
-                let vdyx = SIMD8<Float>(repeating: meanDyX)
-                let rp = UnsafeRawPointer(p), rg = UnsafeRawPointer(g), rr = UnsafeRawPointer(r)
-                let rq = UnsafeMutableRawPointer(q)
-                var i = 0
-                while i + 8 <= plane {
-                    var gv = rg.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-                    let y = rr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-                    gv.replace(with: SIMD8<Float>(), where: y .<= 0)
-                    let xhat = (rp.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) - vm) * vs
-                    rq.storeBytes(of: vk * (gv - vdy - xhat * vdyx), toByteOffset: 4 * i, as: SIMD8<Float>.self)
-                    i += 8
-                }
-                while i < plane {
-                    let xhat = (p[i] - mean) * invstd
-                    q[i] = k * ((r[i] > 0 ? g[i] : 0) - meanDy - xhat * meanDyX)
-                    i += 1
-                }
-            } else {
-                for i in 0..<plane {
-                    let xhat = (p[i] - mean) * invstd
-                    q[i] = k * (g[i] - meanDy - xhat * meanDyX)
-                }
-            }
+            cbn_input_gradient(dx + o, dy + o, x + o, reluOutput.map { $0 + o }, reluBias == nil ? 0 : 1, scale, shift,
+                               plane, mean, invstd, k, meanDy, meanDyX, avx512Kernels ? 1 : 0)
         }
     }
 }
 
-/// (sum x, sum x^2) of n Floats, in Double, eight lanes at a time.
+/// (sum x, sum x^2) of n Floats, in Double.
 @inline(__always)
 func sumAndSquares(_ p: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
-    var a1 = SIMD8<Double>(), a2 = SIMD8<Double>()
-    var i = 0
-    let raw = UnsafeRawPointer(p)
-    while i + 8 <= n {
-        let v = SIMD8<Double>(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
-        a1 += v
-        a2 += v * v
-        i += 8
-    }
-    var s1 = a1.sum(), s2 = a2.sum()
-    while i < n { let v = Double(p[i]); s1 += v; s2 += v * v; i += 1 }
-    return (s1, s2)
+    var out = (0.0, 0.0)
+    withUnsafeMutableBytes(of: &out) { cbn_sums(p, n, $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0) }
+    return out
 }
 
 /// A fused ReLU's mask recomputed from the BatchNorm's input: the output x * scale + shift > 0.
@@ -187,51 +130,12 @@ struct ReLUMask {
 @inline(__always)
 func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ relu: UnsafePointer<Float>?, _ n: Int,
                   mean: Float, invstd: Float, mask: ReLUMask? = nil) -> (Double, Double) {
-    var a1 = SIMD8<Double>(), a2 = SIMD8<Double>()
-    var i = 0
-    let rdy = UnsafeRawPointer(dy), rx = UnsafeRawPointer(x)
-    let m = SIMD8<Float>(repeating: mean), k = SIMD8<Float>(repeating: invstd)
-    if let mask {
-        let vscale = SIMD8<Float>(repeating: mask.scale), vshift = SIMD8<Float>(repeating: mask.shift)
-        while i + 8 <= n {
-            var g = rdy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-            let xv = rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-            g.replace(with: SIMD8<Float>(), where: xv * vscale + vshift .<= 0)
-            let xhat = (xv - m) * k
-            let gd = SIMD8<Double>(g)
-            a1 += gd
-            a2 += gd * SIMD8<Double>(xhat)
-            i += 8
-        }
-    } else if let relu {
-        let rr = UnsafeRawPointer(relu)
-        while i + 8 <= n {
-            var g = rdy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-            let y = rr.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-            g.replace(with: SIMD8<Float>(), where: y .<= 0)
-            let xhat = (rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) - m) * k
-            let gd = SIMD8<Double>(g)
-            a1 += gd
-            a2 += gd * SIMD8<Double>(xhat)
-            i += 8
-        }
-    } else {
-        while i + 8 <= n {
-            let g = rdy.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self)
-            let xhat = (rx.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self) - m) * k
-            let gd = SIMD8<Double>(g)
-            a1 += gd
-            a2 += gd * SIMD8<Double>(xhat)
-            i += 8
-        }
+    var out = (0.0, 0.0)
+    withUnsafeMutableBytes(of: &out) {
+        cbn_gradient_sums(dy, x, relu, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, n, mean, invstd,
+                          $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0)
     }
-    var s1 = a1.sum(), s2 = a2.sum()
-    while i < n {
-        let g = mask.map { x[i] * $0.scale + $0.shift > 0 ? dy[i] : 0 } ?? relu.map { $0[i] > 0 ? dy[i] : 0 } ?? dy[i]
-        s1 += Double(g); s2 += Double(g) * Double((x[i] - mean) * invstd)
-        i += 1
-    }
-    return (s1, s2)
+    return out
 }
 
 /// Eval-mode BatchNorm2d: the running statistics, nothing updated.

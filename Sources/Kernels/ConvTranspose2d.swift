@@ -1,4 +1,4 @@
-import CConv
+import CKernels
 /// ConvTranspose2d without padding: each input pixel paints a k x k patch at stride s.
 ///
 /// Weights are PyTorch's [inC, outC, k, k], an inC x (outC*k*k) matrix. The forward pass is
@@ -40,11 +40,11 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
     // One output row per (channel, tap): a GEMM with tens of rows, which the direct kernel runs
     // where the CPU has AVX-512.
     let packed = ws + computeThreads * perThread
-    if directConvolution { cgemm_pack(packed, weight, g.rows, Int32(g.rows), Int32(s.inC), 1) }
+    if avx512Kernels { cgemm_pack(packed, weight, g.rows, Int32(g.rows), Int32(s.inC), 1) }
     parallelChunks(batch) { t, images in for n in images {
         let col = ws + t * perThread
         let xn = x + n * s.inC * plane, yn = y + n * s.outC * outPlane
-        if directConvolution {
+        if avx512Kernels {
             cgemm_narrow(col, plane, packed, xn, plane, Int32(g.rows), Int32(plane), Int32(s.inC))
         } else {
             sgemm(transA: true, transB: false, m: g.rows, n: plane, k: s.inC,
@@ -72,7 +72,7 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
     let grads = WeightGradients(dweight: dweight, dbias: dbias, weightCount: s.weightCount, biasCount: s.outC,
                                 partials: ws + colCount, slot: perThread, threads: min(computeThreads, batch))
     let packed = ws + computeThreads * perThread
-    if directConvolution && dx != nil { cgemm_pack(packed, weight, g.rows, Int32(s.inC), Int32(g.rows), 0) }
+    if avx512Kernels && dx != nil { cgemm_pack(packed, weight, g.rows, Int32(s.inC), Int32(g.rows), 0) }
     parallelChunks(batch) { t, images in for n in images {
         let col = ws + t * perThread
         let dw = grads.weight(t), db = grads.bias(t)
@@ -81,7 +81,7 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
         sgemm(transA: false, transB: true, m: s.inC, n: g.rows, k: plane,
               a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dw, ldc: g.rows)
         if let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
-        if let dx, directConvolution {
+        if let dx, avx512Kernels {
             cgemm_narrow(dx + n * s.inC * plane, plane, packed, col, plane, Int32(s.inC), Int32(plane), Int32(g.rows))
         } else if let dx {
             sgemm(transA: false, transB: false, m: s.inC, n: plane, k: g.rows,

@@ -1,13 +1,5 @@
-import CConv
+import CKernels
 import Foundation
-
-/// Whether 3x3, stride 1, padding 1 convolutions run CConv's direct AVX-512 kernels instead of
-/// im2col + OpenBLAS: on where the CPU has AVX-512F, unless UNET_DIST_CONV=gemm.
-nonisolated(unsafe) public var directConvolution =
-    cconv_available() != 0 && ProcessInfo.processInfo.environment["UNET_DIST_CONV"] != "gemm"
-
-/// Whether the CPU can run the direct kernels at all (tests compare both paths where it can).
-public let directConvolutionAvailable = cconv_available() != 0
 
 /// Pixels per work item: a band of a large plane, or a group of small images.
 nonisolated(unsafe) public var directPixels = 4096
@@ -16,7 +8,7 @@ extension Conv2dShape {
     /// 3x3 "same" convolutions run directly; an input gradient split into two tensors needs the
     /// split on a block of eight channels (the kernels write eight outputs at a time).
     public func runsDirect(split: Int? = nil) -> Bool {
-        directConvolution && kernel == 3 && stride == 1 && padding == 1 && (split ?? 0) % 8 == 0
+        avx512Kernels && kernel == 3 && stride == 1 && padding == 1 && (split ?? 0) % 8 == 0
     }
 
     var packedCount: Int { cconv3x3_packed_count(Int32(outC), Int32(inC)) }

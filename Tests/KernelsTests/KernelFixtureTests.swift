@@ -17,15 +17,19 @@ final class KernelFixtureTests: XCTestCase {
         try fx.assertMatchesTorch(ours, "\(case_).\(t)64", float32: "\(case_).\(t)", file: file, line: line)
     }
 
-    override func tearDown() { directConvolution = directConvolutionAvailable }
+    override func tearDown() { avx512Kernels = avx512Available }
 
-    /// Both convolution paths: im2col + OpenBLAS, and the direct AVX-512 kernels where the CPU
-    /// has them (for the shapes they take; the others run the first path twice).
-    func runConv(_ c: String, stride: Int, padding: Int, bias: Bool) throws {
-        for direct in [false] + (directConvolutionAvailable ? [true] : []) {
-            directConvolution = direct
-            try runConvOnce(c, stride: stride, padding: padding, bias: bias)
+    /// The portable paths (im2col + OpenBLAS, Swift and plain C loops), then the AVX-512 kernels
+    /// where the CPU has them (for the shapes they take; the others run the first path twice).
+    func onBothPaths(_ body: () throws -> Void) throws {
+        for avx in [false] + (avx512Available ? [true] : []) {
+            avx512Kernels = avx
+            try body()
         }
+    }
+
+    func runConv(_ c: String, stride: Int, padding: Int, bias: Bool) throws {
+        try onBothPaths { try runConvOnce(c, stride: stride, padding: padding, bias: bias) }
     }
 
     func runConvOnce(_ c: String, stride: Int, padding: Int, bias: Bool) throws {
@@ -53,7 +57,9 @@ final class KernelFixtureTests: XCTestCase {
     func testConv1x1() throws { try runConv("conv1x1", stride: 1, padding: 0, bias: true) }
     func testConv7x7Stride2NoBias() throws { try runConv("conv7s2", stride: 2, padding: 3, bias: false) }
 
-    func testConvTranspose() throws {
+    func testConvTranspose() throws { try onBothPaths(convTransposeOnce) }
+
+    func convTransposeOnce() throws {
         let x = try fx.floats("convt.x"), w = try fx.floats("convt.w"), b = try fx.floats("convt.b")
         let dy = try fx.floats("convt.dy"), xs = try shape("convt.x"), ws = try fx.shape("convt.w")
         let s = ConvTranspose2dShape(inC: ws[0], outC: ws[1], kernel: 2, stride: 2)
@@ -68,7 +74,9 @@ final class KernelFixtureTests: XCTestCase {
         for (v, t) in [(y, "y"), (dx, "dx"), (dw, "dw"), (db, "db")] { try check(v, "convt", t) }
     }
 
-    func testBatchNormTraining() throws {
+    func testBatchNormTraining() throws { try onBothPaths(batchNormTrainingOnce) }
+
+    func batchNormTrainingOnce() throws {
         let c = "bn_train"
         let x = try fx.floats("\(c).x"), dy = try fx.floats("\(c).dy"), xs = try shape("\(c).x")
         let w = try fx.floats("\(c).weight"), b = try fx.floats("\(c).bias")

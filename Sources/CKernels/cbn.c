@@ -1,0 +1,177 @@
+#include "cbn.h"
+
+#include <immintrin.h>
+
+// x * scale + shift must round as the Swift forward computes it: a product, then a sum.
+#pragma STDC FP_CONTRACT OFF
+
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static void sums_avx512(const float *x, long n, double out[2]) {
+    __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512d lo = _mm512_cvtps_pd(_mm256_loadu_ps(x + i)), hi = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8));
+        a1 = _mm512_add_pd(a1, lo);
+        b1 = _mm512_add_pd(b1, hi);
+        a2 = _mm512_add_pd(a2, _mm512_mul_pd(lo, lo));
+        b2 = _mm512_add_pd(b2, _mm512_mul_pd(hi, hi));
+    }
+    double s1 = _mm512_reduce_add_pd(_mm512_add_pd(a1, b1)), s2 = _mm512_reduce_add_pd(_mm512_add_pd(a2, b2));
+    for (; i < n; i++) {
+        double v = x[i];
+        s1 += v;
+        s2 += v * v;
+    }
+    out[0] = s1;
+    out[1] = s2;
+}
+
+void cbn_sums(const float *x, long n, double out[2], int avx512) {
+    if (avx512) return sums_avx512(x, n, out);
+    // Eight partial sums, so that the compiler keeps them in vector registers.
+    double a1[8] = {0}, a2[8] = {0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double v = x[i + j];
+            a1[j] += v;
+            a2[j] += v * v;
+        }
+    double s1 = 0, s2 = 0;
+    for (int j = 0; j < 8; j++) {
+        s1 += a1[j];
+        s2 += a2[j];
+    }
+    for (; i < n; i++) {
+        double v = x[i];
+        s1 += v;
+        s2 += v * v;
+    }
+    out[0] = s1;
+    out[1] = s2;
+}
+
+/// One element's masked gradient, as the vector loops compute it.
+static inline float masked_gradient(const float *dy, const float *x, const float *relu, int masked, float scale,
+                                    float shift, long i) {
+    if (relu) return relu[i] <= 0 ? 0 : dy[i];
+    if (masked) return x[i] * scale + shift <= 0 ? 0 : dy[i];
+    return dy[i];
+}
+
+AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const float *relu, int masked, float scale,
+                                        float shift, long n, float mean, float invstd, double out[2]) {
+    __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
+    const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd), zero = _mm512_setzero_ps();
+    const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 g = _mm512_loadu_ps(dy + i), xv = _mm512_loadu_ps(x + i);
+        if (relu) {
+            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(relu + i), zero, _CMP_NLE_UQ), g);
+        } else if (masked) {
+            __m512 y = _mm512_add_ps(_mm512_mul_ps(xv, vscale), vshift);
+            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), g);
+        }
+        __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
+        __m512d glo = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
+        __m512d ghi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(g), 1)));
+        __m512d xlo = _mm512_cvtps_pd(_mm512_castps512_ps256(xhat));
+        __m512d xhi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xhat), 1)));
+        a1 = _mm512_add_pd(a1, glo);
+        b1 = _mm512_add_pd(b1, ghi);
+        a2 = _mm512_add_pd(a2, _mm512_mul_pd(glo, xlo));
+        b2 = _mm512_add_pd(b2, _mm512_mul_pd(ghi, xhi));
+    }
+    double s1 = _mm512_reduce_add_pd(_mm512_add_pd(a1, b1)), s2 = _mm512_reduce_add_pd(_mm512_add_pd(a2, b2));
+    for (; i < n; i++) {
+        double g = masked_gradient(dy, x, relu, masked, scale, shift, i);
+        s1 += g;
+        s2 += g * (double)((x[i] - mean) * invstd);
+    }
+    out[0] = s1;
+    out[1] = s2;
+}
+
+void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int masked, float scale, float shift,
+                       long n, float mean, float invstd, double out[2], int avx512) {
+    if (avx512) return gradient_sums_avx512(dy, x, relu, masked, scale, shift, n, mean, invstd, out);
+    double a1[8] = {0}, a2[8] = {0};
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double g = masked_gradient(dy, x, relu, masked, scale, shift, i + j);
+            a1[j] += g;
+            a2[j] += g * (double)((x[i + j] - mean) * invstd);
+        }
+    double s1 = 0, s2 = 0;
+    for (int j = 0; j < 8; j++) {
+        s1 += a1[j];
+        s2 += a2[j];
+    }
+    for (; i < n; i++) {
+        double g = masked_gradient(dy, x, relu, masked, scale, shift, i);
+        s1 += g;
+        s2 += g * (double)((x[i] - mean) * invstd);
+    }
+    out[0] = s1;
+    out[1] = s2;
+}
+
+AVX512 static void output_avx512(float *y, const float *x, long n, float scale, float shift, int relu) {
+    const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vscale), vshift);
+        // Zero where v <= 0; a NaN passes, as PyTorch's ReLU passes it.
+        _mm512_storeu_ps(y + i, relu ? _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero, _CMP_NLE_UQ), v) : v);
+    }
+    for (; i < n; i++) {
+        float v = x[i] * scale + shift;
+        y[i] = relu && v <= 0 ? 0 : v;
+    }
+}
+
+void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512) {
+    if (avx512) return output_avx512(y, x, n, scale, shift, relu);
+    for (long i = 0; i < n; i++) {
+        float v = x[i] * scale + shift;
+        y[i] = relu && v <= 0 ? 0 : v;
+    }
+}
+
+AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float *x, const float *relu, int masked,
+                                         float scale, float shift, long n, float mean, float invstd, float k,
+                                         float mean_dy, float mean_dy_xhat) {
+    const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd), vk = _mm512_set1_ps(k);
+    const __m512 vdy = _mm512_set1_ps(mean_dy), vdyx = _mm512_set1_ps(mean_dy_xhat), zero = _mm512_setzero_ps();
+    const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 g = _mm512_loadu_ps(dy + i), xv = _mm512_loadu_ps(x + i);
+        if (relu) {
+            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(relu + i), zero, _CMP_NLE_UQ), g);
+        } else if (masked) {
+            __m512 y = _mm512_add_ps(_mm512_mul_ps(xv, vscale), vshift);
+            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), g);
+        }
+        __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
+        _mm512_storeu_ps(dx + i, _mm512_mul_ps(vk, _mm512_sub_ps(_mm512_sub_ps(g, vdy), _mm512_mul_ps(xhat, vdyx))));
+    }
+    for (; i < n; i++) {
+        float g = masked_gradient(dy, x, relu, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
+        dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
+    }
+}
+
+void cbn_input_gradient(float *dx, const float *dy, const float *x, const float *relu, int masked, float scale,
+                        float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
+                        int avx512) {
+    if (avx512)
+        return input_gradient_avx512(dx, dy, x, relu, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    for (long i = 0; i < n; i++) {
+        float g = masked_gradient(dy, x, relu, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
+        dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
+    }
+}

@@ -1,0 +1,27 @@
+#ifndef UNET_DIST_CBN_H
+#define UNET_DIST_CBN_H
+
+/// BatchNorm's per-channel reductions: float data summed in double (a float sum over ~10^5
+/// pixels loses most of its digits). `avx512` picks the AVX-512 loop (only where the CPU has
+/// it); otherwise a portable loop. Both add the same terms; only the order of the additions
+/// differs.
+
+/// out[0] = sum x, out[1] = sum x^2 over n floats.
+void cbn_sums(const float *x, long n, double out[2], int avx512);
+
+/// out[0] = sum g, out[1] = sum g * xhat with xhat = (x - mean) * invstd in float, where
+/// g = dy, or 0 where a fused ReLU's output was not positive: `relu` (its output) <= 0, or, with
+/// `masked`, x * scale + shift <= 0 (the output recomputed exactly as the forward made it).
+void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int masked, float scale, float shift,
+                       long n, float mean, float invstd, double out[2], int avx512);
+
+/// y = x * scale + shift (a product, then a sum), and max(y, 0) with `relu`: the normalized
+/// output, bit for bit the same on both paths.
+void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512);
+
+/// dx = k * ((g - mean_dy) - xhat * mean_dy_xhat), g and xhat as in `cbn_gradient_sums`.
+void cbn_input_gradient(float *dx, const float *dy, const float *x, const float *relu, int masked, float scale,
+                        float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
+                        int avx512);
+
+#endif

@@ -1,0 +1,185 @@
+import Kernels
+import XCTest
+
+/// The AVX-512 kernels (CKernels) against the portable paths, which the fixture and
+/// finite-difference tests check against PyTorch. Direct 3x3 convolutions against im2col +
+/// OpenBLAS: every output, input gradient, weight and bias gradient, over shapes that reach the
+/// kernels' edges (rows narrower than, equal to and wider than a vector, a last vector with one
+/// lane, output blocks of eight with a remainder, channel counts padded to sixteen, one input
+/// channel), bands of rows, groups of images and threads. ConvTranspose2d's narrow GEMMs, and
+/// BatchNorm's passes over planes longer than a vector.
+final class AVX512KernelTests: XCTestCase {
+    var rng = SplitMix64(seed: 11)
+
+    func random(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
+
+    override func tearDown() { avx512Kernels = avx512Available; directPixels = 4096; setComputeThreads(1) }
+
+    func assertClose(_ a: [Float], _ b: [Float], _ name: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.count, b.count, name, file: file, line: line)
+        let norm = (b.reduce(0.0) { $0 + Double($1 * $1) }).squareRoot()
+        let diff = (zip(a, b).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }).squareRoot()
+        XCTAssertLessThanOrEqual(diff, 1e-5 * norm + 1e-7, name, file: file, line: line)
+    }
+
+    struct Result { var y: [Float], dx: [Float], dw: [Float], db: [Float] }
+
+    /// Forward and backward of one convolution; `split` > 0 feeds it torch.cat([a, b], 1) with
+    /// `split` channels in a, read and written where a and b lie.
+    func run(_ s: Conv2dShape, n: Int, h: Int, w: Int, x: [Float], weight: [Float], bias: [Float], dy: [Float],
+             split: Int = 0) -> Result {
+        let plane = h * w, ws = Workspace()
+        var r = Result(y: [Float](repeating: .nan, count: n * s.outC * plane), dx: [Float](repeating: .nan, count: x.count),
+                       dw: [Float](repeating: 0.5, count: weight.count), db: [Float](repeating: 0.5, count: s.outC))
+        if split == 0 {
+            conv2dForward(&r.y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s, workspace: ws)
+            conv2dBackward(dx: &r.dx, dweight: &r.dw, dbias: &r.db, dy: dy, x: x, weight: weight, batch: n, height: h,
+                           width: w, s, workspace: ws)
+            return r
+        }
+        // x holds a's images, then b's.
+        let ca = split, cb = s.inC - split
+        let a = Array(x[0..<(n * ca * plane)]), b = Array(x[(n * ca * plane)...])
+        conv2dForwardConcat(&r.y, a, channelsA: ca, b, weight: weight, bias: bias, batch: n, height: h, width: w, s,
+                            workspace: ws)
+        var da = [Float](repeating: .nan, count: a.count), dbb = [Float](repeating: .nan, count: b.count)
+        conv2dBackwardConcat(da: &da, db: &dbb, dweight: &r.dw, dbias: &r.db, dy: dy, a, channelsA: ca, b,
+                             weight: weight, batch: n, height: h, width: w, s, workspace: ws)
+        r.dx = da + dbb
+        return r
+    }
+
+    func compare(_ s: Conv2dShape, n: Int, h: Int, w: Int, split: Int = 0, settings: [(threads: Int, pixels: Int)],
+                 file: StaticString = #filePath, line: UInt = #line) {
+        let x = random(n * s.inC * h * w), weight = random(s.weightCount, scale: 0.3), bias = random(s.outC)
+        let dy = random(n * s.outC * h * w)
+        avx512Kernels = false
+        setComputeThreads(1)
+        let reference = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
+        avx512Kernels = true
+        for (threads, pixels) in settings {
+            setComputeThreads(threads); directPixels = pixels
+            let r = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
+            let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split), \(threads) threads, \(pixels) pixels"
+            assertClose(r.y, reference.y, "y " + name, file: file, line: line)
+            assertClose(r.dx, reference.dx, "dx " + name, file: file, line: line)
+            assertClose(r.dw, reference.dw, "dw " + name, file: file, line: line)
+            assertClose(r.db, reference.db, "db " + name, file: file, line: line)
+        }
+    }
+
+    /// Whole images on one thread, bands of a few rows over threads, and groups of images.
+    let settings = [(threads: 1, pixels: 1 << 20), (threads: 3, pixels: 40), (threads: 2, pixels: 700)]
+
+    func testShapesAgainstGEMM() throws {
+        guard avx512Available else {
+            // Without AVX-512 every convolution takes the GEMM path.
+            avx512Kernels = true
+            XCTAssertFalse(Conv2dShape(inC: 16, outC: 16, kernel: 3, padding: 1).runsDirect())
+            return
+        }
+        // (in, out, batch, height, width)
+        let shapes = [(1, 16, 2, 9, 8), (3, 5, 2, 7, 9), (8, 8, 3, 5, 5), (16, 3, 2, 6, 33), (18, 17, 2, 6, 33),
+                      (20, 9, 1, 1, 17), (4, 24, 2, 2, 1), (33, 16, 2, 4, 16), (16, 40, 1, 17, 31), (70, 12, 2, 3, 5)]
+        for (c, o, n, h, w) in shapes {
+            compare(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: n, h: h, w: w, settings: settings)
+        }
+    }
+
+    func testConcatenatedInputsAgainstGEMM() throws {
+        guard avx512Available else { return XCTAssertFalse(avx512Kernels) }
+        // Splits on eight channels run the input gradient directly; 5 of 13 falls back for dx
+        // only, as up blocks of odd widths do.
+        for (c, split, o) in [(16, 8, 8), (32, 16, 16), (24, 8, 7), (13, 5, 6)] {
+            compare(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: 3, h: 7, w: 19, split: split,
+                    settings: settings)
+        }
+    }
+
+    /// The same inputs give the same bits on every run: nothing depends on scheduling.
+    func testRepeatable() throws {
+        guard avx512Available else { return XCTAssertFalse(avx512Kernels) }
+        avx512Kernels = true
+        setComputeThreads(2); directPixels = 100
+        let s = Conv2dShape(inC: 24, outC: 16, kernel: 3, padding: 1)
+        let x = random(4 * 24 * 11 * 13), weight = random(s.weightCount), bias = random(16), dy = random(4 * 16 * 11 * 13)
+        let first = run(s, n: 4, h: 11, w: 13, x: x, weight: weight, bias: bias, dy: dy)
+        for _ in 0..<3 {
+            let again = run(s, n: 4, h: 11, w: 13, x: x, weight: weight, bias: bias, dy: dy)
+            XCTAssertEqual(again.y, first.y); XCTAssertEqual(again.dx, first.dx)
+            XCTAssertEqual(again.dw, first.dw); XCTAssertEqual(again.db, first.db)
+        }
+    }
+
+    func testConvTransposeAgainstOpenBLAS() throws {
+        guard avx512Available else { return XCTAssertFalse(avx512Kernels) }
+        // 5 * 4 = 20 GEMM rows (blocks of eight and a remainder), 7 x 9 = 63 columns (a tile of
+        // 48 and a tail).
+        let s = ConvTranspose2dShape(inC: 6, outC: 5), xs = Shape(3, 6, 7, 9), ys = s.outputShape(xs)
+        let x = random(xs.count), w = random(s.weightCount, scale: 0.3), b = random(5), dy = random(ys.count)
+        var results: [[Float]] = []
+        for avx in [false, true] {
+            avx512Kernels = avx
+            for threads in [1, 2] {
+                setComputeThreads(threads)
+                let ws = Workspace()
+                var y = [Float](repeating: .nan, count: ys.count), dx = [Float](repeating: .nan, count: x.count)
+                var dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: 5)
+                convTranspose2dForward(&y, x, weight: w, bias: b, batch: 3, height: 7, width: 9, s, workspace: ws)
+                convTranspose2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, batch: 3, height: 7,
+                                        width: 9, s, workspace: ws)
+                results.append(y + dx + dw + db)
+            }
+        }
+        for r in results.dropFirst() { assertClose(r, results[0], "convT") }
+    }
+
+    /// BatchNorm's sums, output and input gradient on both paths: equal up to the order of the
+    /// Double additions, and the ReLU mask recomputed from x (`reluBias`) gives exactly what the
+    /// kept output (`reluOutput`) gives.
+    func testBatchNormAgainstPortable() throws {
+        guard avx512Available else { return XCTAssertFalse(avx512Kernels) }
+        // Planes of 37: two vectors of 16 and a tail of 5.
+        let s = BatchNormShape(batch: 2, channels: 3, spatial: 37), n = 2 * 3 * 37
+        let x = random(n).map { $0 * 2 + 0.5 }, w = random(3).map { $0 * 0.5 + 1 }, bias = random(3), dy = random(n)
+        var outputs: [[Float]] = []
+        for avx in [false, true] {
+            avx512Kernels = avx
+            for relu in [false, true] {
+                var y = [Float](repeating: 0, count: n), rm = [Float](repeating: 0, count: 3), rv = rm
+                var mean = rm, invstd = rm, scratch = [Double](repeating: 0, count: 7)
+                batchNormTrainForward(&y, x, weight: w, bias: bias, runningMean: &rm, runningVar: &rv, saveMean: &mean,
+                                      saveInvstd: &invstd, s, scratch: &scratch, relu: relu)
+                var again = [Float](repeating: 0, count: n)
+                batchNormTrainOutput(&again, x, weight: w, bias: bias, saveMean: mean, saveInvstd: invstd, s, relu: relu)
+                XCTAssertEqual(again, y, "recomputed output, relu \(relu), avx512 \(avx)")
+                var dxKept = [Float](repeating: 0, count: n), dw = [Float](repeating: 0, count: 3), db = dw
+                batchNormTrainBackward(dx: &dxKept, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, saveMean: mean,
+                                       saveInvstd: invstd, s, count: 74, scratch: &scratch, reluOutput: relu ? y : nil)
+                outputs.append(y + dxKept + dw + db + mean + invstd + rm + rv)
+                if relu {
+                    var dxMasked = [Float](repeating: 0, count: n), dw2 = [Float](repeating: 0, count: 3), db2 = dw2
+                    batchNormTrainBackward(dx: &dxMasked, dweight: &dw2, dbias: &db2, dy: dy, x: x, weight: w,
+                                           saveMean: mean, saveInvstd: invstd, s, count: 74, scratch: &scratch,
+                                           reluBias: bias)
+                    XCTAssertEqual(dxMasked, dxKept, "mask from x, avx512 \(avx)")
+                    XCTAssertEqual(dw2, dw); XCTAssertEqual(db2, db)
+                    XCTAssertTrue(y.contains(0) && y.contains { $0 > 0 }, "the ReLU cuts some values, not all")
+                }
+            }
+        }
+        assertClose(outputs[2], outputs[0], "without ReLU")
+        assertClose(outputs[3], outputs[1], "with ReLU")
+        // A NaN passes the fused ReLU on both paths (as PyTorch's), in a vector and in the tail:
+        // a diverging run must see it in its loss.
+        for avx in [false, true] {
+            avx512Kernels = avx
+            var poisoned = x
+            poisoned[3] = .nan; poisoned[36] = .nan
+            var y = [Float](repeating: 0, count: n)
+            batchNormTrainOutput(&y, poisoned, weight: w, bias: bias, saveMean: [0, 0, 0], saveInvstd: [1, 1, 1], s,
+                                 relu: true)
+            XCTAssertTrue(y[3].isNaN && y[36].isNaN, "avx512 \(avx)")
+        }
+    }
+}
