@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// BCEWithLogits summed over `count` elements; returns the sum (in Double) and, when asked, writes
@@ -11,13 +12,9 @@ public func bceWithLogits(dlogits: UnsafeMutablePointer<Float>?, logits: UnsafeP
         let chunks = min(computeThreads, 64, max(count, 1))
         for c in 0..<chunks { partial[c] = 0 }
         parallelFor(chunks) { c in
-            var sum = 0.0
-            for i in (c * count / chunks)..<((c + 1) * count / chunks) {
-                let x = logits[i], t = targets[i]
-                sum += Double(max(x, 0) - x * t + log1p(exp(-abs(x))))
-                if let dlogits { dlogits[i] = (sigmoid(x) - t) * gradScale }
-            }
-            partial[c] = sum
+            let start = c * count / chunks, end = (c + 1) * count / chunks
+            partial[c] = closs_bce_with_logits(dlogits.map { $0 + start }, logits + start, targets + start, end - start,
+                                               gradScale, avx512Kernels ? 1 : 0)
         }
         var sum = 0.0
         for c in 0..<chunks { sum += partial[c] }
