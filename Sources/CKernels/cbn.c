@@ -175,3 +175,26 @@ void cbn_input_gradient(float *dx, const float *dy, const float *x, const float 
         dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
     }
 }
+
+AVX512 static double sum_avx512(const float *x, long n) {
+    __m512d lo = _mm512_setzero_pd(), hi = lo;
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
+    }
+    double s = _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+
+double cbn_sum(const float *x, long n, int avx512) {
+    if (avx512) return sum_avx512(x, n);
+    double a[8] = {0}, s = 0;
+    long i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) a[j] += x[i + j];
+    for (int j = 0; j < 8; j++) s += a[j];
+    for (; i < n; i++) s += x[i];
+    return s;
+}

@@ -1,3 +1,4 @@
+import CKernels
 /// Conv2d over a batch, as im2col + one GEMM per image (darknet's scheme).
 ///
 /// Weights are PyTorch's [outC, inC, k, k], read as an outC x (inC*k*k) matrix whose rows
@@ -356,18 +357,7 @@ func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Floa
 
 /// sums[r] += sum of row r (rows `stride` apart), accumulated in Double so long rows keep their precision.
 func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int? = nil) {
-    for r in 0..<rows {
-        let row = m + r * (stride ?? columns)
-        var a = SIMD8<Double>(), i = 0
-        let raw = UnsafeRawPointer(row)
-        while i + 8 <= columns {
-            a += SIMD8<Double>(raw.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self))
-            i += 8
-        }
-        var acc = a.sum()
-        while i < columns { acc += Double(row[i]); i += 1 }
-        sums[r] += Float(acc)
-    }
+    for r in 0..<rows { sums[r] += Float(cbn_sum(m + r * (stride ?? columns), columns, avx512Kernels ? 1 : 0)) }
 }
 
 /// Weight and bias gradients of a layer whose images (or bands) are spread over threads: with

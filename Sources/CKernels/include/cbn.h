@@ -6,6 +6,9 @@
 /// it); otherwise a portable loop. Both add the same terms; only the order of the additions
 /// differs.
 
+/// sum x over n floats (a bias gradient's row).
+double cbn_sum(const float *x, long n, int avx512);
+
 /// out[0] = sum x, out[1] = sum x^2 over n floats.
 void cbn_sums(const float *x, long n, double out[2], int avx512);
 
