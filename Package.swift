@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "CStop"),
         // AVX-512 kernels in C (direct 3x3 convolutions, narrow GEMMs, BatchNorm sums), chosen at run
         // time where the CPU has AVX-512, with portable paths beside them.
-        .target(name: "CKernels", linkerSettings: [.linkedLibrary("mvec"), .linkedLibrary("m")]),
+        .target(name: "CKernels", linkerSettings: [.linkedLibrary("m")]),
         // Forward/backward pairs over Float32 NCHW buffers; no MPI, no files.
         .target(name: "Kernels", dependencies: ["CBLAS", "CKernels"], swiftSettings: release),
         // Readers and writers: .npy, safetensors; the seed-layout data set.

@@ -1,12 +1,18 @@
 #include "cbn.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#define HAVE_AVX512 1
+#else
+#define HAVE_AVX512 0
+#endif
 
 // x * scale + shift must round as the Swift forward computes it: a product, then a sum.
 #pragma STDC FP_CONTRACT OFF
 
 #define AVX512 __attribute__((target("avx512f")))
 
+#if HAVE_AVX512
 AVX512 static void sums_avx512(const float *x, long n, double out[2]) {
     __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
     long i = 0;
@@ -26,9 +32,12 @@ AVX512 static void sums_avx512(const float *x, long n, double out[2]) {
     out[0] = s1;
     out[1] = s2;
 }
+#endif
 
 void cbn_sums(const float *x, long n, double out[2], int avx512) {
+#if HAVE_AVX512
     if (avx512) return sums_avx512(x, n, out);
+#endif
     // Eight partial sums, so that the compiler keeps them in vector registers.
     double a1[8] = {0}, a2[8] = {0};
     long i = 0;
@@ -60,6 +69,7 @@ static inline float masked_gradient(const float *dy, const float *x, const float
     return dy[i];
 }
 
+#if HAVE_AVX512
 AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const float *relu, int masked, float scale,
                                         float shift, long n, float mean, float invstd, double out[2]) {
     __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
@@ -93,10 +103,13 @@ AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const f
     out[0] = s1;
     out[1] = s2;
 }
+#endif
 
 void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int masked, float scale, float shift,
                        long n, float mean, float invstd, double out[2], int avx512) {
+#if HAVE_AVX512
     if (avx512) return gradient_sums_avx512(dy, x, relu, masked, scale, shift, n, mean, invstd, out);
+#endif
     double a1[8] = {0}, a2[8] = {0};
     long i = 0;
     for (; i + 8 <= n; i += 8)
@@ -119,6 +132,7 @@ void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int m
     out[1] = s2;
 }
 
+#if HAVE_AVX512
 AVX512 static void output_avx512(float *y, const float *x, long n, float scale, float shift, int relu) {
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
     long i = 0;
@@ -132,15 +146,19 @@ AVX512 static void output_avx512(float *y, const float *x, long n, float scale, 
         y[i] = relu && v <= 0 ? 0 : v;
     }
 }
+#endif
 
 void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512) {
+#if HAVE_AVX512
     if (avx512) return output_avx512(y, x, n, scale, shift, relu);
+#endif
     for (long i = 0; i < n; i++) {
         float v = x[i] * scale + shift;
         y[i] = relu && v <= 0 ? 0 : v;
     }
 }
 
+#if HAVE_AVX512
 AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float *x, const float *relu, int masked,
                                          float scale, float shift, long n, float mean, float invstd, float k,
                                          float mean_dy, float mean_dy_xhat) {
@@ -164,18 +182,22 @@ AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float
         dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
     }
 }
+#endif
 
 void cbn_input_gradient(float *dx, const float *dy, const float *x, const float *relu, int masked, float scale,
                         float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
                         int avx512) {
+#if HAVE_AVX512
     if (avx512)
         return input_gradient_avx512(dx, dy, x, relu, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+#endif
     for (long i = 0; i < n; i++) {
         float g = masked_gradient(dy, x, relu, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
         dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
     }
 }
 
+#if HAVE_AVX512
 AVX512 static double sum_avx512(const float *x, long n) {
     __m512d lo = _mm512_setzero_pd(), hi = lo;
     long i = 0;
@@ -187,9 +209,12 @@ AVX512 static double sum_avx512(const float *x, long n) {
     for (; i < n; i++) s += x[i];
     return s;
 }
+#endif
 
 double cbn_sum(const float *x, long n, int avx512) {
+#if HAVE_AVX512
     if (avx512) return sum_avx512(x, n);
+#endif
     double a[8] = {0}, s = 0;
     long i = 0;
     for (; i + 8 <= n; i += 8)

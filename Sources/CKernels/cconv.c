@@ -1,6 +1,8 @@
 #include "cconv.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
 // Only these functions are built for AVX-512; the Swift side calls them after cconv_available().
 #define AVX512 __attribute__((target("avx512f")))
@@ -11,8 +13,12 @@
 enum { OB = 8, TV = 3, TAPS = 9, LANES = 16 };
 
 int cconv_available(void) {
+#if defined(__x86_64__)
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") ? 1 : 0;
+#else
+    return 0;
+#endif
 }
 
 size_t cconv3x3_packed_count(int outputs, int inputs) {
@@ -34,6 +40,9 @@ void cconv3x3_pack(float *packed, const float *w, int O, int C, int adjoint) {
                     packed[(((size_t)b * Q + q) * TAPS + t) * OB + j] = v;
                 }
 }
+
+// The kernels themselves: x86-64 only (the Swift side calls them where cconv_available()).
+#if defined(__x86_64__)
 
 static INLINE __mmask16 low_lanes(int n) {
     return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
@@ -319,6 +328,8 @@ AVX512 void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outp
     }
 }
 
+#endif
+
 void cconv3x3_weight_grad_add(float *dw, size_t ldw, const float *g, int inputs, int padded_channels, int outputs) {
     for (int o = 0; o < outputs; o++)
         for (int c = 0; c < inputs; c++)
@@ -339,6 +350,7 @@ void cgemm_pack(float *packed, const float *a, size_t lda, int m, int k, int tra
             }
 }
 
+#if defined(__x86_64__)
 AVX512 void cgemm_narrow(float *c, size_t ldc, const float *packed, const float *b, size_t ldb, int m, int n, int k) {
     // Columns outside, row blocks inside: a tile of B (k x 48) stays in L1 for every block of A.
     for (int j = 0; j < n; j += TV * LANES) {
@@ -365,3 +377,4 @@ AVX512 void cgemm_narrow(float *c, size_t ldc, const float *packed, const float 
         }
     }
 }
+#endif

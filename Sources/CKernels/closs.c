@@ -1,6 +1,11 @@
 #include "closs.h"
 
+#if defined(__x86_64__)
 #include <immintrin.h>
+#define HAVE_AVX512 1
+#else
+#define HAVE_AVX512 0
+#endif
 #include <math.h>
 
 #pragma STDC FP_CONTRACT OFF
@@ -8,14 +13,17 @@
 #define AVX512 __attribute__((target("avx512f")))
 
 // glibc's libmvec: expf and log1pf on sixteen lanes (the vector function ABI's AVX-512 names).
+#if HAVE_AVX512
 AVX512 __m512 _ZGVeN16v_expf(__m512 x);
 AVX512 __m512 _ZGVeN16v_log1pf(__m512 x);
+#endif
 
 static inline float bce_term(float x, float t, float e) { return (x > 0 ? x : 0) - x * t + log1pf(e); }
 static inline float bce_gradient(float x, float t, float e, float scale) {
     return ((x >= 0 ? 1 / (1 + e) : e / (1 + e)) - t) * scale;
 }
 
+#if HAVE_AVX512
 AVX512 static double bce_avx512(float *dlogits, const float *logits, const float *targets, long n, float scale) {
     const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1), vscale = _mm512_set1_ps(scale);
     __m512d lo = _mm512_setzero_pd(), hi = lo;
@@ -40,10 +48,13 @@ AVX512 static double bce_avx512(float *dlogits, const float *logits, const float
     }
     return sum;
 }
+#endif
 
 double closs_bce_with_logits(float *dlogits, const float *logits, const float *targets, long n, float grad_scale,
                              int avx512) {
+#if HAVE_AVX512
     if (avx512) return bce_avx512(dlogits, logits, targets, n, grad_scale);
+#endif
     double sum = 0;
     for (long i = 0; i < n; i++) {
         float x = logits[i], t = targets[i], e = expf(-fabsf(x));

@@ -45,7 +45,7 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
         let col = ws + t * perThread
         let xn = x + n * s.inC * plane, yn = y + n * s.outC * outPlane
         if avx512Kernels {
-            cgemm_narrow(col, plane, packed, xn, plane, Int32(g.rows), Int32(plane), Int32(s.inC))
+            narrowGEMM(col, ldc: plane, packed: packed, xn, ldb: plane, m: g.rows, n: plane, k: s.inC)
         } else {
             sgemm(transA: true, transB: false, m: g.rows, n: plane, k: s.inC,
                   a: weight, lda: g.rows, b: xn, ldb: plane, beta: 0, c: col, ldc: plane)
@@ -82,7 +82,7 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
               a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dw, ldc: g.rows)
         if let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
         if let dx, avx512Kernels {
-            cgemm_narrow(dx + n * s.inC * plane, plane, packed, col, plane, Int32(s.inC), Int32(plane), Int32(g.rows))
+            narrowGEMM(dx + n * s.inC * plane, ldc: plane, packed: packed, col, ldb: plane, m: s.inC, n: plane, k: g.rows)
         } else if let dx {
             sgemm(transA: false, transB: false, m: s.inC, n: plane, k: g.rows,
                   a: weight, lda: g.rows, b: col, ldb: plane, beta: 0, c: dx + n * s.inC * plane, ldc: plane)

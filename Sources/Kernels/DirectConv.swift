@@ -73,6 +73,7 @@ struct Parts<P> {
 func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+#if arch(x86_64)
     let packed = workspace.floats(s.packedCount)
     cconv3x3_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
     let plane = height * width, blockStride = s.inC * 72
@@ -86,12 +87,16 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
             }
         }
     }
+#else
+    fatalError("the direct kernels are x86-64 code; avx512Kernels is false elsewhere")
+#endif
 }
 
 func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweight: UnsafeMutablePointer<Float>,
                           dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                           x: ChannelBlocks<UnsafePointer<Float>>, weight: UnsafePointer<Float>,
                           batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+#if arch(x86_64)
     let plane = height * width
     // The weight gradient as a GEMM over pixels on pixel-major copies of x and dy, sixteen input
     // channels per vector; a layer with a few input channels (the first) sums with pixels in
@@ -163,4 +168,18 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
         }
         if let dbias { for o in 0..<s.outC { dbias[o] += g[gCount + o] } }
     }
+#else
+    fatalError("the direct kernels are x86-64 code; avx512Kernels is false elsewhere")
+#endif
+}
+
+/// C = A B on the narrow AVX-512 GEMM, A packed by `cgemm_pack` (ConvTranspose2d's products).
+@inline(__always)
+func narrowGEMM(_ c: UnsafeMutablePointer<Float>, ldc: Int, packed: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                ldb: Int, m: Int, n: Int, k: Int) {
+#if arch(x86_64)
+    cgemm_narrow(c, ldc, packed, b, ldb, Int32(m), Int32(n), Int32(k))
+#else
+    fatalError("the narrow GEMM is x86-64 code; avx512Kernels is false elsewhere")
+#endif
 }

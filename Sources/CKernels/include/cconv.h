@@ -22,6 +22,7 @@ size_t cconv3x3_packed_count(int outputs, int inputs);
 /// input gradient as a convolution of dy (outputs C, inputs O, kernel flipped).
 void cconv3x3_pack(float *packed, const float *w, int O, int C, int adjoint);
 
+#if defined(__x86_64__)
 /// One image, output rows [row0, row1): y[p] = sum over q < inputs of conv(x[q], w[p, q]) for
 /// p < outputs, plus bias[p] (NULL: none), or added to what y holds when `accumulate` is 1.
 /// Planes are height x width floats, one after another. The weights are `packed` as above;
@@ -48,6 +49,7 @@ void cconv3x3_unfold_rows(float *t, const float *x, size_t x_image, int images, 
                           int padded_channels, int height, int width, int row0, int row1);
 void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outputs, const float *t, int images,
                                int padded_channels, int outputs, int width, int row0, int row1);
+#endif
 void cconv3x3_weight_grad_add(float *dw, size_t ldw, const float *g, int inputs, int padded_channels, int outputs);
 
 /// C = A B for A with few rows (tens to hundreds) and B with many columns, where OpenBLAS spends
@@ -56,6 +58,8 @@ void cconv3x3_weight_grad_add(float *dw, size_t ldw, const float *g, int inputs,
 /// rows; B is k x n with rows `ldb` apart; C's rows lie `ldc` apart and are assigned.
 size_t cgemm_packed_count(int m, int k);
 void cgemm_pack(float *packed, const float *a, size_t lda, int m, int k, int transposed);
+#if defined(__x86_64__)
 void cgemm_narrow(float *c, size_t ldc, const float *packed, const float *b, size_t ldb, int m, int n, int k);
+#endif
 
 #endif
