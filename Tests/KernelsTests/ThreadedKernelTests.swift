@@ -1,3 +1,4 @@
+import Foundation
 import Kernels
 import XCTest
 
@@ -150,6 +151,32 @@ final class ThreadedKernelTests: XCTestCase {
             for (i, (a, r)) in zip(results, reference).enumerated() {
                 assertClose(a, r, "result \(i) with \(threads) threads, band \(band)")
             }
+        }
+    }
+
+    /// The worker pool runs every chunk once: for each thread count in turn, for a loop started
+    /// inside another (which runs on its caller), and for loops started from two threads at once.
+    func testWorkerPoolRunsEveryChunkOnce() {
+        for threads in [2, 3, 1, 4, 2] {
+            setComputeThreads(threads)
+            var hits = [Int](repeating: 0, count: 1000)
+            hits.withUnsafeMutableBufferPointer { h in parallelFor(1000) { h[$0] += 1 } }
+            XCTAssertEqual(hits, [Int](repeating: 1, count: 1000), "\(threads) threads")
+            var nested = [Int](repeating: 0, count: 64)
+            nested.withUnsafeMutableBufferPointer { h in
+                parallelFor(8) { i in parallelFor(8) { j in h[i * 8 + j] += 1 } }
+            }
+            XCTAssertEqual(nested, [Int](repeating: 1, count: 64), "nested, \(threads) threads")
+            var a = [Int](repeating: 0, count: 300), b = a
+            a.withUnsafeMutableBufferPointer { pa in
+                b.withUnsafeMutableBufferPointer { pb in
+                    let both = [pa, pb]
+                    DispatchQueue.concurrentPerform(iterations: 2) { k in
+                        for _ in 0..<20 { parallelFor(300) { both[k][$0] += 1 } }
+                    }
+                }
+            }
+            XCTAssertEqual(a, [Int](repeating: 20, count: 300)); XCTAssertEqual(b, a)
         }
     }
 }
