@@ -1,4 +1,5 @@
 import CKernels
+
 /// ConvTranspose2d without padding: each input pixel paints a k x k patch at stride s.
 ///
 /// Weights are PyTorch's [inC, outC, k, k], an inC x (outC*k*k) matrix. The forward pass is

@@ -1,6 +1,10 @@
 import CKernels
 import Foundation
 
+// 3x3 stride-1 "same" convolutions on CKernels' direct AVX-512 kernels (see cconv.h): the same
+// contract as conv2dForward / conv2dBackward's banded path, which they replace where
+// `runsDirect` holds.
+
 /// Pixels per work item: a band of a large plane, or a group of small images.
 nonisolated(unsafe) public var directPixels = 4096
 
@@ -70,6 +74,7 @@ struct Parts<P> {
     }
 }
 
+/// y = conv(x, weight) + bias, x one tensor or a concatenation read where it lies.
 func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
@@ -92,6 +97,7 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
 #endif
 }
 
+/// Accumulates dweight and dbias (+=) and assigns dx (split over a concatenation's tensors).
 func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweight: UnsafeMutablePointer<Float>,
                           dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                           x: ChannelBlocks<UnsafePointer<Float>>, weight: UnsafePointer<Float>,
