@@ -33,7 +33,8 @@ void cconv3x3_forward(float *y, const float *x, const float *packed, size_t bloc
 
 /// dw[p, q, tap] += sum over `images` images and output rows [row0, row1) of dy[p] times x[q]
 /// shifted by the tap; dw's rows (one per p) lie `ldw` floats apart. Images lie `dy_image` and
-/// `x_image` floats apart.
+/// `x_image` floats apart. Pixels in the lanes: for layers with a few input channels (the
+/// first), where padding channels to sixteen would multiply the work.
 void cconv3x3_weight_grad(float *dw, size_t ldw, const float *dy, const float *x, int inputs, int outputs,
                           int height, int width, int row0, int row1, int images, size_t dy_image, size_t x_image);
 
