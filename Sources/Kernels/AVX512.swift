@@ -10,3 +10,6 @@ nonisolated(unsafe) public var avx512Kernels =
 
 /// Whether the CPU has AVX-512F.
 public let avx512Available = cconv_available() != 0
+
+/// Which kernels run, for the lines `train` and `bench` print: "AVX-512 kernels" or "portable kernels".
+public var kernelsDescription: String { avx512Kernels ? "AVX-512 kernels" : "portable kernels" }

@@ -95,7 +95,7 @@ struct Bench: ParsableCommand {
             if json {
                 var object: [String: Any] = [
                     "model": modelOptions.model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
-                    "threads": threads, "blas_core": blasCoreName,
+                    "threads": threads, "blas_core": blasCoreName, "avx512_kernels": avx512Kernels,
                     "images_per_s": imagesPerSecond, "step_ms": stepSeconds * 1000,
                     "step_ms_all": times.map { $0 * 1000 },
                     "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
@@ -108,7 +108,7 @@ struct Bench: ParsableCommand {
                 print(String(decoding: data, as: UTF8.self))
             } else {
                 print("unet-dist bench: \(modelOptions.model) \(size)x\(size), batch \(batchSize), \(comm.size) rank(s) x \(threads) thread(s), "
-                      + "OpenBLAS \(blasCoreName), \(steps) steps after 1 warm-up")
+                      + "\(kernelsDescription), OpenBLAS \(blasCoreName), \(steps) steps after 1 warm-up")
                 print(String(format: "images/s        %.2f", imagesPerSecond))
                 print(String(format: "step ms         %.1f (median; all: %@)", stepSeconds * 1000,
                              times.map { String(format: "%.0f", $0 * 1000) }.joined(separator: " ")))

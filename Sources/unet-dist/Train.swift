@@ -82,7 +82,7 @@ struct Train: ParsableCommand {
             if bar { trainer.onStep = ProgressBar.draw }
             trainer.stopSignal = { cstop_signal() }
             if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
-                + "\(comm.size) rank(s) x \(threads) thread(s) (OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch") }
+                + "\(comm.size) rank(s) x \(threads) thread(s) (\(kernelsDescription), OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch") }
             try trainer.run()
         }
     }
