@@ -1,16 +1,10 @@
 #include "cbn.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define HAVE_AVX512 1
-#else
-#define HAVE_AVX512 0
-#endif
+#include "simd.h"
 
 // x * scale + shift must round as the Swift forward computes it: a product, then a sum.
 #pragma STDC FP_CONTRACT OFF
 
-#define AVX512 __attribute__((target("avx512f")))
 
 #if HAVE_AVX512
 AVX512 static void sums_avx512(const float *x, long n, double out[2]) {
@@ -70,25 +64,26 @@ static inline float masked_gradient(const float *dy, const float *x, const float
 }
 
 #if HAVE_AVX512
+/// Sixteen lanes of `masked_gradient`; x's lanes are given.
+AVX512 static INLINE __m512 masked_gradient16(const float *dy, __m512 xv, const float *relu, int masked, __m512 vscale,
+                                              __m512 vshift, long i) {
+    __m512 g = _mm512_loadu_ps(dy + i), zero = _mm512_setzero_ps();
+    if (relu) return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(relu + i), zero, _CMP_NLE_UQ), g);
+    if (!masked) return g;
+    __m512 y = _mm512_add_ps(_mm512_mul_ps(xv, vscale), vshift);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), g);
+}
+
 AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const float *relu, int masked, float scale,
                                         float shift, long n, float mean, float invstd, double out[2]) {
     __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
-    const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd), zero = _mm512_setzero_ps();
+    const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd);
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 g = _mm512_loadu_ps(dy + i), xv = _mm512_loadu_ps(x + i);
-        if (relu) {
-            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(relu + i), zero, _CMP_NLE_UQ), g);
-        } else if (masked) {
-            __m512 y = _mm512_add_ps(_mm512_mul_ps(xv, vscale), vshift);
-            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), g);
-        }
+        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, relu, masked, vscale, vshift, i);
         __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
-        __m512d glo = _mm512_cvtps_pd(_mm512_castps512_ps256(g));
-        __m512d ghi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(g), 1)));
-        __m512d xlo = _mm512_cvtps_pd(_mm512_castps512_ps256(xhat));
-        __m512d xhi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(xhat), 1)));
+        __m512d glo = low_half(g), ghi = high_half(g), xlo = low_half(xhat), xhi = high_half(xhat);
         a1 = _mm512_add_pd(a1, glo);
         b1 = _mm512_add_pd(b1, ghi);
         a2 = _mm512_add_pd(a2, _mm512_mul_pd(glo, xlo));
@@ -163,17 +158,11 @@ AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float
                                          float scale, float shift, long n, float mean, float invstd, float k,
                                          float mean_dy, float mean_dy_xhat) {
     const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd), vk = _mm512_set1_ps(k);
-    const __m512 vdy = _mm512_set1_ps(mean_dy), vdyx = _mm512_set1_ps(mean_dy_xhat), zero = _mm512_setzero_ps();
+    const __m512 vdy = _mm512_set1_ps(mean_dy), vdyx = _mm512_set1_ps(mean_dy_xhat);
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 g = _mm512_loadu_ps(dy + i), xv = _mm512_loadu_ps(x + i);
-        if (relu) {
-            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(relu + i), zero, _CMP_NLE_UQ), g);
-        } else if (masked) {
-            __m512 y = _mm512_add_ps(_mm512_mul_ps(xv, vscale), vshift);
-            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), g);
-        }
+        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, relu, masked, vscale, vshift, i);
         __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
         _mm512_storeu_ps(dx + i, _mm512_mul_ps(vk, _mm512_sub_ps(_mm512_sub_ps(g, vdy), _mm512_mul_ps(xhat, vdyx))));
     }

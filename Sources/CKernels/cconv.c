@@ -1,19 +1,15 @@
 #include "cconv.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
+#include "simd.h"
 
-// Only these functions are built for AVX-512; the Swift side calls them after cconv_available().
-#define AVX512 __attribute__((target("avx512f")))
-#define INLINE inline __attribute__((always_inline))
+// Only the AVX512 functions are built for AVX-512; the Swift side calls them after cconv_available().
 
 // Outputs per register block and vectors per tile: 8 x 3 accumulators, the three input
 // vectors and a broadcast weight fill 28 of the 32 vector registers.
 enum { OB = 8, TV = 3, TAPS = 9, LANES = 16 };
 
 int cconv_available(void) {
-#if defined(__x86_64__)
+#if HAVE_AVX512
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") ? 1 : 0;
 #else
@@ -42,7 +38,7 @@ void cconv3x3_pack(float *packed, const float *w, int O, int C, int adjoint) {
 }
 
 // The kernels themselves: x86-64 only (the Swift side calls them where cconv_available()).
-#if defined(__x86_64__)
+#if HAVE_AVX512
 
 static INLINE __mmask16 low_lanes(int n) {
     return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
@@ -350,7 +346,7 @@ void cgemm_pack(float *packed, const float *a, size_t lda, int m, int k, int tra
             }
 }
 
-#if defined(__x86_64__)
+#if HAVE_AVX512
 AVX512 void cgemm_narrow(float *c, size_t ldc, const float *packed, const float *b, size_t ldb, int m, int n, int k) {
     // Columns outside, row blocks inside: a tile of B (k x 48) stays in L1 for every block of A.
     for (int j = 0; j < n; j += TV * LANES) {

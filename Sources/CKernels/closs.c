@@ -1,16 +1,10 @@
 #include "closs.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define HAVE_AVX512 1
-#else
-#define HAVE_AVX512 0
-#endif
+#include "simd.h"
 #include <math.h>
 
 #pragma STDC FP_CONTRACT OFF
 
-#define AVX512 __attribute__((target("avx512f")))
 
 // glibc's libmvec: expf and log1pf on sixteen lanes (the vector function ABI's AVX-512 names).
 #if HAVE_AVX512
@@ -32,8 +26,8 @@ AVX512 static double bce_avx512(float *dlogits, const float *logits, const float
         __m512 x = _mm512_loadu_ps(logits + i), t = _mm512_loadu_ps(targets + i);
         __m512 e = _ZGVeN16v_expf(_mm512_sub_ps(zero, _mm512_abs_ps(x)));
         __m512 term = _mm512_add_ps(_mm512_sub_ps(_mm512_max_ps(x, zero), _mm512_mul_ps(x, t)), _ZGVeN16v_log1pf(e));
-        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(term)));
-        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(term), 1))));
+        lo = _mm512_add_pd(lo, low_half(term));
+        hi = _mm512_add_pd(hi, high_half(term));
         if (dlogits) {
             __m512 d = _mm512_add_ps(one, e);
             __m512 s = _mm512_mask_div_ps(_mm512_div_ps(e, d), _mm512_cmp_ps_mask(x, zero, _CMP_GE_OQ), one, d);
