@@ -41,8 +41,11 @@ public struct RunError: Error, CustomStringConvertible {
 /// Adapts a communicator to BatchNorm's statistics reducer (synchronized BatchNorm).
 public final class SyncStatistics: StatisticsReducer {
     let comm: Communicator
+    /// Times each reduction as `collectives` (`unet-dist bench`); nil in training.
+    public var profile: LayerProfile?
     public init(_ comm: Communicator) { self.comm = comm }
     public func sumAcrossReplicas(_ values: UnsafeMutablePointer<Double>, count: Int) {
-        comm.allreduceSum(values, count: count)
+        guard let profile else { return comm.allreduceSum(values, count: count) }
+        profile.timeCollective { comm.allreduceSum(values, count: count) }
     }
 }

@@ -7,8 +7,12 @@ import Foundation
 public final class LayerProfile {
     public enum Kind: Int, CaseIterable {
         case conv, convTranspose, batchNorm, relu, pool, other
-        /// The loss and its gradient (forward), the gradient sum over ranks and the optimizer (backward).
+        /// The loss and its gradient (forward), the optimizer (backward).
         case lossAndUpdate
+        /// Time inside the step's collectives: BatchNorm's reductions (forward and backward) and the
+        /// gradient sum (backward). Mostly ranks waiting for each other; not counted in the kinds
+        /// that call them.
+        case collectives
         public var name: String {
             switch self {
             case .conv: "conv"
@@ -18,6 +22,7 @@ public final class LayerProfile {
             case .pool: "pool"
             case .other: "other"
             case .lossAndUpdate: "loss_and_update"
+            case .collectives: "collectives"
             }
         }
     }
@@ -29,11 +34,16 @@ public final class LayerProfile {
     /// Multiply-adds x 2 of the convolutions and transposed convolutions, forward and backward.
     public var convFlops = 0.0
 
+    /// Seconds in collectives so far: a timed region subtracts what it contains.
+    private var collectiveSeconds = 0.0
+    /// Whether the innermost timed region is part of the backward pass.
+    private var inBackward = false
+
     public init() {}
 
     public func reset() {
         for i in forward.indices { forward[i] = 0; backward[i] = 0 }
-        convFlops = 0
+        convFlops = 0; collectiveSeconds = 0
     }
 
     @inline(__always)
@@ -43,10 +53,25 @@ public final class LayerProfile {
         return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 
+    /// Runs `kind`'s region, charging it its time less the collectives inside it.
     @inline(__always)
-    func add(_ kind: Kind, backward isBackward: Bool, since start: Double) {
-        let dt = Self.now() - start
+    func time<T>(_ kind: Kind, backward isBackward: Bool, _ body: () -> T) -> T {
+        let start = Self.now(), outer = inBackward, before = collectiveSeconds
+        inBackward = isBackward
+        let result = body()
+        inBackward = outer
+        let dt = Self.now() - start - (collectiveSeconds - before)
         if isBackward { backward[kind.rawValue] += dt } else { forward[kind.rawValue] += dt }
+        return result
+    }
+
+    /// Runs a collective, charging it to `collectives` in the pass of the region around it.
+    public func timeCollective(_ body: () -> Void) {
+        let start = Self.now()
+        body()
+        let dt = Self.now() - start
+        collectiveSeconds += dt
+        if inBackward { backward[Kind.collectives.rawValue] += dt } else { forward[Kind.collectives.rawValue] += dt }
     }
 }
 
@@ -55,9 +80,13 @@ extension LayerContext {
     @inline(__always)
     func timed<T>(_ kind: LayerProfile.Kind, backward: Bool = false, _ body: () -> T) -> T {
         guard let profile else { return body() }
-        let start = LayerProfile.now()
-        let result = body()
-        profile.add(kind, backward: backward, since: start)
-        return result
+        return profile.time(kind, backward: backward, body)
+    }
+
+    /// Runs a collective, timed as `collectives` when profiling is on.
+    @inline(__always)
+    func collective(_ body: () -> Void) {
+        guard let profile else { return body() }
+        profile.timeCollective(body)
     }
 }

@@ -519,7 +519,7 @@ extension SegmentationModel {
         store.zeroGradients()
         backward(logits)
         context.timed(.lossAndUpdate, backward: true) {
-            comm.allreduceSum(store.grads, count: store.parameterCount)
+            context.collective { comm.allreduceSum(store.grads, count: store.parameterCount) }
             store.applyOptimizer(optimizer)
         }
         return lossSum

@@ -52,9 +52,13 @@ struct Bench: ParsableCommand {
                 }
             }
             let settings = OptimizerSettings(kind: .adam, lr: 3e-4)
-            if comm.size > 1 { net.context.statistics = SyncStatistics(comm) }
             let profile = LayerProfile()
             net.context.profile = profile
+            if comm.size > 1 {
+                let sync = SyncStatistics(comm)
+                sync.profile = profile
+                net.context.statistics = sync
+            }
 
             _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
                               comm: comm, optimizer: settings)
@@ -78,17 +82,21 @@ struct Bench: ParsableCommand {
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let rssMB = Double(usage.ru_maxrss) / 1024
-            var slots = [Double](repeating: 0, count: 4 * comm.size)
-            slots[4 * comm.rank] = Double(local) / stepSeconds
-            slots[4 * comm.rank + 1] = rssMB
-            slots[4 * comm.rank + 2] = flops / max(convSeconds, 1e-12)
-            slots[4 * comm.rank + 3] = flops
+            let collective = LayerProfile.Kind.collectives.rawValue
+            var slots = [Double](repeating: 0, count: 5 * comm.size)
+            slots[5 * comm.rank] = Double(local) / stepSeconds
+            slots[5 * comm.rank + 1] = rssMB
+            slots[5 * comm.rank + 2] = flops / max(convSeconds, 1e-12)
+            slots[5 * comm.rank + 3] = flops
+            slots[5 * comm.rank + 4] = forward[collective] + backward[collective]
             slots.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
             let ranks = 0..<comm.size
-            let imagesPerSecond = ranks.reduce(0.0) { $0 + slots[4 * $1] }
-            let maxRSS = ranks.map { slots[4 * $0 + 1] }.max()!, totalRSS = ranks.reduce(0.0) { $0 + slots[4 * $1 + 1] }
-            let convGflops = ranks.reduce(0.0) { $0 + slots[4 * $1 + 2] } / Double(comm.size) / 1e9
-            let stepGflops = ranks.reduce(0.0) { $0 + slots[4 * $1 + 3] } / stepSeconds / 1e9
+            let imagesPerSecond = ranks.reduce(0.0) { $0 + slots[5 * $1] }
+            let maxRSS = ranks.map { slots[5 * $0 + 1] }.max()!, totalRSS = ranks.reduce(0.0) { $0 + slots[5 * $1 + 1] }
+            let convGflops = ranks.reduce(0.0) { $0 + slots[5 * $1 + 2] } / Double(comm.size) / 1e9
+            let stepGflops = ranks.reduce(0.0) { $0 + slots[5 * $1 + 3] } / stepSeconds / 1e9
+            // The rank that spent the longest in collectives waited most for the others.
+            let collectiveMax = ranks.map { slots[5 * $0 + 4] }.max()!
             guard comm.isRoot else { return }
 
             let kinds = LayerProfile.Kind.allCases
@@ -100,6 +108,7 @@ struct Bench: ParsableCommand {
                     "step_ms_all": times.map { $0 * 1000 },
                     "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
                     "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
+                    "collectives_ms_max": collectiveMax * 1000,
                 ]
                 var fw: [String: Double] = [:], bw: [String: Double] = [:]
                 for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
@@ -122,6 +131,10 @@ struct Bench: ParsableCommand {
                 print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", convGflops, stepGflops))
                 print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", sgemm, sgemmSize, sgemmSize))
                 print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", maxRSS, totalRSS))
+                if comm.size > 1 {
+                    print(String(format: "collectives     %.1f ms per step on the rank that spent the longest in them (mostly waiting for the others)",
+                                 collectiveMax * 1000))
+                }
             }
         }
     }

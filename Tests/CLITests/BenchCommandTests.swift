@@ -1,0 +1,58 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// `unet-dist bench` end to end: the JSON object issue 6 asks for, on one process and as global
+/// figures under mpirun. Tiny images and two steps: the timings themselves are not asserted.
+final class BenchCommandTests: XCTestCase {
+    func bench(batch: Int, ranks: Int? = nil) throws -> [String: Any] {
+        let r = try runUnetDist(["bench", "--size", "32", "--batch-size", "\(batch)", "--steps", "2", "--threads", "1",
+                                 "--sgemm-size", "64", "--json"], ranks: ranks)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let line = try XCTUnwrap(r.stdout.split(separator: "\n").last, r.stdout)
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], String(line))
+    }
+
+    func number(_ object: [String: Any], _ key: String, file: StaticString = #filePath, line: UInt = #line) throws -> Double {
+        try XCTUnwrap(object[key] as? Double, "\(key) in \(object)", file: file, line: line)
+    }
+
+    func times(_ object: [String: Any], _ pass: String) throws -> [String: Double] {
+        try XCTUnwrap(object[pass] as? [String: Double], "\(pass) in \(object)")
+    }
+
+    func testJSONOnOneProcess() throws {
+        let two = try bench(batch: 2), four = try bench(batch: 4)
+        for key in ["images_per_s", "step_ms", "gflops", "conv_gflops", "sgemm_gflops", "peak_rss_mb"] {
+            XCTAssertGreaterThan(try number(two, key), 0, key)
+        }
+        XCTAssertEqual((two["step_ms_all"] as? [Double])?.count, 2)
+        // The FLOP count follows the batch, not the clock.
+        XCTAssertEqual(try number(four, "conv_gflop_per_step"), 2 * (try number(two, "conv_gflop_per_step")),
+                       accuracy: 1e-9)
+        let kinds = ["conv", "conv_transpose", "batch_norm", "relu", "pool", "other", "loss_and_update", "collectives"]
+        for pass in ["forward_ms", "backward_ms"] {
+            let t = try times(two, pass)
+            XCTAssertEqual(Set(t.keys), Set(kinds), pass)
+            XCTAssertGreaterThan(t["conv"] ?? 0, 0, pass)
+            // One process has no one to wait for: its gradient sum is a no-op.
+            XCTAssertLessThan(t["collectives"] ?? 1, 0.05, pass)
+        }
+        XCTAssertLessThan(try number(two, "collectives_ms_max"), 0.1)
+    }
+
+    func testGlobalFiguresUnderMPI() throws {
+        let one = try bench(batch: 4), two = try bench(batch: 4, ranks: 2)
+        XCTAssertEqual(two["ranks"] as? Int, 2)
+        // Two ranks share the global batch of 4: the step's FLOPs are the same as on one process.
+        XCTAssertEqual(try number(two, "conv_gflop_per_step"), try number(one, "conv_gflop_per_step"), accuracy: 1e-9)
+        XCTAssertGreaterThanOrEqual(try number(two, "peak_rss_mb_total"), try number(two, "peak_rss_mb"))
+        // BatchNorm's reductions (forward) and the gradient sum (backward) are timed as collectives,
+        // apart from the layers that call them.
+        let forward = try times(two, "forward_ms"), backward = try times(two, "backward_ms")
+        XCTAssertGreaterThan(forward["collectives"] ?? 0, 0)
+        XCTAssertGreaterThan(backward["collectives"] ?? 0, 0)
+        XCTAssertGreaterThanOrEqual(try number(two, "collectives_ms_max"),
+                                    (forward["collectives"] ?? 0) + (backward["collectives"] ?? 0) - 1e-6)
+    }
+}
