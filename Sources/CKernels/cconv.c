@@ -72,36 +72,10 @@ static INLINE void nothing(Vec *v) {
     for (int t = 0; t < TAPS; t++) v->tap[t] = 0;
 }
 
-/// How a tile's loads keep out of the padding, a constant at each call. Masked loads cost more
-/// than plain ones (the convolutions of a training step at 128x128 ran 5-8% faster with fewer of
-/// them), so a tile of one column of vectors in rows whose input rows all lie inside the image
-/// masks only the taps that reach past the image's left edge (LEFT), its right edge (RIGHT) or
-/// both, with the one column mask they share; in the middle of the image (PLAIN) nothing is
-/// masked. Other tiles (the first and last rows, a row's partial last vector, a band's last rows
-/// when fewer than TV) mask every load with its own mask (EVERY_TAP).
-enum { PLAIN = 0, LEFT = 1, RIGHT = 2, BOTH = 3, EVERY_TAP = 4 };
-
-/// Input vector s of tap (ky, kx) for one channel; `mode` and `kx` are constants where called.
-AVX512 static INLINE __m512 tap_load(const float *xq, const Vec v[TV], const ptrdiff_t d[TAPS], int s, int ky, int kx,
-                                     const int mode) {
-    const float *p = xq + v[s].offset + d[ky * 3 + kx];
-    if (mode == EVERY_TAP) return _mm512_maskz_loadu_ps(v[s].tap[ky * 3 + kx], p);
-    if ((kx == 0 && (mode & LEFT)) || (kx == 2 && (mode & RIGHT))) return _mm512_maskz_loadu_ps(v[0].tap[3 + kx], p);
-    return _mm512_loadu_ps(p);
-}
-
-/// acc[o][s] += w[o] * x[s] for the eight outputs' weights of one tap.
-AVX512 static INLINE void tap_fma(__m512 acc[OB][TV], const float *w, const __m512 xv[TV]) {
-    for (int o = 0; o < OB; o++) {
-        __m512 wo = _mm512_set1_ps(w[o]);
-        for (int s = 0; s < TV; s++) acc[o][s] = _mm512_fmadd_ps(wo, xv[s], acc[o][s]);
-    }
-}
-
 /// Up to eight outputs of TV vectors: every input channel and tap, sums kept in registers.
 AVX512 static INLINE void forward_tile(float *y, const float *x, const float *wb, const float *bias, int outputs,
                                        int inputs, size_t plane, const ptrdiff_t d[TAPS], const Vec v[TV],
-                                       int accumulate, const int mode) {
+                                       int accumulate) {
     __m512 acc[OB][TV];
     for (int o = 0; o < OB; o++)
         for (int s = 0; s < TV; s++)
@@ -113,16 +87,13 @@ AVX512 static INLINE void forward_tile(float *y, const float *x, const float *wb
         for (int s = 0; s < TV; s++)
             for (int ky = 0; ky < 3; ky++)
                 _mm_prefetch((const char *)(xq + plane + v[s].offset + d[ky * 3 + 1]), _MM_HINT_T0);
-        // One row of taps per iteration, its three columns written out so that whether a load is
-        // masked is known when compiled.
-        for (int ky = 0; ky < 3; ky++) {
+        for (int t = 0; t < TAPS; t++) {
             __m512 xv[TV];
-            for (int s = 0; s < TV; s++) xv[s] = tap_load(xq, v, d, s, ky, 0, mode);
-            tap_fma(acc, wq + (ky * 3 + 0) * OB, xv);
-            for (int s = 0; s < TV; s++) xv[s] = tap_load(xq, v, d, s, ky, 1, mode);
-            tap_fma(acc, wq + (ky * 3 + 1) * OB, xv);
-            for (int s = 0; s < TV; s++) xv[s] = tap_load(xq, v, d, s, ky, 2, mode);
-            tap_fma(acc, wq + (ky * 3 + 2) * OB, xv);
+            for (int s = 0; s < TV; s++) xv[s] = _mm512_maskz_loadu_ps(v[s].tap[t], xq + v[s].offset + d[t]);
+            for (int o = 0; o < OB; o++) {
+                __m512 w = _mm512_set1_ps(wq[t * OB + o]);
+                for (int s = 0; s < TV; s++) acc[o][s] = _mm512_fmadd_ps(w, xv[s], acc[o][s]);
+            }
         }
     }
     for (int o = 0; o < outputs; o++)
@@ -133,37 +104,26 @@ static void taps(ptrdiff_t d[TAPS], int width) {
     for (int t = 0; t < TAPS; t++) d[t] = (ptrdiff_t)(t / 3 - 1) * width + (t % 3 - 1);
 }
 
-
 AVX512 void cconv3x3_forward(float *y, const float *x, const float *packed, size_t block_stride, const float *bias,
                              int inputs, int outputs, int height, int width, int row0, int row1, int accumulate) {
     size_t plane = (size_t)height * width;
     int per_row = (width + LANES - 1) / LANES;
+    long first = (long)row0 * per_row, end = (long)row1 * per_row;
     ptrdiff_t d[TAPS];
     taps(d, width);
     for (int b = 0; b * OB < outputs; b++) {
         int n = outputs - b * OB < OB ? outputs - b * OB : OB;
-        const float *wb = packed + (size_t)b * block_stride, *bb = bias ? bias + b * OB : 0;
-        float *yb = y + (size_t)b * OB * plane;
-        // A tile is one column of vectors in TV consecutive rows (a band's last rows may leave
-        // some of its vectors empty).
-        for (int oy = row0; oy < row1; oy += TV)
-            for (int i = 0; i < per_row; i++) {
-                Vec v[TV];
-                for (int s = 0; s < TV; s++) {
-                    if (oy + s < row1) describe(&v[s], oy + s, i * LANES, height, width);
-                    else nothing(&v[s]);
-                }
-                int mode = EVERY_TAP;
-                if (oy > 0 && oy + TV < height && oy + TV <= row1 && v[0].tap[4] == (__mmask16)0xFFFF)
-                    mode = (v[0].tap[3] != (__mmask16)0xFFFF ? LEFT : 0) | (v[0].tap[5] != (__mmask16)0xFFFF ? RIGHT : 0);
-                switch (mode) {
-                case PLAIN: forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, PLAIN); break;
-                case LEFT: forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, LEFT); break;
-                case RIGHT: forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, RIGHT); break;
-                case BOTH: forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, BOTH); break;
-                default: forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, EVERY_TAP);
-                }
+        // A tile's vectors are consecutive in the plane and may span rows.
+        for (long i = first; i < end; i += TV) {
+            Vec v[TV];
+            for (int s = 0; s < TV; s++) {
+                long k = i + s;
+                if (k < end) describe(&v[s], (int)(k / per_row), (int)(k % per_row) * LANES, height, width);
+                else nothing(&v[s]);
             }
+            forward_tile(y + (size_t)b * OB * plane, x, packed + (size_t)b * block_stride, bias ? bias + b * OB : 0, n,
+                         inputs, plane, d, v, accumulate);
+        }
     }
 }
 

@@ -5,7 +5,7 @@ import XCTest
 /// finite-difference tests check against PyTorch. Direct 3x3 convolutions against im2col +
 /// OpenBLAS: every output, input gradient, weight and bias gradient, over shapes that reach the
 /// kernels' edges (rows narrower than, equal to and wider than a vector, a last vector with one
-/// lane, tiles inside the image and at each of its edges, output blocks of eight with a remainder, channel counts padded to sixteen, one input
+/// lane, output blocks of eight with a remainder, channel counts padded to sixteen, one input
 /// channel), bands of rows, groups of images and threads. ConvTranspose2d's narrow GEMMs, and
 /// BatchNorm's passes over planes longer than a vector.
 final class AVX512KernelTests: XCTestCase {
@@ -81,8 +81,7 @@ final class AVX512KernelTests: XCTestCase {
         // (in, out, batch, height, width)
         let shapes = [(1, 16, 2, 9, 8), (3, 5, 2, 7, 9), (8, 8, 3, 5, 5), (16, 3, 2, 6, 33), (18, 17, 2, 6, 33),
                       (20, 9, 1, 1, 17), (4, 24, 2, 2, 1), (33, 16, 2, 4, 16), (16, 40, 1, 17, 31), (70, 12, 2, 3, 5),
-                      // Tiles of rows inside the image: no masks in the middle of a row (64 wide),
-                      // masks at its left and right edges, and at both (16 wide).
+                      // Rows of four vectors and of one, with rows away from the first and last.
                       (16, 16, 1, 11, 64), (8, 9, 2, 9, 16)]
         for (c, o, n, h, w) in shapes {
             compare(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: n, h: h, w: w, settings: settings)
