@@ -35,10 +35,11 @@ final class BenchCommandTests: XCTestCase {
             let t = try times(two, pass)
             XCTAssertEqual(Set(t.keys), Set(kinds), pass)
             XCTAssertGreaterThan(t["conv"] ?? 0, 0, pass)
-            // One process has no one to wait for: its gradient sum is a no-op.
-            XCTAssertLessThan(t["collectives"] ?? 1, 0.05, pass)
+            // One process has no one to wait for: its gradient sum is a no-op (well under a
+            // millisecond even if the machine preempts it; any layer's work would be more).
+            XCTAssertLessThan(t["collectives"] ?? 1, 1, pass)
         }
-        XCTAssertLessThan(try number(two, "collectives_ms_max"), 0.1)
+        XCTAssertLessThan(try number(two, "collectives_ms_max"), 1)
     }
 
     func testGlobalFiguresUnderMPI() throws {
