@@ -24,6 +24,9 @@ public struct ConvTranspose2dShape: Equatable {
     public func workspaceCount(height: Int, width: Int) -> Int {
         computeThreads * (outC * kernel * kernel * height * width + weightCount + outC) + packedCount
     }
+    /// The up blocks' 2x2 stride-2 forward runs on its own AVX-512 kernel (`cconvt2x2_forward`).
+    public var runsDirect: Bool { avx512Kernels && kernel == 2 && stride == 2 }
+    var directPackedCount: Int { cconvt2x2_packed_count(Int32(inC), Int32(outC)) }
     var packedCount: Int {
         let rows = outC * kernel * kernel
         return max(cgemm_packed_count(Int32(rows), Int32(inC)), cgemm_packed_count(Int32(inC), Int32(rows)))
@@ -34,6 +37,18 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
                                    weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                    batch: Int, height: Int, width: Int, _ s: ConvTranspose2dShape,
                                    workspace: Workspace) {
+    if s.runsDirect {
+        let tileCount = cconvt2x2_tile_count(Int32(s.inC))
+        let ws = workspace.floats(s.directPackedCount + computeThreads * tileCount)
+        let packed = ws + computeThreads * tileCount
+        cconvt2x2_pack(packed, weight, Int32(s.inC), Int32(s.outC))
+        let outPlane = 4 * height * width
+        parallelChunks(batch) { t, images in for n in images {
+            cconvt2x2_forward(y + n * s.outC * outPlane, x + n * s.inC * height * width, packed, bias, Int32(s.inC),
+                              Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), ws + t * tileCount)
+        } }
+        return
+    }
     let g = s.window(height: height, width: width)
     let plane = height * width, outPlane = g.height * g.width
     let ws = workspace.floats(s.workspaceCount(height: height, width: width))

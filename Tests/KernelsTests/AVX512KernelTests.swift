@@ -115,25 +115,35 @@ final class AVX512KernelTests: XCTestCase {
 
     func testConvTransposeAgainstOpenBLAS() throws {
         guard avx512Available else { return XCTAssertFalse(avx512Kernels) }
-        // 5 * 4 = 20 GEMM rows (blocks of eight and a remainder), 7 x 9 = 63 columns (a tile of
-        // 48 and a tail).
-        let s = ConvTranspose2dShape(inC: 6, outC: 5), xs = Shape(3, 6, 7, 9), ys = s.outputShape(xs)
-        let x = random(xs.count), w = random(s.weightCount, scale: 0.3), b = random(5), dy = random(ys.count)
+        // 6 -> 5: 20 GEMM rows in the backward (blocks of eight and a remainder), the forward's
+        // blocks of four outputs with a remainder, rows of 9 (one short vector, tiles spanning
+        // rows); 49 wide (the seed's 394 UNet: three vectors and one lane); exactly one vector;
+        // a single pixel; 1 row of 17.
+        for (inC, outC, n, h, w) in [(6, 5, 3, 7, 9), (32, 16, 2, 5, 49), (16, 8, 2, 16, 16), (3, 6, 2, 1, 1),
+                                     (8, 4, 3, 1, 17)] {
+            compareConvTranspose(ConvTranspose2dShape(inC: inC, outC: outC), Shape(n, inC, h, w))
+        }
+    }
+
+    func compareConvTranspose(_ s: ConvTranspose2dShape, _ xs: Shape, file: StaticString = #filePath, line: UInt = #line) {
+        let ys = s.outputShape(xs)
+        let x = random(xs.count), w = random(s.weightCount, scale: 0.3), b = random(s.outC), dy = random(ys.count)
         var results: [[Float]] = []
         for avx in [false, true] {
             avx512Kernels = avx
+            XCTAssertEqual(s.runsDirect, avx, file: file, line: line)
             for threads in [1, 2] {
                 setComputeThreads(threads)
                 let ws = Workspace()
                 var y = [Float](repeating: .nan, count: ys.count), dx = [Float](repeating: .nan, count: x.count)
-                var dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: 5)
-                convTranspose2dForward(&y, x, weight: w, bias: b, batch: 3, height: 7, width: 9, s, workspace: ws)
-                convTranspose2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, batch: 3, height: 7,
-                                        width: 9, s, workspace: ws)
+                var dw = [Float](repeating: 0, count: w.count), db = [Float](repeating: 0, count: s.outC)
+                convTranspose2dForward(&y, x, weight: w, bias: b, batch: xs.n, height: xs.h, width: xs.w, s, workspace: ws)
+                convTranspose2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, batch: xs.n,
+                                        height: xs.h, width: xs.w, s, workspace: ws)
                 results.append(y + dx + dw + db)
             }
         }
-        for r in results.dropFirst() { assertClose(r, results[0], "convT") }
+        for r in results.dropFirst() { assertClose(r, results[0], "convT \(s) \(xs)", file: file, line: line) }
     }
 
     /// BatchNorm's sums, output and input gradient on both paths: equal up to the order of the

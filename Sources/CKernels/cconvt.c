@@ -1,0 +1,93 @@
+#include "cconvt.h"
+
+#include "simd.h"
+
+// Outputs per register block: 4 outputs x 2 kernel columns x 3 vectors = 24 sums, the three
+// input vectors and a broadcast weight fill 28 of the 32 vector registers.
+enum { OB = 4, TV = 3, LANES = 16 };
+
+size_t cconvt2x2_packed_count(int inputs, int outputs) {
+    return (size_t)((outputs + OB - 1) / OB) * 2 * (size_t)inputs * 2 * OB;
+}
+
+void cconvt2x2_pack(float *packed, const float *w, int inputs, int outputs) {
+    for (int b = 0; b * OB < outputs; b++)
+        for (int a = 0; a < 2; a++)
+            for (int q = 0; q < inputs; q++)
+                for (int j = 0; j < 2 * OB; j++) {
+                    int p = b * OB + j / 2, kx = j % 2;
+                    packed[(((size_t)b * 2 + a) * inputs + q) * 2 * OB + j] =
+                        p < outputs ? w[(((size_t)q * outputs + p) * 2 + a) * 2 + kx] : 0.f;
+                }
+}
+
+size_t cconvt2x2_tile_count(int inputs) { return (size_t)TV * LANES * (size_t)inputs; }
+
+#if HAVE_AVX512
+
+static INLINE __mmask16 low_lanes(int n) {
+    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+AVX512 void cconvt2x2_forward(float *y, const float *x, const float *packed, const float *bias, int inputs, int outputs,
+                              int height, int width, int row0, int row1, float *tile) {
+    size_t plane = (size_t)height * width, out_plane = 4 * plane;
+    int ow = 2 * width, per_row = (width + LANES - 1) / LANES;
+    long first = (long)row0 * per_row, end = (long)row1 * per_row;
+    // Output lanes 2i and 2i + 1 take lane i of kernel columns 0 and 1 (indices 16+ pick the second).
+    const __m512i low = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i high = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    for (long i = first; i < end; i += TV) {
+        // Each vector lies within one input row; a tile's vectors are consecutive and may span rows.
+        ptrdiff_t in[TV], out[TV];
+        __mmask16 load[TV], store_low[TV], store_high[TV];
+        for (int s = 0; s < TV; s++) {
+            long k = i + s;
+            int iy = (int)(k / per_row), x0 = (int)(k % per_row) * LANES, n = k < end ? width - x0 : 0;
+            in[s] = k < end ? (ptrdiff_t)iy * width + x0 : 0;
+            out[s] = k < end ? (ptrdiff_t)2 * iy * ow + 2 * x0 : 0;
+            load[s] = low_lanes(n);
+            store_low[s] = low_lanes(2 * n);
+            store_high[s] = low_lanes(2 * n - LANES);
+        }
+        // The tile's inputs, channel after channel: read once per block of outputs and kernel row
+        // from here, not from planes a power of two apart (which share a few L1 sets).
+        for (int q = 0; q < inputs; q++)
+            for (int s = 0; s < TV; s++)
+                _mm512_storeu_ps(tile + (q * TV + s) * LANES, _mm512_maskz_loadu_ps(load[s], x + q * plane + in[s]));
+        for (int b = 0; b * OB < outputs; b++) {
+            int count = outputs - b * OB < OB ? outputs - b * OB : OB;
+            for (int a = 0; a < 2; a++) {
+                const float *wp = packed + ((size_t)b * 2 + a) * inputs * 2 * OB;
+                __m512 acc[OB][2][TV];
+                for (int o = 0; o < OB; o++)
+                    for (int kx = 0; kx < 2; kx++)
+                        for (int s = 0; s < TV; s++) acc[o][kx][s] = _mm512_setzero_ps();
+                for (int q = 0; q < inputs; q++) {
+                    __m512 xv[TV];
+                    for (int s = 0; s < TV; s++) xv[s] = _mm512_loadu_ps(tile + (q * TV + s) * LANES);
+                    for (int j = 0; j < 2 * OB; j++) {
+                        __m512 w = _mm512_set1_ps(wp[(size_t)q * 2 * OB + j]);
+                        for (int s = 0; s < TV; s++) acc[j / 2][j % 2][s] = _mm512_fmadd_ps(w, xv[s], acc[j / 2][j % 2][s]);
+                    }
+                }
+                for (int o = 0; o < count; o++) {
+                    float *yo = y + (size_t)(b * OB + o) * out_plane + (size_t)a * ow;
+                    for (int s = 0; s < TV; s++) {
+                        __m512 lo = _mm512_permutex2var_ps(acc[o][0][s], low, acc[o][1][s]);
+                        __m512 hi = _mm512_permutex2var_ps(acc[o][0][s], high, acc[o][1][s]);
+                        if (bias) {
+                            __m512 bv = _mm512_set1_ps(bias[b * OB + o]);
+                            lo = _mm512_add_ps(lo, bv);
+                            hi = _mm512_add_ps(hi, bv);
+                        }
+                        _mm512_mask_storeu_ps(yo + out[s], store_low[s], lo);
+                        _mm512_mask_storeu_ps(yo + out[s] + LANES, store_high[s], hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#endif
