@@ -1,3 +1,5 @@
+import CKernels
+
 /// ReLU in place (PyTorch's inplace=True, as the seed uses it).
 public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
     for i in 0..<count { x[i] = max(x[i], 0) }
@@ -11,6 +13,9 @@ public func reluBackward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Floa
 /// MaxPool2d(2): 2x2 windows at stride 2; an odd last row or column is dropped (floor).
 public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, planes: Int, height: Int, width: Int) {
     let oh = height / 2, ow = width / 2
+    if avx512Kernels {
+        return parallelFor(planes) { p in cpool2_forward(y + p * oh * ow, x + p * height * width, Int32(height), Int32(width)) }
+    }
     parallelFor(planes) { p in
         let src = x + p * height * width, dst = y + p * oh * ow
         for oy in 0..<oh {
@@ -42,6 +47,12 @@ func windowMax(_ x: UnsafePointer<Float>, _ oy: Int, _ ox: Int, _ width: Int) ->
 public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
                              planes: Int, height: Int, width: Int, accumulate: Bool = false) {
     let oh = height / 2, ow = width / 2
+    if avx512Kernels {
+        return parallelFor(planes) { p in
+            cpool2_backward(dx + p * height * width, dy + p * oh * ow, x + p * height * width, Int32(height), Int32(width),
+                            accumulate ? 1 : 0)
+        }
+    }
     parallelFor(planes) { p in
         let src = x + p * height * width, grad = dx + p * height * width, g = dy + p * oh * ow
         if accumulate {

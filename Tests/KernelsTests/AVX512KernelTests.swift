@@ -146,6 +146,33 @@ final class AVX512KernelTests: XCTestCase {
         for r in results.dropFirst() { assertClose(r, results[0], "convT \(s) \(xs)", file: file, line: line) }
     }
 
+    /// MaxPool2d(2) forward and backward (assigned and accumulated) against the portable loops,
+    /// bit for bit: odd heights and widths (dropped row and column), rows shorter than, equal to
+    /// and longer than a vector's 32 input columns, ties (the first in scan order wins), NaN,
+    /// and signed zeros.
+    func testMaxPoolAgainstPortable() throws {
+        guard avx512Available else { return XCTAssertFalse(avx512Kernels) }
+        for (h, w) in [(1, 1), (2, 2), (3, 5), (4, 31), (5, 32), (2, 33), (6, 64), (3, 67)] {
+            let planes = 3, count = planes * h * w, oh = h / 2, ow = w / 2
+            // Few distinct values, so that windows tie; a NaN and signed zeros among them.
+            var x = (0..<count).map { _ in Float(Int(rng.next() % 4)) - 1.5 }
+            for i in stride(from: 0, to: count, by: 7) { x[i] = i % 2 == 0 ? 0 : -0.0 }
+            if count > 10 { x[count / 2] = .nan }
+            let dy = random(planes * oh * ow), start = random(count)
+            var outputs: [[Float]] = []
+            for avx in [false, true] {
+                avx512Kernels = avx
+                var y = [Float](repeating: 7, count: planes * oh * ow)
+                maxPool2Forward(&y, x, planes: planes, height: h, width: w)
+                var assigned = [Float](repeating: 7, count: count), added = start
+                maxPool2Backward(dx: &assigned, dy: dy, x: x, planes: planes, height: h, width: w)
+                maxPool2Backward(dx: &added, dy: dy, x: x, planes: planes, height: h, width: w, accumulate: true)
+                outputs.append(y + assigned + added)
+            }
+            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[1].map(\.bitPattern), "\(h)x\(w)")
+        }
+    }
+
     /// BatchNorm's sums, output and input gradient on both paths: equal up to the order of the
     /// Double additions, and the ReLU mask recomputed from x (`reluBias`) gives exactly what the
     /// kept output (`reluOutput`) gives.

@@ -1,0 +1,86 @@
+#include "cpool.h"
+
+#include <string.h>
+
+#include "simd.h"
+
+#if HAVE_AVX512
+
+enum { LANES = 16 };
+
+static INLINE __mmask16 low_lanes(int n) {
+    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/// Swift's max(x, y): y where y >= x, else x (so x where either is NaN).
+AVX512 static INLINE __m512 swift_max(__m512 x, __m512 y) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, x, _CMP_GE_OQ), x, y);
+}
+
+/// Columns 2i and 2i + 1 of 2n floats at p (n <= 16), as lane i of `even` and `odd`.
+AVX512 static INLINE void split_columns(const float *p, int n, __m512 *even, __m512 *odd) {
+    const __m512i e = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i o = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    __m512 lo = _mm512_maskz_loadu_ps(low_lanes(2 * n), p), hi = _mm512_maskz_loadu_ps(low_lanes(2 * n - LANES), p + LANES);
+    *even = _mm512_permutex2var_ps(lo, e, hi);
+    *odd = _mm512_permutex2var_ps(lo, o, hi);
+}
+
+/// The inverse: lane i of `even` and `odd` to columns 2i and 2i + 1 of 2n floats at p, added
+/// to what p holds with `accumulate`.
+AVX512 static INLINE void join_columns(float *p, int n, __m512 even, __m512 odd, int accumulate) {
+    const __m512i lo_index = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi_index = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    __mmask16 mlo = low_lanes(2 * n), mhi = low_lanes(2 * n - LANES);
+    __m512 lo = _mm512_permutex2var_ps(even, lo_index, odd), hi = _mm512_permutex2var_ps(even, hi_index, odd);
+    if (accumulate) {
+        lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(mlo, p));
+        hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(mhi, p + LANES));
+    }
+    _mm512_mask_storeu_ps(p, mlo, lo);
+    _mm512_mask_storeu_ps(p + LANES, mhi, hi);
+}
+
+AVX512 void cpool2_forward(float *y, const float *x, int height, int width) {
+    int oh = height / 2, ow = width / 2;
+    for (int oy = 0; oy < oh; oy++) {
+        const float *r0 = x + (size_t)2 * oy * width, *r1 = r0 + width;
+        for (int ox = 0; ox < ow; ox += LANES) {
+            int n = ow - ox < LANES ? ow - ox : LANES;
+            __m512 a, b, c, d;
+            split_columns(r0 + 2 * ox, n, &a, &b);
+            split_columns(r1 + 2 * ox, n, &c, &d);
+            _mm512_mask_storeu_ps(y + (size_t)oy * ow + ox, low_lanes(n), swift_max(swift_max(a, b), swift_max(c, d)));
+        }
+    }
+}
+
+AVX512 void cpool2_backward(float *dx, const float *dy, const float *x, int height, int width, int accumulate) {
+    int oh = height / 2, ow = width / 2;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int oy = 0; oy < oh; oy++) {
+        size_t r0 = (size_t)2 * oy * width, r1 = r0 + width;
+        for (int ox = 0; ox < ow; ox += LANES) {
+            int n = ow - ox < LANES ? ow - ox : LANES;
+            __m512 a, b, c, d;
+            split_columns(x + r0 + 2 * ox, n, &a, &b);
+            split_columns(x + r1 + 2 * ox, n, &c, &d);
+            // The first maximum in scan order: a later pixel wins only when strictly greater.
+            __mmask16 tb = _mm512_cmp_ps_mask(b, a, _CMP_GT_OQ);
+            __m512 m = _mm512_mask_blend_ps(tb, a, b);
+            __mmask16 tc = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ);
+            m = _mm512_mask_blend_ps(tc, m, c);
+            __mmask16 td = _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ);
+            __mmask16 wd = td, wc = tc & ~td, wb = tb & ~tc & ~td, wa = ~(tb | tc | td);
+            __m512 g = _mm512_maskz_loadu_ps(low_lanes(n), dy + (size_t)oy * ow + ox);
+            join_columns(dx + r0 + 2 * ox, n, _mm512_mask_blend_ps(wa, zero, g), _mm512_mask_blend_ps(wb, zero, g),
+                         accumulate);
+            join_columns(dx + r1 + 2 * ox, n, _mm512_mask_blend_ps(wc, zero, g), _mm512_mask_blend_ps(wd, zero, g),
+                         accumulate);
+        }
+        if (!accumulate && width % 2 == 1) dx[r0 + width - 1] = dx[r1 + width - 1] = 0;
+    }
+    if (!accumulate && height % 2 == 1) memset(dx + (size_t)(height - 1) * width, 0, sizeof(float) * width);
+}
+
+#endif
