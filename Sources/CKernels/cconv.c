@@ -232,8 +232,17 @@ AVX512 static INLINE void transpose16(__m512 r[16]) {
     }
 }
 
+/// relu(v * scale + shift) in the lanes of `inside`, zero elsewhere: BatchNorm's output with its
+/// fused ReLU as cbn_output computes it (a product, then a sum; NaN passes), the padding kept zero.
+AVX512 static INLINE __m512 bn_relu(__m512 v, float scale, float shift, __mmask16 inside) {
+#pragma STDC FP_CONTRACT OFF
+    __m512 y = _mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(scale)), _mm512_set1_ps(shift));
+    return _mm512_maskz_mov_ps(inside & _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ), y);
+}
+
 AVX512 void cconv3x3_unfold_rows(float *t, const float *x, size_t x_image, int images, int channels, int first,
-                                 int padded_channels, int height, int width, int row0, int row1) {
+                                 int padded_channels, int height, int width, int row0, int row1, const float *scale,
+                                 const float *shift) {
     size_t plane = (size_t)height * width;
     int rows = row1 - row0 + 2, pw = width + 2, cp = padded_channels;
     for (int n = 0; n < images; n++)
@@ -251,6 +260,8 @@ AVX512 void cconv3x3_unfold_rows(float *t, const float *x, size_t x_image, int i
                     __m512 v[16];
                     for (int i = 0; i < 16; i++)
                         v[i] = i < nc ? _mm512_maskz_loadu_ps(inside, src + (c0 + i) * plane) : _mm512_setzero_ps();
+                    if (scale)
+                        for (int i = 0; i < nc; i++) v[i] = bn_relu(v[i], scale[c0 + i], shift[c0 + i], inside);
                     transpose16(v);
                     __mmask16 lanes = low_lanes(nc);
                     for (int j = 0; j < pixels; j++) _mm512_mask_storeu_ps(trow + (size_t)(px + j) * cp + c0, lanes, v[j]);

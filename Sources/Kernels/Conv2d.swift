@@ -173,19 +173,24 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
 func conv2dBackwardBanded(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
                           dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                           x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                          inputAffineReLU: AffineReLU? = nil) {
     conv2dBackwardBanded(dx: dx.map { ChannelBlocks($0) }, dweight: dweight, dbias: dbias, dy: dy, x: ChannelBlocks(x),
-                         weight: weight, batch: batch, height: height, width: width, s, workspace: workspace)
+                         weight: weight, batch: batch, height: height, width: width, s, workspace: workspace,
+                         inputAffineReLU: inputAffineReLU)
 }
 
 func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweight: UnsafeMutablePointer<Float>,
                           dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                           x: ChannelBlocks<UnsafePointer<Float>>, weight: UnsafePointer<Float>,
-                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                          inputAffineReLU: AffineReLU? = nil) {
     if s.runsDirect(split: dx?.b == nil ? nil : dx?.channelsA) {
         return conv2dBackwardDirect(dx: dx, dweight: dweight, dbias: dbias, dy: dy, x: x, weight: weight, batch: batch,
-                                    height: height, width: width, s, workspace: workspace)
+                                    height: height, width: width, s, workspace: workspace,
+                                    inputAffineReLU: inputAffineReLU)
     }
+    precondition(inputAffineReLU == nil, "an affine ReLU input needs the direct kernels")
     let g = s.window(height: height, width: width)
     let k = s.kernel, kk = k * k
     // dy seen as the input of the adjoint convolution: outC channels, padding k - 1 - p (= p).
@@ -287,15 +292,27 @@ public func conv2dForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<F
     } }
 }
 
-/// Accumulates dweight and dbias (+=) and assigns dx when given.
+/// A convolution's input given as relu(x[c] * scale[c] + shift[c]) of the stored x: the output
+/// of a BatchNorm with a fused ReLU, which then need not be stored again for the backward.
+/// `scale` and `shift` as that BatchNorm's output pass computes them (`batchNormTrainOutput`).
+public struct AffineReLU {
+    public var scale: UnsafePointer<Float>, shift: UnsafePointer<Float>
+    public init(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>) { self.scale = scale; self.shift = shift }
+}
+
+/// Accumulates dweight and dbias (+=) and assigns dx when given. With `inputAffineReLU` (where
+/// `s.unfoldsInputInBackward`), the layer's input is that function of `x`.
 public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
                            dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                            x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                           batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                           batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                           inputAffineReLU: AffineReLU? = nil) {
     if s.isBanded {
         return conv2dBackwardBanded(dx: dx, dweight: dweight, dbias: dbias, dy: dy, x: x, weight: weight, batch: batch,
-                                    height: height, width: width, s, workspace: workspace)
+                                    height: height, width: width, s, workspace: workspace,
+                                    inputAffineReLU: inputAffineReLU)
     }
+    precondition(inputAffineReLU == nil, "an affine ReLU input needs the direct kernels")
     let g = s.window(height: height, width: width)
     let inCount = s.inC * height * width, outPlane = g.columns
     let ws = workspace.floats(s.workspaceCount(height: height, width: width))

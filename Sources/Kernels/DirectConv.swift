@@ -15,6 +15,11 @@ extension Conv2dShape {
         avx512Kernels && kernel == 3 && stride == 1 && padding == 1 && (split ?? 0) % 8 == 0
     }
 
+    /// Whether the backward reads the input only through `cconv3x3_unfold_rows` (a direct
+    /// convolution with eight or more input channels), which can compute a BatchNorm's output
+    /// from that BatchNorm's input on the way (`AffineReLU`).
+    public var unfoldsInputInBackward: Bool { runsDirect() && inC >= 8 }
+
     var packedCount: Int { cconv3x3_packed_count(Int32(outC), Int32(inC)) }
     var adjointPackedCount: Int { cconv3x3_packed_count(Int32(inC), Int32(outC)) }
 }
@@ -98,16 +103,19 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
 }
 
 /// Accumulates dweight and dbias (+=) and assigns dx (split over a concatenation's tensors).
+/// With `inputAffineReLU` the input is that function of x.
 func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweight: UnsafeMutablePointer<Float>,
                           dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                           x: ChannelBlocks<UnsafePointer<Float>>, weight: UnsafePointer<Float>,
-                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                          inputAffineReLU f: AffineReLU? = nil) {
 #if arch(x86_64)
     let plane = height * width
     // The weight gradient as a GEMM over pixels on pixel-major copies of x and dy, sixteen input
     // channels per vector; a layer with a few input channels (the first) sums with pixels in
     // the lanes instead, where the padding to sixteen would multiply its work.
-    let unfolded = s.inC >= 8
+    let unfolded = s.unfoldsInputInBackward
+    precondition(f == nil || (unfolded && x.b == nil), "an affine ReLU input needs the unfolded weight gradient")
     let cp = (s.inC + 15) / 16 * 16, op = (s.outC + 15) / 16 * 16
     // Keep a thread's copy of its rows within about 512 KiB.
     let plan = DirectPlan(batch: batch, height: height, width: width,
@@ -140,10 +148,10 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
         if unfolded {
             inputs.forEach { tensor, channels, first, _ in
                 cconv3x3_unfold_rows(xt, tensor + n0 * channels * plane, channels * plane, count, Int32(channels),
-                                     Int32(first), Int32(cp), h, w, r0, r1)
+                                     Int32(first), Int32(cp), h, w, r0, r1, f?.scale, f?.shift)
             }
             cconv3x3_unfold_rows(dyt, dy + n0 * s.outC * plane, s.outC * plane, count, Int32(s.outC), 0, Int32(op),
-                                 h, w, r0, r1)
+                                 h, w, r0, r1, nil, nil)
             cconv3x3_weight_grad_rows(g, dyt, Int32(op), xt, count, Int32(cp), Int32(s.outC), w, r0, r1)
         } else {
             inputs.forEach { tensor, channels, first, _ in

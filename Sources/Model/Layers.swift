@@ -15,8 +15,8 @@ public final class LayerContext {
     /// (conv -> BN -> conv ...). An up block's padded-gradient step borrows the BN one.
     let convGrad = Tensor(), bnGrad = Tensor()
     /// The outputs of the BatchNorm layers that do not keep theirs: each is read right away by
-    /// the next convolution and recomputed from the BN's input when that convolution's backward
-    /// needs it again (`BatchNorm2d.rematerialize`).
+    /// the next convolution, whose backward computes it again from the BN's input (inside the
+    /// weight gradient's copy of the rows, or `BatchNorm2d.rematerialize`).
     let sharedActivation = Tensor()
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward.
@@ -42,6 +42,10 @@ final class Conv2d {
     fileprivate unowned var input: Tensor!
     /// The second half of a concatenated input (`forward(_:concatenatedWith:)`).
     fileprivate unowned var secondInput: Tensor?
+    /// The BatchNorm whose output, not kept (`BatchNorm2d.shareOutput`), is this layer's input:
+    /// the backward computes that output again from the BatchNorm's input, inside the weight
+    /// gradient's copy of the rows where the kernels allow, else into the shared tensor first.
+    fileprivate unowned var inputBN: BatchNorm2d?
 
     init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
         self.shape = shape
@@ -74,11 +78,20 @@ final class Conv2d {
         if let p = ctx.profile {
             p.convFlops += Double((needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
         }
+        var x = input!, affine: AffineReLU? = nil
+        if let bn = inputBN {
+            if shape.unfoldsInputInBackward {
+                affine = bn.outputAffineReLU(ctx)
+                x = bn.recomputedFrom
+            } else {
+                bn.rematerialize(ctx)
+            }
+        }
         ctx.timed(.conv, backward: true) {
             conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
-                           dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: input.data,
-                           weight: ctx.store.param(weight), batch: input.shape.n, height: input.shape.h,
-                           width: input.shape.w, shape, workspace: ctx.workspace)
+                           dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: x.data,
+                           weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
+                           width: x.shape.w, shape, workspace: ctx.workspace, inputAffineReLU: affine)
         }
         return inputGrad
     }
@@ -180,6 +193,7 @@ final class BatchNorm2d {
         counter = store.addCounter(name + ".num_batches_tracked")
         saveMean = [Float](repeating: 0, count: channels)
         saveInvstd = [Float](repeating: 0, count: channels)
+        outScale = .allocate(capacity: channels); outShift = .allocate(capacity: channels)
     }
 
     func initialize(_ store: ParameterStore) {
@@ -191,12 +205,30 @@ final class BatchNorm2d {
     }
 
     /// Writes the output into the context's shared tensor instead of a tensor of its own: for a
-    /// BN whose only reader is the next convolution, which then calls `rematerialize` before its
-    /// backward. Saves one activation of this size per layer.
-    func shareOutput(_ ctx: LayerContext) {
+    /// BN whose only reader is the convolution `reader`, whose backward then computes the output
+    /// again (`outputAffineReLU` or `rematerialize`). Saves one activation of this size per layer.
+    func shareOutput(_ ctx: LayerContext, reader: Conv2d) {
         output = ctx.sharedActivation
         keepsOutput = false
+        reader.inputBN = self
     }
+
+    /// The input of the last training forward: what the output is computed again from.
+    var recomputedFrom: Tensor { input }
+
+    /// The last training forward's output as a function of its input: relu(x * scale + shift)
+    /// per channel, with scale and shift as `batchNormTrainOutput` computes them.
+    func outputAffineReLU(_ ctx: LayerContext) -> AffineReLU {
+        precondition(fusedReLU, "the output of a BatchNorm without its ReLU is not recomputed")
+        let w = ctx.store.param(weight), b = ctx.store.param(bias)
+        for c in 0..<channels {
+            let scale = w[c] * saveInvstd[c]
+            outScale[c] = scale; outShift[c] = b[c] - saveMean[c] * scale
+        }
+        return AffineReLU(scale: outScale, shift: outShift)
+    }
+    private let outScale: UnsafeMutablePointer<Float>, outShift: UnsafeMutablePointer<Float>
+    deinit { outScale.deallocate(); outShift.deallocate() }
 
     /// Recomputes the last training forward's output (bit for bit) where it is not kept.
     func rematerialize(_ ctx: LayerContext) {
@@ -340,7 +372,6 @@ final class ConvBlock {
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true, addingTo skipGrad: Tensor? = nil) -> Tensor {
         let g = second.bn.backward(dy, ctx)
-        first.bn.rematerialize(ctx)
         let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
         if pooled { poolInput(ctx) }
         let d = first.conv.backward(g1, ctx, needInputGrad: needInputGrad || pooled)
@@ -403,7 +434,6 @@ final class UpBlock {
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> (Tensor, Tensor) {
         let first = convs.first, second = convs.second
         let g = second.bn.backward(dy, ctx)
-        first.bn.rematerialize(ctx)
         let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
         // The first conv's second input, as the forward made it; the shared activation then
         // holds nothing needed (the up-sampling is padded away) and takes that input's gradient.

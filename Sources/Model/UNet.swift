@@ -26,8 +26,8 @@ public final class UNet: SegmentationModel {
         out = Conv2d("out", Conv2dShape(inC: c[0], outC: config.classes, kernel: 3, padding: 1), store: store)
         // The first conv3x3_bn of every block is read only by the second; the last up block's
         // output only by `out`. Their outputs are recomputed in the backward instead of kept.
-        for block in [conv1] + encoders + decoders.map(\.convs) { block.first.bn.shareOutput(context) }
-        decoders[2].convs.second.bn.shareOutput(context)
+        for block in [conv1] + encoders + decoders.map(\.convs) { block.first.bn.shareOutput(context, reader: block.second.conv) }
+        decoders[2].convs.second.bn.shareOutput(context, reader: out)
         // An up-sampled tensor is copied into the concatenation at once.
         for d in decoders { d.upsample.output = context.sharedActivation }
         store.seal()
@@ -61,7 +61,6 @@ public final class UNet: SegmentationModel {
     }
 
     public func backward(_ dlogits: Tensor) {
-        decoders[2].convs.second.bn.rematerialize(context)
         let (d3, skip1) = decoders[2].backward(out.backward(dlogits, context), context)
         let (d2, skip2) = decoders[1].backward(d3, context)
         let (d1, skip3) = decoders[0].backward(d2, context)

@@ -63,7 +63,6 @@ final class BasicBlock {
             parallelChunks(dy.count) { _, range in for i in range where y[i] <= 0 { g[i] = 0 } }
         }
         let g = bn2.backward(dy, ctx)
-        bn1.rematerialize(ctx)
         let main = conv1.backward(bn1.backward(conv2.backward(g, ctx), ctx), ctx)
         inputGrad.reshape(input.shape)
         ctx.timed(.other, backward: true) { inputGrad.data.update(from: main.data, count: main.count) }
@@ -109,7 +108,6 @@ final class OutStage {
     }
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
-        conv.bn.rematerialize(ctx)
         let d = conv.backward(final.backward(dy, ctx), ctx)
         let up = upShape
         // The BN gradient is free here: its reader, the conv's backward, has run.
@@ -168,9 +166,9 @@ public final class UNetResNet: SegmentationModel {
         decoders = (1...3).map { i in UpBlock("deconv\(i)", w[4 - i], w[3 - i], store: store) }
         out = OutStage("out", w[0], w[0], classes: config.classes, store: store)
         // BN outputs read only by the next convolution are recomputed in the backward, not kept.
-        for block in layers.joined() { block.bn1.shareOutput(context) }
-        for d in decoders { d.convs.first.bn.shareOutput(context) }
-        out.conv.bn.shareOutput(context)
+        for block in layers.joined() { block.bn1.shareOutput(context, reader: block.conv2) }
+        for d in decoders { d.convs.first.bn.shareOutput(context, reader: d.convs.second.conv) }
+        out.conv.bn.shareOutput(context, reader: out.final)
         // An up-sampled tensor is copied into the concatenation (or the padded output) at once.
         for d in decoders { d.upsample.output = context.sharedActivation }
         out.upsample.output = context.sharedActivation

@@ -146,6 +146,45 @@ final class AVX512KernelTests: XCTestCase {
         for r in results.dropFirst() { assertClose(r, results[0], "convT \(s) \(xs)", file: file, line: line) }
     }
 
+    /// A convolution whose input is a BatchNorm's output with its ReLU, computed inside the weight
+    /// gradient's row copies from the BatchNorm's input (`AffineReLU`), gives what it gives on
+    /// that output stored: bit for bit, with negative inputs, a NaN, rows with a tail and bands.
+    func testBackwardOfAnAffineReLUInput() throws {
+        guard avx512Available else { return XCTAssertFalse(Conv2dShape(inC: 16, outC: 8, kernel: 3, padding: 1).unfoldsInputInBackward) }
+        for (inC, outC, n, h, w) in [(16, 8, 2, 9, 21), (24, 16, 3, 6, 16), (8, 3, 1, 5, 40)] {
+            let s = Conv2dShape(inC: inC, outC: outC, kernel: 3, padding: 1), plane = h * w
+            XCTAssertTrue(s.unfoldsInputInBackward)
+            var x = random(n * inC * plane)
+            x[x.count / 3] = .nan
+            let scale = random(inC).map { $0 + 0.2 }, shift = random(inC, scale: 0.5)
+            let stored = x.indices.map { i -> Float in
+                let c = i / plane % inC
+                let v = x[i] * scale[c] + shift[c]
+                return v <= 0 ? 0 : v
+            }
+            let weight = random(s.weightCount, scale: 0.3), dy = random(n * outC * plane)
+            for (threads, pixels) in settings {
+                setComputeThreads(threads); directPixels = pixels
+                var results: [[Float]] = []
+                for affine in [false, true] {
+                    let ws = Workspace()
+                    var dx = [Float](repeating: .nan, count: x.count), dw = [Float](repeating: 0.5, count: weight.count)
+                    var db = [Float](repeating: 0.5, count: outC)
+                    scale.withUnsafeBufferPointer { sc in
+                        shift.withUnsafeBufferPointer { sh in
+                            let f = affine ? AffineReLU(scale: sc.baseAddress!, shift: sh.baseAddress!) : nil
+                            conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: affine ? x : stored, weight: weight,
+                                           batch: n, height: h, width: w, s, workspace: ws, inputAffineReLU: f)
+                        }
+                    }
+                    results.append(dx + dw + db)
+                }
+                XCTAssertEqual(results[0].map(\.bitPattern), results[1].map(\.bitPattern),
+                               "\(inC)->\(outC) \(n)x\(h)x\(w), \(threads) threads, \(pixels) pixels")
+            }
+        }
+    }
+
     /// MaxPool2d(2) forward and backward (assigned and accumulated) against the portable loops,
     /// bit for bit: odd heights and widths (dropped row and column), rows shorter than, equal to
     /// and longer than a vector's 32 input columns, ties (the first in scan order wins), NaN,

@@ -44,10 +44,13 @@ void cconv3x3_weight_grad(float *dw, size_t ldw, const float *dy, const float *x
 /// `padded_channels` (a multiple of 16; the caller zeroes the padding channels), images one
 /// after another. dy's band is copied the same way (its border rows and columns unused).
 /// `cconv3x3_weight_grad_rows` adds the band's sums into g[tap, o, c] (of `padded_channels`
-/// columns), and `cconv3x3_weight_grad_add` adds g into dw[o, c, tap].
+/// columns), and `cconv3x3_weight_grad_add` adds g into dw[o, c, tap]. With `scale` (else NULL),
+/// the copy holds relu(x[c] * scale[c] + shift[c]) instead of x: the output of a BatchNorm with
+/// a fused ReLU that was not kept, computed as BatchNorm computes it, from that BatchNorm's input.
 size_t cconv3x3_rows_count(int images, int padded_channels, int width, int row0, int row1);
 void cconv3x3_unfold_rows(float *t, const float *x, size_t x_image, int images, int channels, int first,
-                          int padded_channels, int height, int width, int row0, int row1);
+                          int padded_channels, int height, int width, int row0, int row1, const float *scale,
+                          const float *shift);
 void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outputs, const float *t, int images,
                                int padded_channels, int outputs, int width, int row0, int row1);
 #endif
