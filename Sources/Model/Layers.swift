@@ -298,8 +298,9 @@ final class BatchNorm2d {
                                    x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
                                    BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
                                    reducer: ctx.statistics,
-                                   reluOutput: fusedReLU && keepsOutput ? UnsafePointer(output.data) : nil,
-                                   reluBias: fusedReLU && !keepsOutput ? UnsafePointer(s.param(bias)) : nil)
+                                   // The ReLU's mask from x, also where the output is kept: a
+                                   // product and a sum per element instead of a third tensor read twice.
+                                   reluBias: fusedReLU ? UnsafePointer(s.param(bias)) : nil)
         }
         return inputGrad
     }
