@@ -29,10 +29,11 @@ static INLINE __mmask16 low_lanes(int n) {
     return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
-AVX512 void cconvt2x2_forward(float *y, const float *x, const float *packed, const float *bias, int inputs, int outputs,
-                              int height, int width, int row0, int row1, float *tile) {
-    size_t plane = (size_t)height * width, out_plane = 4 * plane;
-    int ow = 2 * width, per_row = (width + LANES - 1) / LANES;
+AVX512 void cconvt2x2_forward(float *y, size_t out_width, size_t out_plane, const float *x, const float *packed,
+                              const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
+                              float *tile) {
+    size_t plane = (size_t)height * width, ow = out_width;
+    int per_row = (width + LANES - 1) / LANES;
     long first = (long)row0 * per_row, end = (long)row1 * per_row;
     // Output lanes 2i and 2i + 1 take lane i of kernel columns 0 and 1 (indices 16+ pick the second).
     const __m512i low = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);

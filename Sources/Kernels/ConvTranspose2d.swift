@@ -38,16 +38,8 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
                                    batch: Int, height: Int, width: Int, _ s: ConvTranspose2dShape,
                                    workspace: Workspace) {
     if s.runsDirect {
-        let tileCount = cconvt2x2_tile_count(Int32(s.inC))
-        let ws = workspace.floats(s.directPackedCount + computeThreads * tileCount)
-        let packed = ws + computeThreads * tileCount
-        cconvt2x2_pack(packed, weight, Int32(s.inC), Int32(s.outC))
-        let outPlane = 4 * height * width
-        parallelChunks(batch) { t, images in for n in images {
-            cconvt2x2_forward(y + n * s.outC * outPlane, x + n * s.inC * height * width, packed, bias, Int32(s.inC),
-                              Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), ws + t * tileCount)
-        } }
-        return
+        return convTranspose2dForwardPadded(y, x, weight: weight, bias: bias, batch: batch, height: height,
+                                            width: width, s, top: 0, left: 0, workspace: workspace)
     }
     let g = s.window(height: height, width: width)
     let plane = height * width, outPlane = g.height * g.width
@@ -73,6 +65,33 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
             col2imAdd(yn, col, g)
         }
         if let bias { addChannelBias(yn, bias, channels: s.outC, count: outPlane, stride: outPlane) }
+    } }
+}
+
+/// The forward written into planes padded with `top` rows and `left` columns of zeros at the
+/// top/left (the seed's F.pad before an up block's concatenation), without a copy: planes of
+/// (2 height + top) x (2 width + left). For the direct kernel only (`s.runsDirect`).
+public func convTranspose2dForwardPadded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                         batch: Int, height: Int, width: Int, _ s: ConvTranspose2dShape,
+                                         top: Int, left: Int, workspace: Workspace) {
+    precondition(s.runsDirect && top >= 0 && left >= 0)
+    let tileCount = cconvt2x2_tile_count(Int32(s.inC))
+    let ws = workspace.floats(s.directPackedCount + computeThreads * tileCount)
+    let packed = ws + computeThreads * tileCount
+    cconvt2x2_pack(packed, weight, Int32(s.inC), Int32(s.outC))
+    let outWidth = 2 * width + left, outPlane = (2 * height + top) * outWidth
+    parallelChunks(batch) { t, images in for n in images {
+        let yn = y + n * s.outC * outPlane
+        if top > 0 || left > 0 {
+            for p in 0..<s.outC {
+                let plane = yn + p * outPlane
+                plane.update(repeating: 0, count: top * outWidth)
+                if left > 0 { for r in top..<(2 * height + top) { (plane + r * outWidth).update(repeating: 0, count: left) } }
+            }
+        }
+        cconvt2x2_forward(yn + top * outWidth + left, outWidth, outPlane, x + n * s.inC * height * width, packed, bias,
+                          Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), ws + t * tileCount)
     } }
 }
 

@@ -159,6 +159,18 @@ final class ConvTranspose2d {
         return output
     }
 
+    /// The forward written into `padded` with `top` rows and `left` columns of zeros before it
+    /// (`convTranspose2dForwardPadded`); `output` is not used.
+    func forward(_ x: Tensor, _ ctx: LayerContext, padded: Tensor, top: Int, left: Int) {
+        input = x
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
+        ctx.timed(.convTranspose) {
+            convTranspose2dForwardPadded(padded.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
+                                         batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, top: top,
+                                         left: left, workspace: ctx.workspace)
+        }
+    }
+
     /// Returns dx in the context's conv gradient, as Conv2d does: it feeds a BatchNorm's backward.
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         let inputGrad = ctx.convGrad
@@ -414,16 +426,21 @@ final class UpBlock {
         return convs.second.forward(h, ctx)
     }
 
-    /// The input up-sampled (into the shared activation) and padded or cropped to the skip's
-    /// size (into the shared up-sampled tensor, which it returns).
+    /// The input up-sampled and padded or cropped to the skip's size, into the shared up-sampled
+    /// tensor, which it returns: written there at once where the direct kernel pads (no crop),
+    /// else up-sampled into the shared activation and copied.
     private func upsampleAndPad(_ ctx: LayerContext) -> Tensor {
-        let up = upsample.forward(input, ctx)
-        upShape = up.shape
+        upShape = upsample.shape.outputShape(input.shape)
         // The seed pads width by the height difference and height by the width difference
         // (F.pad's order); the two are equal whenever the seed's own concatenation works.
-        top = skip.shape.h - up.shape.h; left = skip.shape.w - up.shape.w
+        top = skip.shape.h - upShape.h; left = skip.shape.w - upShape.w
         let padded = ctx.sharedUpsampled
-        padded.reshape(Shape(up.shape.n, up.shape.c, skip.shape.h, skip.shape.w))
+        padded.reshape(Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w))
+        if upsample.shape.runsDirect && top >= 0 && left >= 0 {
+            upsample.forward(input, ctx, padded: padded, top: top, left: left)
+            return padded
+        }
+        let up = upsample.forward(input, ctx)
         ctx.timed(.other) {
             padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
                               width: up.shape.w, top: top, left: left)

@@ -125,6 +125,28 @@ final class AVX512KernelTests: XCTestCase {
         }
     }
 
+    /// The up-sampling written into padded planes gives, bit for bit, the up-sampling padded
+    /// afterwards (`padTopLeftForward`), zeros included.
+    func testConvTransposeIntoPaddedPlanes() throws {
+        guard avx512Available else { return XCTAssertFalse(ConvTranspose2dShape(inC: 8, outC: 4).runsDirect) }
+        for (inC, outC, n, h, w, top, left) in [(8, 4, 2, 3, 5, 1, 1), (16, 8, 2, 9, 17, 0, 0), (6, 5, 1, 4, 4, 2, 0),
+                                                (6, 5, 2, 2, 20, 0, 3)] {
+            let s = ConvTranspose2dShape(inC: inC, outC: outC), ys = s.outputShape(Shape(n, inC, h, w))
+            let x = random(n * inC * h * w), w8 = random(s.weightCount, scale: 0.3), b = random(outC)
+            let paddedCount = n * outC * (ys.h + top) * (ys.w + left)
+            var y = [Float](repeating: .nan, count: ys.count), expected = [Float](repeating: .nan, count: paddedCount)
+            var padded = [Float](repeating: .nan, count: paddedCount)
+            for threads in [1, 2] {
+                setComputeThreads(threads)
+                convTranspose2dForward(&y, x, weight: w8, bias: b, batch: n, height: h, width: w, s, workspace: Workspace())
+                padTopLeftForward(&expected, y, planes: n * outC, height: ys.h, width: ys.w, top: top, left: left)
+                convTranspose2dForwardPadded(&padded, x, weight: w8, bias: b, batch: n, height: h, width: w, s, top: top,
+                                             left: left, workspace: Workspace())
+                XCTAssertEqual(padded.map(\.bitPattern), expected.map(\.bitPattern), "\(inC)->\(outC) \(h)x\(w) +\(top),+\(left)")
+            }
+        }
+    }
+
     func compareConvTranspose(_ s: ConvTranspose2dShape, _ xs: Shape, file: StaticString = #filePath, line: UInt = #line) {
         let ys = s.outputShape(xs)
         let x = random(xs.count), w = random(s.weightCount, scale: 0.3), b = random(s.outC), dy = random(ys.count)

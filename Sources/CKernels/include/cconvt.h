@@ -19,12 +19,14 @@ void cconvt2x2_pack(float *packed, const float *w, int inputs, int outputs);
 #if defined(__x86_64__)
 /// One image, input rows [row0, row1) (output rows 2 row0 to 2 row1): y[p, 2i + a, 2j + b] =
 /// sum over q in order of w[q, p, a, b] x[q, i, j], then + bias[p] (NULL: none), assigned.
-/// x's planes are height x width, y's 2 height x 2 width. `tile` is scratch for
+/// x's planes are height x width; y's rows lie `out_width` floats apart (2 width, or more where
+/// y points into a larger, padded plane) and its planes `out_plane`. `tile` is scratch for
 /// `cconvt2x2_tile_count(inputs)` floats: a tile's inputs, copied out of planes a power of two
 /// apart.
 size_t cconvt2x2_tile_count(int inputs);
-void cconvt2x2_forward(float *y, const float *x, const float *packed, const float *bias, int inputs, int outputs,
-                       int height, int width, int row0, int row1, float *tile);
+void cconvt2x2_forward(float *y, size_t out_width, size_t out_plane, const float *x, const float *packed,
+                       const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
+                       float *tile);
 #endif
 
 #endif
