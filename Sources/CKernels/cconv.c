@@ -40,10 +40,6 @@ void cconv3x3_pack(float *packed, const float *w, int O, int C, int adjoint) {
 // The kernels themselves: x86-64 only (the Swift side calls them where cconv_available()).
 #if HAVE_AVX512
 
-static INLINE __mmask16 low_lanes(int n) {
-    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 /// One vector of output pixels: where it lies in the plane, which lanes it stores, and for each
 /// tap which lanes read inside the image (the others read zero: the padding).
 typedef struct {

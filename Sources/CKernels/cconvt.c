@@ -25,19 +25,12 @@ size_t cconvt2x2_tile_count(int inputs) { return (size_t)TV * LANES * (size_t)in
 
 #if HAVE_AVX512
 
-static INLINE __mmask16 low_lanes(int n) {
-    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 AVX512 void cconvt2x2_forward(float *y, size_t out_width, size_t out_plane, const float *x, const float *packed,
                               const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
                               float *tile) {
     size_t plane = (size_t)height * width, ow = out_width;
     int per_row = (width + LANES - 1) / LANES;
     long first = (long)row0 * per_row, end = (long)row1 * per_row;
-    // Output lanes 2i and 2i + 1 take lane i of kernel columns 0 and 1 (indices 16+ pick the second).
-    const __m512i low = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i high = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     for (long i = first; i < end; i += TV) {
         // Each vector lies within one input row; a tile's vectors are consecutive and may span rows.
         ptrdiff_t in[TV], out[TV];
@@ -75,8 +68,9 @@ AVX512 void cconvt2x2_forward(float *y, size_t out_width, size_t out_plane, cons
                 for (int o = 0; o < count; o++) {
                     float *yo = y + (size_t)(b * OB + o) * out_plane + (size_t)a * ow;
                     for (int s = 0; s < TV; s++) {
-                        __m512 lo = _mm512_permutex2var_ps(acc[o][0][s], low, acc[o][1][s]);
-                        __m512 hi = _mm512_permutex2var_ps(acc[o][0][s], high, acc[o][1][s]);
+                        // Output columns 2j and 2j + 1 are kernel columns 0 and 1 of input column j.
+                        __m512 lo, hi;
+                        interleave(acc[o][0][s], acc[o][1][s], &lo, &hi);
                         if (bias) {
                             __m512 bv = _mm512_set1_ps(bias[b * OB + o]);
                             lo = _mm512_add_ps(lo, bv);

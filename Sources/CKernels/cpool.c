@@ -8,10 +8,6 @@
 
 enum { LANES = 16 };
 
-static INLINE __mmask16 low_lanes(int n) {
-    return n >= LANES ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 /// Swift's max(x, y): y where y >= x, else x (so x where either is NaN).
 AVX512 static INLINE __m512 swift_max(__m512 x, __m512 y) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(y, x, _CMP_GE_OQ), x, y);
@@ -29,10 +25,9 @@ AVX512 static INLINE void split_columns(const float *p, int n, __m512 *even, __m
 /// The inverse: lane i of `even` and `odd` to columns 2i and 2i + 1 of 2n floats at p, added
 /// to what p holds with `accumulate`.
 AVX512 static INLINE void join_columns(float *p, int n, __m512 even, __m512 odd, int accumulate) {
-    const __m512i lo_index = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi_index = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     __mmask16 mlo = low_lanes(2 * n), mhi = low_lanes(2 * n - LANES);
-    __m512 lo = _mm512_permutex2var_ps(even, lo_index, odd), hi = _mm512_permutex2var_ps(even, hi_index, odd);
+    __m512 lo, hi;
+    interleave(even, odd, &lo, &hi);
     if (accumulate) {
         lo = _mm512_add_ps(lo, _mm512_maskz_loadu_ps(mlo, p));
         hi = _mm512_add_ps(hi, _mm512_maskz_loadu_ps(mhi, p + LANES));

@@ -14,6 +14,20 @@
 #define INLINE inline __attribute__((always_inline))
 
 #if HAVE_AVX512
+/// A mask of the first n of sixteen lanes (none for n <= 0, all for n >= 16).
+static INLINE __mmask16 low_lanes(int n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/// Lane i of `even` and `odd` to lanes 2i and 2i + 1 of 32: the first sixteen in *lo, the rest
+/// in *hi.
+AVX512 static INLINE void interleave(__m512 even, __m512 odd, __m512 *lo, __m512 *hi) {
+    // Indices 16 and up pick `odd`.
+    *lo = _mm512_permutex2var_ps(even, _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0), odd);
+    *hi = _mm512_permutex2var_ps(even, _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8),
+                                 odd);
+}
+
 /// The low and high eight lanes of v as doubles.
 AVX512 static INLINE __m512d low_half(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
 AVX512 static INLINE __m512d high_half(__m512 v) {
