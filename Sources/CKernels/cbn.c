@@ -56,32 +56,29 @@ void cbn_sums(const float *x, long n, double out[2], int avx512) {
 }
 
 /// One element's masked gradient, as the vector loops compute it.
-static inline float masked_gradient(const float *dy, const float *x, const float *relu, int masked, float scale,
-                                    float shift, long i) {
-    if (relu) return relu[i] <= 0 ? 0 : dy[i];
+static inline float masked_gradient(const float *dy, const float *x, int masked, float scale, float shift, long i) {
     if (masked) return x[i] * scale + shift <= 0 ? 0 : dy[i];
     return dy[i];
 }
 
 #if HAVE_AVX512
 /// Sixteen lanes of `masked_gradient`; x's lanes are given.
-AVX512 static INLINE __m512 masked_gradient16(const float *dy, __m512 xv, const float *relu, int masked, __m512 vscale,
-                                              __m512 vshift, long i) {
+AVX512 static INLINE __m512 masked_gradient16(const float *dy, __m512 xv, int masked, __m512 vscale, __m512 vshift,
+                                              long i) {
     __m512 g = _mm512_loadu_ps(dy + i), zero = _mm512_setzero_ps();
-    if (relu) return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(relu + i), zero, _CMP_NLE_UQ), g);
     if (!masked) return g;
     __m512 y = _mm512_add_ps(_mm512_mul_ps(xv, vscale), vshift);
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), g);
 }
 
-AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const float *relu, int masked, float scale,
+AVX512 static void gradient_sums_avx512(const float *dy, const float *x, int masked, float scale,
                                         float shift, long n, float mean, float invstd, double out[2]) {
     __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
     const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd);
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, relu, masked, vscale, vshift, i);
+        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, masked, vscale, vshift, i);
         __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
         __m512d glo = low_half(g), ghi = high_half(g), xlo = low_half(xhat), xhi = high_half(xhat);
         a1 = _mm512_add_pd(a1, glo);
@@ -91,7 +88,7 @@ AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const f
     }
     double s1 = _mm512_reduce_add_pd(_mm512_add_pd(a1, b1)), s2 = _mm512_reduce_add_pd(_mm512_add_pd(a2, b2));
     for (; i < n; i++) {
-        double g = masked_gradient(dy, x, relu, masked, scale, shift, i);
+        double g = masked_gradient(dy, x, masked, scale, shift, i);
         s1 += g;
         s2 += g * (double)((x[i] - mean) * invstd);
     }
@@ -100,16 +97,16 @@ AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const f
 }
 #endif
 
-void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int masked, float scale, float shift,
+void cbn_gradient_sums(const float *dy, const float *x, int masked, float scale, float shift,
                        long n, float mean, float invstd, double out[2], int avx512) {
 #if HAVE_AVX512
-    if (avx512) return gradient_sums_avx512(dy, x, relu, masked, scale, shift, n, mean, invstd, out);
+    if (avx512) return gradient_sums_avx512(dy, x, masked, scale, shift, n, mean, invstd, out);
 #endif
     double a1[8] = {0}, a2[8] = {0};
     long i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++) {
-            double g = masked_gradient(dy, x, relu, masked, scale, shift, i + j);
+            double g = masked_gradient(dy, x, masked, scale, shift, i + j);
             a1[j] += g;
             a2[j] += g * (double)((x[i + j] - mean) * invstd);
         }
@@ -119,7 +116,7 @@ void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int m
         s2 += a2[j];
     }
     for (; i < n; i++) {
-        double g = masked_gradient(dy, x, relu, masked, scale, shift, i);
+        double g = masked_gradient(dy, x, masked, scale, shift, i);
         s1 += g;
         s2 += g * (double)((x[i] - mean) * invstd);
     }
@@ -154,7 +151,7 @@ void cbn_output(float *y, const float *x, long n, float scale, float shift, int 
 }
 
 #if HAVE_AVX512
-AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float *x, const float *relu, int masked,
+AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float *x, int masked,
                                          float scale, float shift, long n, float mean, float invstd, float k,
                                          float mean_dy, float mean_dy_xhat) {
     const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd), vk = _mm512_set1_ps(k);
@@ -162,26 +159,26 @@ AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, relu, masked, vscale, vshift, i);
+        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, masked, vscale, vshift, i);
         __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
         _mm512_storeu_ps(dx + i, _mm512_mul_ps(vk, _mm512_sub_ps(_mm512_sub_ps(g, vdy), _mm512_mul_ps(xhat, vdyx))));
     }
     for (; i < n; i++) {
-        float g = masked_gradient(dy, x, relu, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
+        float g = masked_gradient(dy, x, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
         dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
     }
 }
 #endif
 
-void cbn_input_gradient(float *dx, const float *dy, const float *x, const float *relu, int masked, float scale,
+void cbn_input_gradient(float *dx, const float *dy, const float *x, int masked, float scale,
                         float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
                         int avx512) {
 #if HAVE_AVX512
     if (avx512)
-        return input_gradient_avx512(dx, dy, x, relu, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+        return input_gradient_avx512(dx, dy, x, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
 #endif
     for (long i = 0; i < n; i++) {
-        float g = masked_gradient(dy, x, relu, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
+        float g = masked_gradient(dy, x, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
         dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
     }
 }

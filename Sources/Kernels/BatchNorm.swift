@@ -70,29 +70,30 @@ public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePo
 
 /// Backward of the training-mode forward. Accumulates this replica's dweight/dbias (+=), assigns dx.
 /// `scratch` holds 2 * channels Doubles: sum dy and sum dy * xhat, added across replicas for dx.
-/// With `reluOutput` (the forward's output when it ran with `relu: true`), `dy` is the gradient
-/// after the ReLU, and is taken as zero wherever that output is not positive. With
-/// `reluBias` (the forward's bias) instead, that output's sign is recomputed from `x`, for a
-/// layer that did not keep its output.
+/// With `reluBias` (the forward's bias, when it ran with `relu: true`), `dy` is the gradient after
+/// the ReLU, and is taken as zero wherever that output is not positive: its sign recomputed from
+/// `x` exactly as the forward computed the output, so the output itself need not be kept or read.
 public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
                                    dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
                                    x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                    saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
                                    _ s: BatchNormShape, count: Double,
                                    scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
-                                   reluOutput: UnsafePointer<Float>? = nil, reluBias: UnsafePointer<Float>? = nil) {
+                                   reluBias: UnsafePointer<Float>? = nil) {
     let C = s.channels, plane = s.spatial
+    /// Channel c's fused ReLU, as the forward's output pass computed it.
+    func mask(_ c: Int) -> ReLUMask? {
+        reluBias.map { b in
+            let scale = weight[c] * saveInvstd[c]
+            return ReLUMask(scale: scale, shift: b[c] - saveMean[c] * scale)
+        }
+    }
     parallelFor(C) { c in
         var sdy = 0.0, sdyx = 0.0
-        let mean = saveMean[c], invstd = saveInvstd[c]
-        let mask = reluBias.map { b -> ReLUMask in
-            let scale = weight[c] * invstd
-            return ReLUMask(scale: scale, shift: b[c] - mean * scale)
-        }
+        let mean = saveMean[c], invstd = saveInvstd[c], mask = mask(c)
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            let (a, b) = gradientSums(dy + o, x + o, reluOutput.map { $0 + o }, plane, mean: mean, invstd: invstd,
-                                      mask: mask)
+            let (a, b) = gradientSums(dy + o, x + o, plane, mean: mean, invstd: invstd, mask: mask)
             sdy += a; sdyx += b
         }
         scratch[c] = sdy; scratch[C + c] = sdyx
@@ -102,13 +103,11 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
     parallelFor(C) { c in
         let mean = saveMean[c], invstd = saveInvstd[c]
         let k = weight[c] * invstd
-        let meanDy = Float(scratch[c] / count), meanDyX = Float(scratch[C + c] / count)
-        // The fused ReLU's mask: from its kept output, or recomputed from x as the forward made it.
-        let scale = weight[c] * invstd, shift = (reluBias?[c] ?? 0) - mean * scale
+        let meanDy = Float(scratch[c] / count), meanDyX = Float(scratch[C + c] / count), mask = mask(c)
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            cbn_input_gradient(dx + o, dy + o, x + o, reluOutput.map { $0 + o }, reluBias == nil ? 0 : 1, scale, shift,
-                               plane, mean, invstd, k, meanDy, meanDyX, avx512Kernels ? 1 : 0)
+            cbn_input_gradient(dx + o, dy + o, x + o, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, plane,
+                               mean, invstd, k, meanDy, meanDyX, avx512Kernels ? 1 : 0)
         }
     }
 }
@@ -126,13 +125,13 @@ struct ReLUMask {
     var scale: Float, shift: Float
 }
 
-/// (sum g, sum g * xhat) in Double, with g = dy masked by relu > 0 (or by `mask`) when given.
+/// (sum g, sum g * xhat) in Double, with g = dy masked by `mask` when given.
 @inline(__always)
-func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ relu: UnsafePointer<Float>?, _ n: Int,
+func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
                   mean: Float, invstd: Float, mask: ReLUMask? = nil) -> (Double, Double) {
     var out = (0.0, 0.0)
     withUnsafeMutableBytes(of: &out) {
-        cbn_gradient_sums(dy, x, relu, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, n, mean, invstd,
+        cbn_gradient_sums(dy, x, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, n, mean, invstd,
                           $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0)
     }
     return out

@@ -149,25 +149,25 @@ final class ConvTranspose2d {
     }
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
-        input = x
         output.reshape(shape.outputShape(x.shape))
-        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
-        ctx.timed(.convTranspose) {
-            convTranspose2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
-                                   batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
-        }
+        forward(x, ctx, into: output)
         return output
     }
 
-    /// The forward written into `padded` with `top` rows and `left` columns of zeros before it
-    /// (`convTranspose2dForwardPadded`); `output` is not used.
-    func forward(_ x: Tensor, _ ctx: LayerContext, padded: Tensor, top: Int, left: Int) {
+    /// The forward written into `y`, after `top` rows and `left` columns of zeros where given
+    /// (`convTranspose2dForwardPadded`, the direct kernel only).
+    func forward(_ x: Tensor, _ ctx: LayerContext, into y: Tensor, top: Int = 0, left: Int = 0) {
         input = x
         if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
+        let w = ctx.store.param(weight), b = ctx.store.param(bias)
         ctx.timed(.convTranspose) {
-            convTranspose2dForwardPadded(padded.data, x.data, weight: ctx.store.param(weight), bias: ctx.store.param(bias),
-                                         batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, top: top,
-                                         left: left, workspace: ctx.workspace)
+            if top == 0 && left == 0 {
+                convTranspose2dForward(y.data, x.data, weight: w, bias: b, batch: x.shape.n, height: x.shape.h,
+                                       width: x.shape.w, shape, workspace: ctx.workspace)
+            } else {
+                convTranspose2dForwardPadded(y.data, x.data, weight: w, bias: b, batch: x.shape.n, height: x.shape.h,
+                                             width: x.shape.w, shape, top: top, left: left, workspace: ctx.workspace)
+            }
         }
     }
 
@@ -310,8 +310,6 @@ final class BatchNorm2d {
                                    x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
                                    BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
                                    reducer: ctx.statistics,
-                                   // The ReLU's mask from x, also where the output is kept: a
-                                   // product and a sum per element instead of a third tensor read twice.
                                    reluBias: fusedReLU ? UnsafePointer(s.param(bias)) : nil)
         }
         return inputGrad
@@ -437,7 +435,7 @@ final class UpBlock {
         let padded = ctx.sharedUpsampled
         padded.reshape(Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w))
         if upsample.shape.runsDirect && top >= 0 && left >= 0 {
-            upsample.forward(input, ctx, padded: padded, top: top, left: left)
+            upsample.forward(input, ctx, into: padded, top: top, left: left)
             return padded
         }
         let up = upsample.forward(input, ctx)

@@ -126,7 +126,7 @@ final class ThreadedKernelTests: XCTestCase {
             var dz = [Float](repeating: 0, count: ys.count), dg = [Float](repeating: 0, count: 5), dbeta = dg
             batchNormTrainBackward(dx: &dz, dweight: &dg, dbias: &dbeta, dy: dy, x: y, weight: gamma, saveMean: mean,
                                    saveInvstd: invstd, bn, count: Double(ys.n * ys.spatial), scratch: &scratch,
-                                   reluOutput: z)
+                                   reluBias: beta)
             // Pooling (odd sizes), pad and crop, the loss.
             let ph = 11, pw = 7, planes = xs.n * xs.c
             var pooled = [Float](repeating: 0, count: planes * (ph / 2) * (pw / 2))

@@ -13,9 +13,9 @@ double cbn_sum(const float *x, long n, int avx512);
 void cbn_sums(const float *x, long n, double out[2], int avx512);
 
 /// out[0] = sum g, out[1] = sum g * xhat with xhat = (x - mean) * invstd in float, where
-/// g = dy, or 0 where a fused ReLU's output was not positive: `relu` (its output) <= 0, or, with
-/// `masked`, x * scale + shift <= 0 (the output recomputed exactly as the forward made it).
-void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int masked, float scale, float shift,
+/// g = dy, or with `masked` (a fused ReLU) 0 where its output x * scale + shift, recomputed
+/// exactly as the forward made it, is not positive.
+void cbn_gradient_sums(const float *dy, const float *x, int masked, float scale, float shift,
                        long n, float mean, float invstd, double out[2], int avx512);
 
 /// y = x * scale + shift (a product, then a sum), and max(y, 0) with `relu`: the normalized
@@ -23,7 +23,7 @@ void cbn_gradient_sums(const float *dy, const float *x, const float *relu, int m
 void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512);
 
 /// dx = k * ((g - mean_dy) - xhat * mean_dy_xhat), g and xhat as in `cbn_gradient_sums`.
-void cbn_input_gradient(float *dx, const float *dy, const float *x, const float *relu, int masked, float scale,
+void cbn_input_gradient(float *dx, const float *dy, const float *x, int masked, float scale,
                         float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
                         int avx512);
 
