@@ -68,55 +68,55 @@ static INLINE void nothing(Vec *v) {
     for (int t = 0; t < TAPS; t++) v->tap[t] = 0;
 }
 
-/// Up to eight outputs of TV vectors: every input channel and tap, sums kept in registers.
+/// Up to eight outputs of tv <= TV vectors: every input channel and tap, sums kept in registers.
 /// `clean` (a constant where it is inlined): every vector is sixteen pixels whose three input
 /// rows are inside the image. Then only the left taps (of a row's first vector) and the right
 /// taps (of its last) need masks, six that stay in mask registers through the channel loop; the
 /// general case reloads 27 masks per channel, which costs about 15% of this kernel's time.
 AVX512 static INLINE void forward_tile(float *y, const float *x, const float *wb, const float *bias, int outputs,
                                        int inputs, size_t plane, const ptrdiff_t d[TAPS], const Vec v[TV],
-                                       int accumulate, const int clean) {
+                                       int accumulate, const int clean, const int tv) {
     __m512 acc[OB][TV];
     for (int o = 0; o < OB; o++)
-        for (int s = 0; s < TV; s++)
+        for (int s = 0; s < tv; s++)
             acc[o][s] = o < outputs && accumulate ? _mm512_maskz_loadu_ps(v[s].store, y + o * plane + v[s].offset)
                                                   : _mm512_set1_ps(o < outputs && bias ? bias[o] : 0.f);
     __mmask16 left[TV], right[TV];
-    for (int s = 0; s < TV; s++) left[s] = v[s].tap[3], right[s] = v[s].tap[5];
+    for (int s = 0; s < tv; s++) left[s] = v[s].tap[3], right[s] = v[s].tap[5];
     for (int q = 0; q < inputs; q++) {
         const float *xq = x + q * plane, *wq = wb + (size_t)q * TAPS * OB;
         // The next channel's rows, while this one's taps run.
-        for (int s = 0; s < TV; s++)
+        for (int s = 0; s < tv; s++)
             for (int ky = 0; ky < 3; ky++)
                 _mm_prefetch((const char *)(xq + plane + v[s].offset + d[ky * 3 + 1]), _MM_HINT_T0);
         if (clean) {
 #pragma clang loop unroll(full)
             for (int t = 0; t < TAPS; t++) {
                 __m512 xv[TV];
-                for (int s = 0; s < TV; s++) {
+                for (int s = 0; s < tv; s++) {
                     const float *at = xq + v[s].offset + d[t];
                     if (t % 3 == 1) xv[s] = _mm512_loadu_ps(at);
                     else xv[s] = _mm512_maskz_loadu_ps(t % 3 == 0 ? left[s] : right[s], at);
                 }
                 for (int o = 0; o < OB; o++) {
                     __m512 w = _mm512_set1_ps(wq[t * OB + o]);
-                    for (int s = 0; s < TV; s++) acc[o][s] = _mm512_fmadd_ps(w, xv[s], acc[o][s]);
+                    for (int s = 0; s < tv; s++) acc[o][s] = _mm512_fmadd_ps(w, xv[s], acc[o][s]);
                 }
             }
         } else {
 #pragma clang loop unroll(disable)
             for (int t = 0; t < TAPS; t++) {
                 __m512 xv[TV];
-                for (int s = 0; s < TV; s++) xv[s] = _mm512_maskz_loadu_ps(v[s].tap[t], xq + v[s].offset + d[t]);
+                for (int s = 0; s < tv; s++) xv[s] = _mm512_maskz_loadu_ps(v[s].tap[t], xq + v[s].offset + d[t]);
                 for (int o = 0; o < OB; o++) {
                     __m512 w = _mm512_set1_ps(wq[t * OB + o]);
-                    for (int s = 0; s < TV; s++) acc[o][s] = _mm512_fmadd_ps(w, xv[s], acc[o][s]);
+                    for (int s = 0; s < tv; s++) acc[o][s] = _mm512_fmadd_ps(w, xv[s], acc[o][s]);
                 }
             }
         }
     }
     for (int o = 0; o < outputs; o++)
-        for (int s = 0; s < TV; s++) _mm512_mask_storeu_ps(y + o * plane + v[s].offset, v[s].store, acc[o][s]);
+        for (int s = 0; s < tv; s++) _mm512_mask_storeu_ps(y + o * plane + v[s].offset, v[s].store, acc[o][s]);
 }
 
 static void taps(ptrdiff_t d[TAPS], int width) {
@@ -145,8 +145,11 @@ AVX512 void cconv3x3_forward(float *y, const float *x, const float *packed, size
             }
             float *yb = y + (size_t)b * OB * plane;
             const float *wb = packed + (size_t)b * block_stride, *bb = bias ? bias + b * OB : 0;
-            if (clean) forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, 1);
-            else forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, 0);
+            // A band's last tile may have fewer vectors (a 16 x 16 plane has 16).
+            if (clean) forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, 1, TV);
+            else if (end - i >= TV) forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, 0, TV);
+            else if (end - i == 2) forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, 0, 2);
+            else forward_tile(yb, x, wb, bb, n, inputs, plane, d, v, accumulate, 0, 1);
         }
     }
 }
