@@ -19,19 +19,28 @@ public struct BatchNormShape {
 /// Per-channel sums are taken in Double: a Float32 sum of squares over ~155k pixels per channel
 /// loses most of its digits. `scratch` holds 2 * channels + 1 Doubles: sum x, sum x^2, count,
 /// the numbers a reducer adds across replicas. `saveMean`/`saveInvstd` feed the backward pass.
+/// With `partialSums` (`parts` of them, from `conv2dForward`'s `statistics`), x is not read for
+/// the sums.
 public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                   weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                   runningMean: UnsafeMutablePointer<Float>, runningVar: UnsafeMutablePointer<Float>,
                                   saveMean: UnsafeMutablePointer<Float>, saveInvstd: UnsafeMutablePointer<Float>,
                                   _ s: BatchNormShape, momentum: Float = 0.1, eps: Float = 1e-5,
                                   scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
-                                  relu: Bool = false) {
+                                  relu: Bool = false, partialSums: UnsafePointer<Double>? = nil, parts: Int = 0) {
     let C = s.channels, plane = s.spatial
     parallelFor(C) { c in
         var s1 = 0.0, s2 = 0.0
-        for n in 0..<s.batch {
-            let (a, b) = sumAndSquares(x + (n * C + c) * plane, plane)
-            s1 += a; s2 += b
+        if let partialSums {
+            // [part][channel][sum, sum of squares], as the convolution that wrote x summed it.
+            for p in 0..<parts {
+                s1 += partialSums[2 * (p * C + c)]; s2 += partialSums[2 * (p * C + c) + 1]
+            }
+        } else {
+            for n in 0..<s.batch {
+                let (a, b) = sumAndSquares(x + (n * C + c) * plane, plane)
+                s1 += a; s2 += b
+            }
         }
         scratch[c] = s1; scratch[C + c] = s2
     }

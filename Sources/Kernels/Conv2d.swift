@@ -128,11 +128,13 @@ func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Fl
 
 func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                         statistics: UnsafeMutablePointer<Double>? = nil) {
     if s.runsDirect() {
         return conv2dForwardDirect(y, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
-                                   workspace: workspace)
+                                   workspace: workspace, statistics: statistics)
     }
+    precondition(statistics == nil, "only direct convolutions sum their output")
     let g = s.window(height: height, width: width)
     let plane = height * width, rows = s.bandRows(height: height, width: width)
     let ws = workspace.floats(s.bandedWorkspaceCount(height: height, width: width))
@@ -268,14 +270,17 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     grads.finish()
 }
 
-/// y = conv(x, weight) + bias.
+/// y = conv(x, weight) + bias. With `statistics` (where `statisticsParts` is not 0), also the
+/// per-channel sums of y and y^2 in parts (see `statisticsParts`).
 public func conv2dForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                           weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                          statistics: UnsafeMutablePointer<Double>? = nil) {
     if s.isBanded {
-        return conv2dForwardBanded(y, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
-                                   workspace: workspace)
+        return conv2dForwardBanded(y, ChannelBlocks(x), weight: weight, bias: bias, batch: batch, height: height,
+                                   width: width, s, workspace: workspace, statistics: statistics)
     }
+    precondition(statistics == nil, "only direct convolutions sum their output")
     // Strided, 1x1 and other kernels: whole images, spread over the compute threads.
     let g = s.window(height: height, width: width)
     let inCount = s.inC * height * width, outPlane = g.columns
@@ -347,10 +352,11 @@ public func conv2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMuta
 /// they lie: an up block's convolution without its concatenation in memory.
 public func conv2dForwardConcat(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int,
                                 _ b: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                                batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                                batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                                statistics: UnsafeMutablePointer<Double>? = nil) {
     precondition(s.isBanded && channelsA < s.inC)
     conv2dForwardBanded(y, ChannelBlocks(a, b, channelsA: channelsA), weight: weight, bias: bias, batch: batch,
-                        height: height, width: width, s, workspace: workspace)
+                        height: height, width: width, s, workspace: workspace, statistics: statistics)
 }
 
 /// The backward of `conv2dForwardConcat`: dweight and dbias accumulated, the input gradient

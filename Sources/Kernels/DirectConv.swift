@@ -20,6 +20,13 @@ extension Conv2dShape {
     /// from that BatchNorm's input on the way (`AffineReLU`).
     public var unfoldsInputInBackward: Bool { runsDirect() && inC >= 8 }
 
+    /// How many parts a forward's `statistics` come in: one per image and band of rows, fixed by
+    /// the image size alone (not by the threads), so that the sums are the same on any number of
+    /// threads. 0 where the forward gives none (not a direct convolution).
+    public func statisticsParts(batch: Int, height: Int, width: Int) -> Int {
+        runsDirect() ? batch * DirectPlan(batch: batch, height: height, width: width).bands : 0
+    }
+
     var packedCount: Int { cconv3x3_packed_count(Int32(outC), Int32(inC)) }
     var adjointPackedCount: Int { cconv3x3_packed_count(Int32(inC), Int32(outC)) }
 }
@@ -79,21 +86,31 @@ struct Parts<P> {
     }
 }
 
-/// y = conv(x, weight) + bias, x one tensor or a concatenation read where it lies.
+/// y = conv(x, weight) + bias, x one tensor or a concatenation read where it lies. With
+/// `statistics`, each band's per-channel sum of y and of y^2 (in Double, as `cbn_sums` takes
+/// them) right after the band is written, while it is still in cache: BatchNorm's statistics
+/// without a pass of their own over y. Laid out [image][band][channel][sum, sum of squares].
 func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
+                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                         statistics: UnsafeMutablePointer<Double>? = nil) {
 #if arch(x86_64)
     let packed = workspace.floats(s.packedCount)
     cconv3x3_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
     let plane = height * width, blockStride = s.inC * 72
     let inputs = Parts(x, channels: s.inC)
-    DirectPlan(batch: batch, height: height, width: width).forEach { _, images, rows in
+    let plan = DirectPlan(batch: batch, height: height, width: width)
+    plan.forEach { _, images, rows in
         for n in images {
             inputs.forEach { tensor, channels, first, i in
                 cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * 72, blockStride,
                                  i == 0 ? bias : nil, Int32(channels), Int32(s.outC), Int32(height), Int32(width),
                                  Int32(rows.lowerBound), Int32(rows.upperBound), i == 0 ? 0 : 1)
+            }
+            guard let statistics else { continue }
+            let part = statistics + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC
+            for o in 0..<s.outC {
+                cbn_sums(y + (n * s.outC + o) * plane + rows.lowerBound * width, rows.count * width, part + 2 * o, 1)
             }
         }
     }

@@ -25,6 +25,29 @@ public final class LayerContext {
     /// sized by the model when it is built so that the training step never allocates it.
     var bnScratch: [Double] = []
     init(store: ParameterStore) { self.store = store }
+    deinit { convStatistics.deallocate() }
+
+    /// The per-channel sums a direct convolution took of its output as it wrote it (a Conv2d
+    /// with `feedsBatchNorm`, in training), for the BatchNorm that reads that output next.
+    private var convStatistics = UnsafeMutablePointer<Double>.allocate(capacity: 1), statisticsCapacity = 1
+    private var statisticsOf: ObjectIdentifier?, statisticsParts = 0
+
+    /// Room for `parts` parts of sums of `channels` channels, to describe `output`; grows once.
+    func statisticsBuffer(for output: Tensor, parts: Int, channels: Int) -> UnsafeMutablePointer<Double> {
+        if parts * 2 * channels > statisticsCapacity {
+            convStatistics.deallocate()
+            statisticsCapacity = parts * 2 * channels
+            convStatistics = .allocate(capacity: statisticsCapacity)
+        }
+        statisticsOf = ObjectIdentifier(output); statisticsParts = parts
+        return convStatistics
+    }
+
+    /// The sums of `x` if the last convolution took them, once.
+    func takeStatistics(of x: Tensor) -> (sums: UnsafePointer<Double>, parts: Int)? {
+        defer { statisticsOf = nil }
+        return statisticsOf == ObjectIdentifier(x) ? (UnsafePointer(convStatistics), statisticsParts) : nil
+    }
 }
 
 /// PyTorch's default init for Conv2d and ConvTranspose2d: weights and biases uniform in
@@ -46,6 +69,15 @@ final class Conv2d {
     /// the backward computes that output again from the BatchNorm's input, inside the weight
     /// gradient's copy of the rows where the kernels allow, else into the shared tensor first.
     fileprivate unowned var inputBN: BatchNorm2d?
+    /// A BatchNorm reads the output next: a direct forward in training sums it as it goes.
+    var feedsBatchNorm = false
+
+    /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
+    private func statistics(_ ctx: LayerContext, _ shape: Shape) -> UnsafeMutablePointer<Double>? {
+        guard ctx.training && feedsBatchNorm else { return nil }
+        let parts = self.shape.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+        return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC) : nil
+    }
 
     init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
         self.shape = shape
@@ -63,9 +95,11 @@ final class Conv2d {
         input = x
         output.reshape(shape.outputShape(x.shape))
         if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        let sums = statistics(ctx, output.shape)
         ctx.timed(.conv) {
             conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
-                          batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace)
+                          batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace,
+                          statistics: sums)
         }
         return output
     }
@@ -105,10 +139,11 @@ extension Conv2d {
         input = a; secondInput = b
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
         if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        let sums = statistics(ctx, output.shape)
         ctx.timed(.conv) {
             conv2dForwardConcat(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
                                 bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
-                                width: a.shape.w, shape, workspace: ctx.workspace)
+                                width: a.shape.w, shape, workspace: ctx.workspace, statistics: sums)
         }
         return output
     }
@@ -273,6 +308,7 @@ final class BatchNorm2d {
         output.reshape(x.shape)
         let s = ctx.store
         if ctx.training {
+            let sums = ctx.takeStatistics(of: x)
             ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
                 saveMean.withUnsafeMutableBufferPointer { mean in
                     saveInvstd.withUnsafeMutableBufferPointer { invstd in
@@ -280,7 +316,8 @@ final class BatchNorm2d {
                                               runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
                                               saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
                                               BatchNormShape(x.shape), scratch: scratch.baseAddress!,
-                                              reducer: ctx.statistics, relu: relu)
+                                              reducer: ctx.statistics, relu: relu, partialSums: sums?.sums,
+                                              parts: sums?.parts ?? 0)
                         globalCount = scratch[2 * channels]
                     }
                 }
@@ -324,6 +361,7 @@ final class ConvBNReLU {
     init(_ name: String, _ ci: Int, _ co: Int, store: ParameterStore) {
         conv = Conv2d(name + ".0", Conv2dShape(inC: ci, outC: co, kernel: 3, padding: 1), store: store)
         bn = BatchNorm2d(name + ".1", co, store: store)
+        conv.feedsBatchNorm = true
     }
 
     func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {

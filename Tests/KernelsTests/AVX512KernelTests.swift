@@ -113,6 +113,47 @@ final class AVX512KernelTests: XCTestCase {
         }
     }
 
+    /// The sums a direct forward takes of its output (BatchNorm's statistics) are those of the y
+    /// it writes, per channel over every image and row; the same bits on any number of threads,
+    /// on bands of rows and on groups of small images, with one input or a concatenation.
+    func testForwardStatistics() throws {
+        guard avx512Available else {
+            avx512Kernels = true
+            return XCTAssertEqual(Conv2dShape(inC: 8, outC: 8, kernel: 3, padding: 1).statisticsParts(batch: 2, height: 4, width: 4), 0)
+        }
+        avx512Kernels = true
+        // (in, out, batch, height, width, split, pixels per item)
+        for (c, o, n, h, w, split, pixels) in [(5, 11, 3, 9, 21, 0, 60), (16, 9, 5, 6, 7, 8, 100), (3, 16, 2, 17, 16, 0, 4096)] {
+            let s = Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), plane = h * w
+            let x = random(n * c * plane), weight = random(s.weightCount), bias = random(o)
+            directPixels = pixels
+            var first: [Double]? = nil
+            for threads in [1, 2, 3] {
+                setComputeThreads(threads)
+                let parts = s.statisticsParts(batch: n, height: h, width: w)
+                XCTAssertGreaterThanOrEqual(parts, n)
+                var y = [Float](repeating: .nan, count: n * o * plane), sums = [Double](repeating: .nan, count: parts * 2 * o)
+                let ws = Workspace()
+                if split == 0 {
+                    conv2dForward(&y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s, workspace: ws,
+                                  statistics: &sums)
+                } else {
+                    let a = Array(x[0..<(n * split * plane)]), b = Array(x[(n * split * plane)...])
+                    conv2dForwardConcat(&y, a, channelsA: split, b, weight: weight, bias: bias, batch: n, height: h,
+                                        width: w, s, workspace: ws, statistics: &sums)
+                }
+                for ch in 0..<o {
+                    var s1 = 0.0, s2 = 0.0, e1 = 0.0, e2 = 0.0
+                    for p in 0..<parts { s1 += sums[2 * (p * o + ch)]; s2 += sums[2 * (p * o + ch) + 1] }
+                    for i in 0..<n { for j in 0..<plane { let v = Double(y[(i * o + ch) * plane + j]); e1 += v; e2 += v * v } }
+                    XCTAssertEqual(s1, e1, accuracy: 1e-9 * max(1, e2), "sum, channel \(ch), \(threads) threads")
+                    XCTAssertEqual(s2, e2, accuracy: 1e-9 * max(1, e2), "sum of squares, channel \(ch), \(threads) threads")
+                }
+                if let first { XCTAssertEqual(sums, first, "\(threads) threads") } else { first = sums }
+            }
+        }
+    }
+
     func testConvTransposeAgainstOpenBLAS() throws {
         guard avx512Available else { return XCTAssertFalse(avx512Kernels) }
         // 6 -> 5: 20 GEMM rows in the backward (blocks of eight and a remainder), the forward's
