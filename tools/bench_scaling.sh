@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# Data-parallel scaling on this machine: training images/s of `-n 1` and `-n 2` ranks with one
-# thread each, one epoch per run, alternated, medians of REPEATS runs.
+# Data-parallel scaling on this machine: images/s of `-n 1` and `-n 2` ranks with one thread
+# each, alternated, medians of REPEATS runs.
 #
-# Each round also runs the machine's own reference for two ranks: two independent `-n 1`
-# trainings at once, each with half the batch (a rank's share under `-n 2`), nothing exchanged.
-# Their summed images/s over `-n 1`'s is what two busy cores give this workload without any
-# communication; on a shared VM it can fall well short of 2 (cores that slow each other, or a
-# neighbour's load), and `-n 2` cannot beat it. `-n 2` over the pair is what our collectives
-# and the ranks' waiting for each other cost.
-# Not a test: timings need a quiet machine.   tools/bench_scaling.sh DATA_DIR [REPEATS]
+#   tools/bench_scaling.sh DATA_DIR [REPEATS]   training: one epoch per run (history.csv's rate)
+#   tools/bench_scaling.sh --bench [REPEATS]    `unet-dist bench` at 128x128 (synthetic images,
+#                                               8 timed steps after a warm-up step per run)
+#
+# Each round also runs the machine's own reference for two ranks: two independent `-n 1` runs at
+# once, each with half the batch (a rank's share under `-n 2`), nothing exchanged. Their summed
+# images/s over `-n 1`'s is what two busy cores give this workload without any communication; on
+# a shared VM it can fall well short of 2 (cores that slow each other, or a neighbour's load),
+# and `-n 2` cannot beat it. `-n 2` over the pair is what our collectives and the ranks' waiting
+# for each other cost.
+# Not a test: timings need a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${1:?usage: tools/bench_scaling.sh DATA_DIR [REPEATS]}"
+data="${1:?usage: tools/bench_scaling.sh DATA_DIR|--bench [REPEATS]}"
 repeats="${2:-3}"
 batch=16
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
-rate() { tail -1 "$1/history.csv" | awk -F, '{print $NF}'; }
-train() { launch/local.sh -n "$1" train --data "$data" --run-dir "$2" --epochs 1 --threads 1 --batch-size "$3" --quiet; }
+if [ "$data" = --bench ]; then
+  # The run's global images/s, from bench's JSON (its last line).
+  rate() { tail -1 "$1/out.json" | sed 's/.*"images_per_s":\([0-9.e+-]*\).*/\1/' | awk '{printf "%.2f", $1}'; }
+  train() {
+    mkdir -p "$2"
+    launch/local.sh -n "$1" bench --size 128 --threads 1 --batch-size "$3" --steps 8 --sgemm-size 0 --json > "$2/out.json"
+  }
+else
+  rate() { tail -1 "$1/history.csv" | awk -F, '{print $NF}'; }
+  train() { launch/local.sh -n "$1" train --data "$data" --run-dir "$2" --epochs 1 --threads 1 --batch-size "$3" --quiet; }
+fi
 declare -A rates
 for r in $(seq "$repeats"); do
   train 1 "$work/n1-$r" "$batch"; rates[n1]+="$(rate "$work/n1-$r") "
@@ -26,7 +39,7 @@ for r in $(seq "$repeats"); do
   wait "$first"
   pair=$(awk -v a="$(rate "$work/a-$r")" -v b="$(rate "$work/b-$r")" 'BEGIN {printf "%.2f", a + b}')
   rates[pair]+="$pair "
-  echo "run $r: -n 1 $(rate "$work/n1-$r"), -n 2 $(rate "$work/n2-$r"), two independent -n 1 at batch $((batch / 2)): $pair images/s"
+  echo "run $r: -n 1 $(rate "$work/n1-$r"), -n 2 $(rate "$work/n2-$r"), two independent -n 1 at batch $((batch / 2)): $(rate "$work/a-$r") + $(rate "$work/b-$r") = $pair images/s"
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 m1=$(echo "${rates[n1]}" | median); m2=$(echo "${rates[n2]}" | median); mp=$(echo "${rates[pair]}" | median)
