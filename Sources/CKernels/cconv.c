@@ -62,6 +62,22 @@ static INLINE void describe(Vec *v, int oy, int ox, int height, int width) {
     }
 }
 
+/// For planes narrower than a vector: the sixteen pixels from `first` in the plane, across rows,
+/// the last `count` < 16 of them where the band ends. Each lane's taps are masked by its own row
+/// and column, so a 4 x 4 or 8 x 8 plane fills whole vectors instead of one vector per row.
+static INLINE void describe_pixels(Vec *v, long first, int count, int height, int width) {
+    v->offset = first;
+    v->store = low_lanes(count);
+    for (int t = 0; t < TAPS; t++) v->tap[t] = 0;
+    for (int j = 0; j < count && j < LANES; j++) {
+        int oy = (int)((first + j) / width), ox = (int)((first + j) % width);
+        for (int t = 0; t < TAPS; t++) {
+            int iy = oy + t / 3 - 1, ix = ox + t % 3 - 1;
+            if (iy >= 0 && iy < height && ix >= 0 && ix < width) v->tap[t] |= (__mmask16)(1u << j);
+        }
+    }
+}
+
 static INLINE void nothing(Vec *v) {
     v->offset = 0;
     v->store = 0;
@@ -126,8 +142,11 @@ static void taps(ptrdiff_t d[TAPS], int width) {
 AVX512 void cconv3x3_forward(float *y, const float *x, const float *packed, size_t block_stride, const float *bias,
                              int inputs, int outputs, int height, int width, int row0, int row1, int accumulate) {
     size_t plane = (size_t)height * width;
-    int per_row = (width + LANES - 1) / LANES;
-    long first = (long)row0 * per_row, end = (long)row1 * per_row;
+    // Vectors are rows' pieces, or, in planes narrower than a vector, runs of sixteen pixels.
+    int narrow = width < LANES, per_row = (width + LANES - 1) / LANES;
+    long pixels0 = (long)row0 * width, pixels1 = (long)row1 * width;
+    long first = narrow ? 0 : (long)row0 * per_row;
+    long end = narrow ? (pixels1 - pixels0 + LANES - 1) / LANES : (long)row1 * per_row;
     ptrdiff_t d[TAPS];
     taps(d, width);
     for (int b = 0; b * OB < outputs; b++) {
@@ -135,12 +154,13 @@ AVX512 void cconv3x3_forward(float *y, const float *x, const float *packed, size
         // A tile's vectors are consecutive in the plane and may span rows.
         for (long i = first; i < end; i += TV) {
             Vec v[TV];
-            int clean = 1;
+            int clean = !narrow;
             for (int s = 0; s < TV; s++) {
                 long k = i + s;
                 int oy = (int)(k / per_row), ox = (int)(k % per_row) * LANES;
-                if (k < end) describe(&v[s], oy, ox, height, width);
-                else nothing(&v[s]);
+                if (k >= end) nothing(&v[s]);
+                else if (narrow) describe_pixels(&v[s], pixels0 + k * LANES, (int)(pixels1 - pixels0 - k * LANES), height, width);
+                else describe(&v[s], oy, ox, height, width);
                 clean &= k < end && oy > 0 && oy + 1 < height && ox + LANES <= width;
             }
             float *yb = y + (size_t)b * OB * plane;
