@@ -22,20 +22,20 @@ work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 if [ "$data" = --bench ]; then
   # The run's global images/s, from bench's JSON (its last line).
   rate() { tail -1 "$1/out.json" | sed 's/.*"images_per_s":\([0-9.e+-]*\).*/\1/' | awk '{printf "%.2f", $1}'; }
-  train() {
+  measure() {
     mkdir -p "$2"
     launch/local.sh -n "$1" bench --size 128 --threads 1 --batch-size "$3" --steps 8 --sgemm-size 0 --json > "$2/out.json"
   }
 else
   rate() { tail -1 "$1/history.csv" | awk -F, '{print $NF}'; }
-  train() { launch/local.sh -n "$1" train --data "$data" --run-dir "$2" --epochs 1 --threads 1 --batch-size "$3" --quiet; }
+  measure() { launch/local.sh -n "$1" train --data "$data" --run-dir "$2" --epochs 1 --threads 1 --batch-size "$3" --quiet; }
 fi
 declare -A rates
 for r in $(seq "$repeats"); do
-  train 1 "$work/n1-$r" "$batch"; rates[n1]+="$(rate "$work/n1-$r") "
-  train 2 "$work/n2-$r" "$batch"; rates[n2]+="$(rate "$work/n2-$r") "
-  train 1 "$work/a-$r" $((batch / 2)) & first=$!
-  train 1 "$work/b-$r" $((batch / 2))
+  measure 1 "$work/n1-$r" "$batch"; rates[n1]+="$(rate "$work/n1-$r") "
+  measure 2 "$work/n2-$r" "$batch"; rates[n2]+="$(rate "$work/n2-$r") "
+  measure 1 "$work/a-$r" $((batch / 2)) & first=$!
+  measure 1 "$work/b-$r" $((batch / 2))
   wait "$first"
   pair=$(awk -v a="$(rate "$work/a-$r")" -v b="$(rate "$work/b-$r")" 'BEGIN {printf "%.2f", a + b}')
   rates[pair]+="$pair "
