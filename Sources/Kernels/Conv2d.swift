@@ -119,13 +119,6 @@ extension ChannelBlocks where Pointer == UnsafeMutablePointer<Float> {
     }
 }
 
-func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                         batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace) {
-    conv2dForwardBanded(y, ChannelBlocks(x), weight: weight, bias: bias, batch: batch, height: height, width: width, s,
-                        workspace: workspace)
-}
-
 func conv2dForwardBanded(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<UnsafePointer<Float>>,
                          weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
