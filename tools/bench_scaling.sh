@@ -5,6 +5,12 @@
 #   tools/bench_scaling.sh DATA_DIR [REPEATS]   training: one epoch per run (history.csv's rate)
 #   tools/bench_scaling.sh --bench [REPEATS]    `unet-dist bench` at 128x128 (synthetic images,
 #                                               8 timed steps after a warm-up step per run)
+#   tools/bench_scaling.sh --synthetic [REPEATS] tools/machine/sync_step.c instead of unet-dist:
+#                                               the same step shape (29 small allreduces, FMAs
+#                                               from L1, a batch-sized buffer streamed) with none
+#                                               of our code, so what -n 2 loses there is the
+#                                               machine's toll on ranks in lockstep
+#                                               (SEGMENTS=1: one allreduce per step instead)
 #
 # Each round also runs the machine's own reference for two ranks: two independent `-n 1` runs at
 # once, each with half the batch (a rank's share under `-n 2`), nothing exchanged. Their summed
@@ -15,7 +21,7 @@
 # Not a test: timings need a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data="${1:?usage: tools/bench_scaling.sh DATA_DIR|--bench [REPEATS]}"
+data="${1:?usage: tools/bench_scaling.sh DATA_DIR|--bench|--synthetic [REPEATS]}"
 repeats="${2:-3}"
 batch=16
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
@@ -25,6 +31,13 @@ if [ "$data" = --bench ]; then
   measure() {
     mkdir -p "$2"
     launch/local.sh -n "$1" bench --size 128 --threads 1 --batch-size "$3" --steps 8 --sgemm-size 0 --json > "$2/out.json"
+  }
+elif [ "$data" = --synthetic ]; then
+  mpicc -O3 -march=native -o "$work/sync_step" tools/machine/sync_step.c
+  rate() { awk '{printf "%.2f", $1}' "$1/out.txt"; }
+  measure() {
+    mkdir -p "$2"
+    UNET_DIST_BIN="$work/sync_step" launch/local.sh -n "$1" "$3" 8 "${SEGMENTS:-29}" > "$2/out.txt"
   }
 else
   rate() { tail -1 "$1/history.csv" | awk -F, '{print $NF}'; }

@@ -35,7 +35,7 @@ public final class LayerProfile {
     public var convFlops = 0.0
 
     /// Seconds in collectives so far: a timed region subtracts what it contains.
-    private var collectiveSeconds = 0.0
+    public private(set) var collectiveSeconds = 0.0
     /// Whether the innermost timed region is part of the backward pass.
     private var inBackward = false
 

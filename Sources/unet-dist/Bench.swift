@@ -64,13 +64,19 @@ struct Bench: ParsableCommand {
                               comm: comm, optimizer: settings)
             profile.reset()
             var times: [Double] = []
-            for _ in 0..<steps {
+            // Each rank's seconds in collectives per step, in its row: under mpirun, mostly
+            // waiting for the slowest rank, so the rows show which rank held the others up when.
+            var waits = [Double](repeating: 0, count: comm.size * steps)
+            for step in 0..<steps {
                 comm.barrier()
-                let t0 = LayerProfile.now()
+                let t0 = LayerProfile.now(), c0 = profile.collectiveSeconds
                 _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
                                   comm: comm, optimizer: settings)
                 times.append(LayerProfile.now() - t0)
+                waits[comm.rank * steps + step] = profile.collectiveSeconds - c0
             }
+            waits.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+            let waitsByRank = (0..<comm.size).map { r in waits[(r * steps)..<((r + 1) * steps)].map { $0 * 1000 } }
             let stepSeconds = times.sorted()[times.count / 2]
             let perStep = 1 / Double(steps)
             let forward = profile.forward.map { $0 * perStep }, backward = profile.backward.map { $0 * perStep }
@@ -108,7 +114,7 @@ struct Bench: ParsableCommand {
                     "step_ms_all": times.map { $0 * 1000 },
                     "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
                     "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
-                    "collectives_ms_max": collectiveMax * 1000,
+                    "collectives_ms_max": collectiveMax * 1000, "collectives_ms_by_rank": waitsByRank,
                 ]
                 var fw: [String: Double] = [:], bw: [String: Double] = [:]
                 for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
@@ -134,6 +140,10 @@ struct Bench: ParsableCommand {
                 if comm.size > 1 {
                     print(String(format: "collectives     %.1f ms per step on the rank that spent the longest in them (mostly waiting for the others)",
                                  collectiveMax * 1000))
+                    print("collectives ms, each timed step, by rank:")
+                    for (r, row) in waitsByRank.enumerated() {
+                        print("  rank \(r): " + row.map { String(format: "%.0f", $0) }.joined(separator: " "))
+                    }
                 }
             }
         }

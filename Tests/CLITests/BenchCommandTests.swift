@@ -40,6 +40,7 @@ final class BenchCommandTests: XCTestCase {
             XCTAssertLessThan(t["collectives"] ?? 1, 1, pass)
         }
         XCTAssertLessThan(try number(two, "collectives_ms_max"), 1)
+        XCTAssertEqual((two["collectives_ms_by_rank"] as? [[Double]])?.map(\.count), [2])
     }
 
     func testGlobalFiguresUnderMPI() throws {
@@ -55,5 +56,13 @@ final class BenchCommandTests: XCTestCase {
         XCTAssertGreaterThan(backward["collectives"] ?? 0, 0)
         XCTAssertGreaterThanOrEqual(try number(two, "collectives_ms_max"),
                                     (forward["collectives"] ?? 0) + (backward["collectives"] ?? 0) - 1e-6)
+        // Per step and rank: rank 0's row adds up to its per-kind collectives, and the rank
+        // that spent the longest gives collectives_ms_max.
+        let byRank = try XCTUnwrap(two["collectives_ms_by_rank"] as? [[Double]], "\(two)")
+        XCTAssertEqual(byRank.count, 2)
+        XCTAssertEqual(byRank.map(\.count), [2, 2])
+        let means = byRank.map { $0.reduce(0, +) / 2 }
+        XCTAssertEqual(means[0], (forward["collectives"] ?? 0) + (backward["collectives"] ?? 0), accuracy: 1e-6)
+        XCTAssertEqual(means.max()!, try number(two, "collectives_ms_max"), accuracy: 1e-6)
     }
 }
