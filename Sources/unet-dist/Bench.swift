@@ -63,20 +63,17 @@ struct Bench: ParsableCommand {
             _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
                               comm: comm, optimizer: settings)
             profile.reset()
-            var times: [Double] = []
-            // Each rank's seconds in collectives per step, in its row: under mpirun, mostly
-            // waiting for the slowest rank, so the rows show which rank held the others up when.
-            var waits = [Double](repeating: 0, count: comm.size * steps)
-            for step in 0..<steps {
+            // Each step's time, and its seconds in collectives: under mpirun mostly waiting for
+            // the slowest rank, so every rank's row shows which rank held the others up when.
+            var times: [Double] = [], waits: [Double] = []
+            for _ in 0..<steps {
                 comm.barrier()
                 let t0 = LayerProfile.now(), c0 = profile.collectiveSeconds
                 _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
                                   comm: comm, optimizer: settings)
                 times.append(LayerProfile.now() - t0)
-                waits[comm.rank * steps + step] = profile.collectiveSeconds - c0
+                waits.append(profile.collectiveSeconds - c0)
             }
-            waits.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
-            let waitsByRank = (0..<comm.size).map { r in waits[(r * steps)..<((r + 1) * steps)].map { $0 * 1000 } }
             let stepSeconds = times.sorted()[times.count / 2]
             let perStep = 1 / Double(steps)
             let forward = profile.forward.map { $0 * perStep }, backward = profile.backward.map { $0 * perStep }
@@ -88,21 +85,22 @@ struct Bench: ParsableCommand {
             var usage = rusage()
             getrusage(RUSAGE_SELF.rawValue, &usage)
             let rssMB = Double(usage.ru_maxrss) / 1024
-            let collective = LayerProfile.Kind.collectives.rawValue
-            var slots = [Double](repeating: 0, count: 5 * comm.size)
-            slots[5 * comm.rank] = Double(local) / stepSeconds
-            slots[5 * comm.rank + 1] = rssMB
-            slots[5 * comm.rank + 2] = flops / max(convSeconds, 1e-12)
-            slots[5 * comm.rank + 3] = flops
-            slots[5 * comm.rank + 4] = forward[collective] + backward[collective]
+            let width = 4 + steps
+            var slots = [Double](repeating: 0, count: width * comm.size)
+            slots[width * comm.rank] = Double(local) / stepSeconds
+            slots[width * comm.rank + 1] = rssMB
+            slots[width * comm.rank + 2] = flops / max(convSeconds, 1e-12)
+            slots[width * comm.rank + 3] = flops
+            for (i, w) in waits.enumerated() { slots[width * comm.rank + 4 + i] = w * 1000 }
             slots.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
             let ranks = 0..<comm.size
-            let imagesPerSecond = ranks.reduce(0.0) { $0 + slots[5 * $1] }
-            let maxRSS = ranks.map { slots[5 * $0 + 1] }.max()!, totalRSS = ranks.reduce(0.0) { $0 + slots[5 * $1 + 1] }
-            let convGflops = ranks.reduce(0.0) { $0 + slots[5 * $1 + 2] } / Double(comm.size) / 1e9
-            let stepGflops = ranks.reduce(0.0) { $0 + slots[5 * $1 + 3] } / stepSeconds / 1e9
+            let imagesPerSecond = ranks.reduce(0.0) { $0 + slots[width * $1] }
+            let maxRSS = ranks.map { slots[width * $0 + 1] }.max()!, totalRSS = ranks.reduce(0.0) { $0 + slots[width * $1 + 1] }
+            let convGflops = ranks.reduce(0.0) { $0 + slots[width * $1 + 2] } / Double(comm.size) / 1e9
+            let stepGflops = ranks.reduce(0.0) { $0 + slots[width * $1 + 3] } / stepSeconds / 1e9
+            let waitsByRank = ranks.map { Array(slots[(width * $0 + 4)..<(width * ($0 + 1))]) }
             // The rank that spent the longest in collectives waited most for the others.
-            let collectiveMax = ranks.map { slots[5 * $0 + 4] }.max()!
+            let collectiveMax = waitsByRank.map { $0.reduce(0, +) / Double(steps) }.max()!
             guard comm.isRoot else { return }
 
             let kinds = LayerProfile.Kind.allCases
@@ -114,7 +112,7 @@ struct Bench: ParsableCommand {
                     "step_ms_all": times.map { $0 * 1000 },
                     "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
                     "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
-                    "collectives_ms_max": collectiveMax * 1000, "collectives_ms_by_rank": waitsByRank,
+                    "collectives_ms_max": collectiveMax, "collectives_ms_by_rank": waitsByRank,
                 ]
                 var fw: [String: Double] = [:], bw: [String: Double] = [:]
                 for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
@@ -139,7 +137,7 @@ struct Bench: ParsableCommand {
                 print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", maxRSS, totalRSS))
                 if comm.size > 1 {
                     print(String(format: "collectives     %.1f ms per step on the rank that spent the longest in them (mostly waiting for the others)",
-                                 collectiveMax * 1000))
+                                 collectiveMax))
                     print("collectives ms, each timed step, by rank:")
                     for (r, row) in waitsByRank.enumerated() {
                         print("  rank \(r): " + row.map { String(format: "%.0f", $0) }.joined(separator: " "))

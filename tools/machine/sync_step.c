@@ -12,38 +12,8 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static float operands[4096] __attribute__((aligned(64)));
-static volatile float sink;
-
-// 24 accumulators; per iteration 3 vector loads and 8 broadcasts from L1 for 24 FMAs: the
-// direct convolution's inner loop (8 output channels x 3 vectors of pixels).
-static void arithmetic(long iterations) {
-    v16 acc[24] = {0};
-    for (long i = 0; i < iterations; i++) {
-        const float *p = operands + ((i * 88) & 2047);
-        v16 x0 = *(const v16u *)(p + 1000), x1 = *(const v16u *)(p + 1016), x2 = *(const v16u *)(p + 1032);
-#pragma GCC unroll 8
-        for (int o = 0; o < 8; o++) {
-            float s = p[o];
-            v16 w = {s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
-            acc[3 * o] += x0 * w; acc[3 * o + 1] += x1 * w; acc[3 * o + 2] += x2 * w;
-        }
-    }
-    float s = 0;
-    for (int k = 0; k < 24; k++) for (int l = 0; l < 16; l++) s += acc[k][l];
-    sink = s;
-}
+#include "fma_loops.h"
 
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
@@ -65,14 +35,14 @@ int main(int argc, char **argv) {
     long floats = mb * local * (1 << 20) / 4;
     float *memory = malloc((floats + 1) * sizeof(float));
     for (long i = 0; i < floats; i++) memory[i] = 1;
-    for (int i = 0; i < 4096; i++) operands[i] = 1e-3f * (i % 7);
+    init_operands();
 
     double statistics[128] = {0}, reduced[128];
     double start = 0;
     for (int step = 0; step <= steps; step++) {  // step 0 warms up
         if (step == 1) { MPI_Barrier(MPI_COMM_WORLD); start = now(); }
         for (int k = 0; k < segments; k++) {
-            arithmetic(iterations);
+            l1_fmas(iterations);
             long from = floats * k / segments, to = floats * (k + 1) / segments;
             for (long i = from; i < to; i++) memory[i] = memory[i] * 0.999f + 1e-7f;
             MPI_Allreduce(statistics, reduced, 128, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
