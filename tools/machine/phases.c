@@ -1,7 +1,7 @@
 // How steady one vCPU is: alternates two loops of the same number of FMAs for SECONDS and
 // prints each one's spread of times. `registers` keeps its operands in registers; `l1` loads
 // them from L1, 11 loads per 24 FMAs, as the direct convolution's inner loop does. On the VM
-// these notes were measured on, `registers` stayed within a few percent while `l1` (and the real
+// these notes were measured on, `registers` stayed within 10-20% (p90/p10) while `l1` (and the real
 // convolution kernels) moved between two speeds 1.3-1.5x apart, for seconds at a time, on each
 // vCPU independently: a rank in a slow phase holds up the ranks it synchronizes with.
 //

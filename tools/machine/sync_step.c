@@ -34,6 +34,10 @@ int main(int argc, char **argv) {
     long iterations = kfma * 1000 / 24 * local / segments;
     long floats = mb * local * (1 << 20) / 4;
     float *memory = malloc((floats + 1) * sizeof(float));
+    if (!memory) {
+        fprintf(stderr, "sync_step: rank %d: cannot allocate %ld MB\n", rank, mb * local);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     for (long i = 0; i < floats; i++) memory[i] = 1;
     init_operands();
 
