@@ -9,6 +9,10 @@ public struct CheckpointInfo: Equatable {
     /// Completed epochs and optimizer steps.
     public var epoch = 0
     public var step = 0
+    /// Steps taken in the epoch after `epoch` (0 at an epoch's end), and the steps per epoch of
+    /// the run that wrote it: a resume continues mid-epoch only where the epoch is the same.
+    public var stepInEpoch = 0
+    public var stepsPerEpoch: Int?
     public var seed: UInt64 = 0
     /// The flags that determine training, as JSON (TrainConfig.checkpointJSON).
     public var config = "{}"
@@ -23,14 +27,27 @@ public struct CheckpointInfo: Equatable {
         var m = ["format": "unet-dist-1", "model": model, "epoch": "\(epoch)", "step": "\(step)", "seed": "\(seed)",
                  "config": config, "metrics": metrics]
         if let optimizer { m["optimizer"] = optimizer.rawValue }
+        if let stepsPerEpoch { m["step_in_epoch"] = "\(stepInEpoch)"; m["steps_per_epoch"] = "\(stepsPerEpoch)" }
         if !epochSums.isEmpty { m["epoch_sums"] = epochSums }
         return m
     }
 
     init(metadata m: [String: String], path: String) throws {
         model = m["model"] ?? "unet"
-        epoch = Int(m["epoch"] ?? "0") ?? 0
-        step = Int(m["step"] ?? "0") ?? 0
+        func count(_ key: String) throws -> Int? {
+            guard let text = m[key] else { return nil }
+            guard let v = Int(text), v >= 0 else { throw FormatError(path, "bad \(key) \"\(text)\" in its metadata") }
+            return v
+        }
+        epoch = try count("epoch") ?? 0
+        step = try count("step") ?? 0
+        stepsPerEpoch = try count("steps_per_epoch")
+        if let spe = stepsPerEpoch {
+            stepInEpoch = try count("step_in_epoch") ?? 0
+            guard spe > 0, stepInEpoch < spe else {
+                throw FormatError(path, "bad position in its metadata: step \(stepInEpoch) of \(spe) steps per epoch")
+            }
+        }
         seed = UInt64(m["seed"] ?? "0") ?? 0
         config = m["config"] ?? "{}"
         metrics = m["metrics"] ?? "{}"

@@ -10,13 +10,14 @@ public let stoppedExitStatus: Int32 = 75
 public struct Interrupted: Error, CustomStringConvertible {
     /// The signal this rank received; 0 when only another rank got one.
     public let signal: Int32
-    public let epoch: Int, step: Int, stepsPerEpoch: Int
+    /// The epoch it stopped in, the optimizer steps taken in all, and those taken in that epoch
+    /// (0: before it started).
+    public let epoch: Int, step: Int, stepInEpoch: Int, stepsPerEpoch: Int
     public let checkpoint: String
 
     public var description: String {
         let name = signal == 0 ? "a stop signal on another rank" : (signalNames[signal] ?? "signal \(signal)")
-        let position = step % stepsPerEpoch == 0 ? "after epoch \(step / stepsPerEpoch)"
-            : "at epoch \(epoch), step \(step % stepsPerEpoch)/\(stepsPerEpoch)"
+        let position = stepInEpoch == 0 ? "after epoch \(epoch - 1)" : "at epoch \(epoch), step \(stepInEpoch)/\(stepsPerEpoch)"
         return "stopped on \(name) \(position); wrote \(checkpoint); continue with --resume \(checkpoint)"
     }
 }

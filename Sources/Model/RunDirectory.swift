@@ -7,6 +7,33 @@ import Report
 struct RunDirectory {
     let path: String
 
+    /// Every file a run writes here, by name (see the writers below, Trainer.createRunDirectory
+    /// and Trainer.finishEpoch), and the pictures by pattern.
+    static let files = ["config.json", "history.csv", "history.jsonl", "history.png", "report.html",
+                        "checkpoints/last.safetensors", "checkpoints/best.safetensors"]
+    static let samplePicture = #"^epoch-[0-9]+\.png$"#
+    static let folders = ["checkpoints", "samples"]
+
+    /// Removes what a run wrote (and temporary files a killed writer left), then the folders that
+    /// this leaves empty; anything else stays.
+    func removeOutputs() throws {
+        let fm = FileManager.default
+        func names(_ dir: String, matching pattern: String) -> [String] {
+            ((try? fm.contentsOfDirectory(atPath: dir)) ?? [])
+                .filter { $0.range(of: pattern, options: .regularExpression) != nil }.map { dir + "/" + $0 }
+        }
+        var doomed = Self.files.map { path + "/" + $0 } + names(path + "/samples", matching: Self.samplePicture)
+        for dir in [path] + Self.folders.map({ path + "/" + $0 }) { doomed += names(dir, matching: #"^\..*\.tmp-[0-9]+$"#) }
+        for file in doomed where fm.fileExists(atPath: file) {
+            do { try fm.removeItem(atPath: file) } catch {
+                throw FormatError(file, "cannot remove it for --overwrite: \(error.localizedDescription)")
+            }
+        }
+        for dir in Self.folders.map({ path + "/" + $0 }) {
+            if let rest = try? fm.contentsOfDirectory(atPath: dir), rest.isEmpty { try? fm.removeItem(atPath: dir) }
+        }
+    }
+
     func writeHistory(_ history: [EpochRecord]) throws {
         let csv = ([EpochRecord.header] + history.map(\.csv)).joined(separator: "\n") + "\n"
         try writeFileAtomically(Data(csv.utf8), to: path + "/history.csv")

@@ -150,6 +150,8 @@ public final class Trainer {
     public var stopSignal: () -> Int32 = { 0 }
     /// Whether any rank asked to stop, as agreed in the last step's allreduce.
     var stopAgreed = false
+    /// What a resume tells the user before training (rank 0 prints it when the run starts).
+    var resumeNotes: [String] = []
 
     public init(_ config: TrainConfig, comm: Communicator, log: @escaping (String) -> Void) throws {
         self.config = config
@@ -199,14 +201,20 @@ public final class Trainer {
         info.model = config.model.kind.rawValue
         info.seed = config.seed
         info.config = config.checkpointJSON
+        info.stepsPerEpoch = stepsPerEpoch
         if let path = config.pretrained, config.resume == nil, config.initFrom == nil {
             try loadPretrained(path)
         }
         info.optimizer = config.optimizer
         if let path = config.resume ?? config.initFrom {
             let loaded = try loadCheckpoint(path, withOptimizer: config.resume != nil)
-            if config.resume != nil {
-                info.epoch = loaded.epoch; info.step = loaded.step
+            if let resume = config.resume {
+                // The same on every rank (the file was broadcast), so every rank refuses alike.
+                let plan: ResumePlan
+                do { plan = try ResumePlan(loaded, stepsPerEpoch: stepsPerEpoch, config: config, checkpoint: resume) }
+                catch { throw RunError("\(error)") }
+                resumeNotes = plan.notes
+                info.epoch = plan.completedEpochs; info.stepInEpoch = plan.stepInEpoch; info.step = loaded.step
                 info.metrics = loaded.metrics; info.epochSums = loaded.epochSums
                 // Earlier epochs' rows stay in the history (rank 0 writes it).
                 if comm.isRoot, let text = try? String(contentsOfFile: config.runDir + "/history.csv", encoding: .utf8) {
@@ -250,9 +258,11 @@ public final class Trainer {
         guard fm.isWritableFile(atPath: dir.path) else { throw FormatError(c.runDir, "cannot be written (\(dir.path) is not writable)") }
     }
 
-    /// Creates the run directory and writes config.json.
+    /// Creates the run directory and writes config.json; with --overwrite, first removes what an
+    /// earlier run wrote there, so that no file of it is taken for this run's.
     static func createRunDirectory(_ c: TrainConfig, worldSize: Int) throws {
         let fm = FileManager.default
+        if c.overwrite { try RunDirectory(path: c.runDir).removeOutputs() }
         do {
             try fm.createDirectory(atPath: c.runDir + "/checkpoints", withIntermediateDirectories: true)
         } catch {
@@ -316,15 +326,15 @@ public final class Trainer {
 
     public func run() throws {
         let classes = config.model.classes
-        let startEpoch = info.step / stepsPerEpoch + 1
-        if let maxSteps = config.maxSteps, info.step >= maxSteps { return }
+        if comm.isRoot && !config.quiet { resumeNotes.forEach(log) }
+        let startEpoch = info.epoch + 1
         epochs: for epoch in startEpoch...max(startEpoch, config.epochs) where epoch <= config.epochs {
             let started = Date()
             model.store.frozen = epoch <= config.freezeEncoder ? frozenDuringWarmup : 0..<0
             let order = epochOrder(count: trainIndices.count, seed: config.seed, epoch: epoch, shuffle: config.shuffle)
             var images = 0
             var stopped = false
-            let firstStep = info.step - (epoch - 1) * stepsPerEpoch
+            let firstStep = info.stepInEpoch
             // A resumed epoch continues the sums saved with its position.
             var sums = firstStep > 0 ? EpochSums(encoded: info.epochSums) ?? EpochSums() : EpochSums()
             // A signal that came before the first step, or while the previous epoch was
@@ -349,6 +359,7 @@ public final class Trainer {
                                         elapsed: Date().timeIntervalSince(started)))
                 }
                 info.step += 1
+                info.stepInEpoch = step + 1
                 // Every rank holds the same combined loss, so all stop together.
                 guard stepSums.loss.isFinite else {
                     throw RunError(String(format: "the loss became %@ at epoch %d, step %d; stopping (the last good checkpoint, if any, is kept: %@)",
@@ -369,8 +380,8 @@ public final class Trainer {
             if config.bn == .local { comm.broadcast(model.store.bufferData, count: model.store.bufferCount) }
             let test = try evaluate(model, data: data, indices: testIndices, batchSize: config.batchSize, size: size,
                                     batch: batch, comm: comm)
-            if !stopped || info.step % stepsPerEpoch == 0 { info.epoch = epoch }
-            info.epochSums = info.step % stepsPerEpoch == 0 ? "" : sums.encoded
+            if info.stepInEpoch == stepsPerEpoch { info.epoch = epoch; info.stepInEpoch = 0 }
+            info.epochSums = info.stepInEpoch == 0 ? "" : sums.encoded
             let record = EpochRecord(epoch: epoch, loss: sums.loss / Double(max(sums.steps, 1)), iou: sums.iou / Double(max(sums.steps, 1)),
                                      testLoss: test.loss, testIoU: test.iou, testIoUWM: test.iou(0),
                                      testIoUGM: classes > 2 ? test.iou(1) : test.iou(0), dice: test.dice,
@@ -440,7 +451,7 @@ public final class Trainer {
                 let png = try samples.map { try run.writeSamples($0, epoch: r.epoch) }
                 try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png)
                 // A part of an epoch (--max-steps) is no candidate: its resumed run would not see it.
-                let improved = info.step % stepsPerEpoch == 0 && r.testIoU > bestTestIoU
+                let improved = info.stepInEpoch == 0 && r.testIoU > bestTestIoU
                 if improved { bestTestIoU = r.testIoU }
                 info.metrics = String(format: "{\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,"
                                       + "\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
@@ -465,9 +476,10 @@ public final class Trainer {
 
     /// Saves the position (and the epoch's sums so far) and ends the run on every rank.
     func stop(epoch: Int, sums: EpochSums) throws -> Never {
-        info.epochSums = info.step % stepsPerEpoch == 0 ? "" : sums.encoded
+        info.epochSums = info.stepInEpoch == 0 ? "" : sums.encoded
         try saveMidEpochCheckpoint()
-        throw Interrupted(signal: stopSignal(), epoch: epoch, step: info.step, stepsPerEpoch: stepsPerEpoch,
+        throw Interrupted(signal: stopSignal(), epoch: epoch, step: info.step, stepInEpoch: info.stepInEpoch,
+                          stepsPerEpoch: stepsPerEpoch,
                           checkpoint: config.runDir + "/checkpoints/last.safetensors")
     }
 

@@ -50,6 +50,7 @@ struct Train: ParsableCommand {
         guard ["auto", "bar", "lines"].contains(progress) else { throw ValidationError("--progress must be auto, bar or lines") }
         guard BatchNormMode(rawValue: bn) != nil else { throw ValidationError("--bn must be sync or local") }
         if initFrom != nil && resume != nil { throw ValidationError("--init and --resume exclude each other") }
+        if overwrite && resume != nil { throw ValidationError("--resume continues a run in place, --overwrite removes it: pass one of them") }
         guard freezeEncoder >= 0 else { throw ValidationError("--freeze-encoder must not be negative") }
         if pretrained != nil && modelOptions.model != ModelKind.unetResnet.rawValue {
             throw ValidationError("--pretrained loads a ResNet-18 encoder: use it with --model unet-resnet")

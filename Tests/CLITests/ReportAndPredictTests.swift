@@ -143,8 +143,14 @@ final class ReportAndPredictTests: ScratchTestCase {
         let mask = try NIfTIVolume(path: dir + "/out/t1_mask.nii.gz")
         XCTAssertEqual(mask.dims, [48, 48, 10])
         for (a, b) in zip(mask.affine.joined(), affine.joined()) { XCTAssertEqual(a, b, accuracy: 1e-5) }
+        // NIfTI codes: 0 background, 1 white matter, 2 gray matter.
         XCTAssertTrue(mask.values.allSatisfy { [0, 1, 2].contains($0) })
         XCTAssertTrue(mask.values.contains(0) && mask.values.contains(1))
+        XCTAssertGreaterThan(mask.values.filter { $0 == 0 }.count, mask.values.count / 2, "the background is the most common label")
+        let lut = try String(contentsOfFile: dir + "/out/labels.lut", encoding: .utf8)
+        XCTAssertTrue(lut.hasPrefix("1 ") && lut.contains(" white matter\n2 ") && lut.hasSuffix(" gray matter\n"), lut)
+        let snap = try String(contentsOfFile: dir + "/out/labels.itksnap.txt", encoding: .utf8)
+        XCTAssertTrue(snap.contains("\n0 0 0 0 0 0 0 \"background\"\n1 ") && snap.contains("\"white matter\""), snap)
 
         let rows = try String(contentsOfFile: dir + "/out/volumes.csv", encoding: .utf8).split(separator: "\n").dropFirst()
             .map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
@@ -152,14 +158,20 @@ final class ReportAndPredictTests: ScratchTestCase {
         let geometry = SliceGeometry(axis: .axial, dims: mask.dims, affine: mask.affine)
         for row in rows.prefix(10) {
             let slice = geometry.extract(mask.values, index: Int(row[1])!)
-            let wm = slice.pixels.filter { $0 == 0 }.count, gm = slice.pixels.filter { $0 == 1 }.count
+            let wm = slice.pixels.filter { $0 == 1 }.count, gm = slice.pixels.filter { $0 == 2 }.count
             XCTAssertEqual(Int(row[2]), wm); XCTAssertEqual(Int(row[3]), gm)
             XCTAssertEqual(Double(row[5])!, Double(wm) * 2.25, accuracy: 0.01)  // 1.5 x 1.5 mm pixels
         }
+        // One type per column: the total row leaves slice and areas empty, the slices the volumes.
+        XCTAssertTrue(rows.allSatisfy { $0.count == 9 })
+        XCTAssertTrue(rows.prefix(10).allSatisfy { $0[7].isEmpty && $0[8].isEmpty })
         let total = rows[10]
-        XCTAssertEqual(total[1], "total")
-        XCTAssertEqual(Int(total[2]), mask.values.filter { $0 == 0 }.count)
-        XCTAssertEqual(total[5], String(format: "%.1f mm3", Double(mask.values.filter { $0 == 0 }.count) * 4.5))
+        XCTAssertEqual(total[1], ""); XCTAssertEqual(total[5], ""); XCTAssertEqual(total[6], "")
+        XCTAssertEqual(Int(total[2]), mask.values.filter { $0 == 1 }.count)
+        XCTAssertEqual(Int(total[3]), mask.values.filter { $0 == 2 }.count)
+        XCTAssertEqual(Int(total[4]), mask.values.filter { $0 == 0 }.count)
+        XCTAssertEqual(Double(total[7])!, Double(mask.values.filter { $0 == 1 }.count) * 4.5, accuracy: 0.05)
+        XCTAssertEqual(Double(total[8])!, Double(mask.values.filter { $0 == 2 }.count) * 4.5, accuracy: 0.05)
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/out/t1_overlay.png"))
     }
 
