@@ -36,6 +36,15 @@ public struct TrainConfig: Codable, Equatable {
     public var pretrained: String?
     /// Epochs, from the first, in which the encoder's parameters are not updated.
     public var freezeEncoder = 0
+    /// The per-rank batch that made `batchSize` (batchPerRank x ranks), when given that way.
+    public var batchPerRank: Int?
+    /// How `lr` grows with the global batch, the warm-up (linear, per step) and what follows it.
+    public var lrScale = LRScale.none
+    public var warmupEpochs = 0.0
+    public var schedule = LRSchedule.constant
+    /// Micro-batches per optimizer step: the global batch split this many ways, their
+    /// gradients summed before one update.
+    public var accumulate = 1
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {
@@ -84,11 +93,13 @@ public struct EpochRecord {
     public var loss: Double, iou: Double
     public var testLoss: Double, testIoU: Double, testIoUWM: Double, testIoUGM: Double, dice: Double
     public var seconds: Double, imagesPerSecond: Double
+    /// The learning rate of the epoch's last step.
+    public var lr: Double
 
-    static let header = "epoch,loss,iou,test_loss,test_iou,test_iou_wm,test_iou_gm,dice,seconds,images_per_s"
+    static let header = "epoch,loss,iou,test_loss,test_iou,test_iou_wm,test_iou_gm,dice,seconds,images_per_s,lr"
     var csv: String {
         let fields = [String(epoch)] + [loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice].map { String(format: "%.6f", $0) }
-            + [String(format: "%.2f", seconds), String(format: "%.2f", imagesPerSecond)]
+            + [String(format: "%.2f", seconds), String(format: "%.2f", imagesPerSecond), String(format: "%.6g", lr)]
         return fields.joined(separator: ",")
     }
 }
@@ -137,7 +148,12 @@ public final class Trainer {
     let loader = DispatchQueue(label: "unet-dist.loader")
     /// The few test slices drawn after each epoch, in buffers of their own.
     lazy var sampleBatch = Batch(classes: config.model.classes)
-    let optimizerSettings: OptimizerSettings
+    var optimizerSettings: OptimizerSettings
+    /// The rate of every step (`--lr`, `--lr-scale`, `--warmup-epochs`, `--schedule`).
+    public var learningRates: LearningRates {
+        LearningRates(lr: config.lr, scale: config.lrScale, globalBatch: config.batchSize, warmupEpochs: config.warmupEpochs,
+                      epochs: config.epochs, stepsPerEpoch: stepsPerEpoch, schedule: config.schedule)
+    }
     var stepSums: ScoreSums
     var info = CheckpointInfo()
     var bestTestIoU = -Double.infinity
@@ -330,6 +346,8 @@ public final class Trainer {
         let startEpoch = info.epoch + 1
         epochs: for epoch in startEpoch...max(startEpoch, config.epochs) where epoch <= config.epochs {
             let started = Date()
+            let rates = learningRates
+            var lastRate = rates.rate(step: info.step)
             model.store.frozen = epoch <= config.freezeEncoder ? frozenDuringWarmup : 0..<0
             let order = epochOrder(count: trainIndices.count, seed: config.seed, epoch: epoch, shuffle: config.shuffle)
             var images = 0
@@ -341,17 +359,26 @@ public final class Trainer {
             // evaluated and saved: one collective per epoch, on every rank.
             if comm.any(stopSignal() != 0) { try stop(epoch: epoch, sums: sums) }
             // The next batch is read on a background thread while this one computes.
-            var pending: PendingLoad? = prefetch(order: order, step: firstStep, epoch: epoch)
+            var pending: PendingLoad? = prefetch(microBatch(order: order, step: firstStep, part: 0), epoch: epoch)
             defer { pending?.wait() }
             for step in firstStep..<stepsPerEpoch {
                 let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
-                let loadError = pending!.wait()
-                swap(&batch, &spare)
-                if let message = comm.agree(on: loadError) { throw RunError(message) }
                 let last = step + 1 == stepsPerEpoch || config.maxSteps.map { info.step + 1 >= $0 } == true
-                pending = last ? nil : prefetch(order: order, step: step + 1, epoch: epoch)
-                let stepSums = computeStep(globalCount: global.count)
-                sums.loss += stepSums.loss; sums.iou += stepSums.iou
+                optimizerSettings.lr = rates.rate(step: info.step)
+                lastRate = optimizerSettings.lr
+                // Each micro-batch is read while the one before it computes.
+                let parts = microBatchCount(global.count)
+                stepSums.reset()
+                for part in 0..<parts {
+                    let loadError = pending!.wait()
+                    swap(&batch, &spare)
+                    if let message = comm.agree(on: loadError) { throw RunError(message) }
+                    pending = part + 1 < parts ? prefetch(microBatch(order: order, step: step, part: part + 1), epoch: epoch)
+                        : last ? nil : prefetch(microBatch(order: order, step: step + 1, part: 0), epoch: epoch)
+                    accumulateGradients(globalCount: global.count, first: part == 0)
+                }
+                let scores = finishStep()
+                sums.loss += scores.loss; sums.iou += scores.iou
                 sums.steps += 1; images += global.count
                 if comm.isRoot, let onStep {
                     onStep(StepProgress(epoch: epoch, epochs: config.epochs, step: step + 1, steps: stepsPerEpoch,
@@ -361,9 +388,9 @@ public final class Trainer {
                 info.step += 1
                 info.stepInEpoch = step + 1
                 // Every rank holds the same combined loss, so all stop together.
-                guard stepSums.loss.isFinite else {
+                guard scores.loss.isFinite else {
                     throw RunError(String(format: "the loss became %@ at epoch %d, step %d; stopping (the last good checkpoint, if any, is kept: %@)",
-                                          stepSums.loss.isNaN ? "NaN" : "infinite", epoch, step + 1, config.runDir + "/checkpoints/last.safetensors"))
+                                          scores.loss.isNaN ? "NaN" : "infinite", epoch, step + 1, config.runDir + "/checkpoints/last.safetensors"))
                 }
                 if let maxSteps = config.maxSteps, info.step >= maxSteps { stopped = true; break }
                 // After an epoch's last step the epoch is evaluated and saved first; the check at
@@ -386,7 +413,7 @@ public final class Trainer {
                                      testLoss: test.loss, testIoU: test.iou, testIoUWM: test.iou(0),
                                      testIoUGM: classes > 2 ? test.iou(1) : test.iou(0), dice: test.dice,
                                      seconds: Date().timeIntervalSince(started),
-                                     imagesPerSecond: Double(images) / max(trainSeconds, 1e-9))
+                                     imagesPerSecond: Double(images) / max(trainSeconds, 1e-9), lr: lastRate)
             history.append(record)
             try finishEpoch(record)
             if stopped { break epochs }
@@ -397,15 +424,42 @@ public final class Trainer {
     /// `globalCount` samples: forward, loss, backward, gradient sum over the ranks, update.
     /// Returns the step's scores combined over the ranks. Allocates nothing after the first call.
     public func computeStep(globalCount: Int) -> ScoreSums {
-        let plane = size.h * size.w
         stepSums.reset()
-        let lossSum = model.trainStep(images: batch.images, targets: batch.targets, globalCount: globalCount, comm: comm,
-                                      optimizer: optimizerSettings) { logits in
+        accumulateGradients(globalCount: globalCount, first: true)
+        return finishStep()
+    }
+
+    /// How many micro-batches a global batch of `count` samples is split into: `--accumulate`,
+    /// or fewer where a last partial batch has fewer samples.
+    func microBatchCount(_ count: Int) -> Int { min(config.accumulate, count) }
+
+    /// Part `part` of step `step`'s global batch: the global batch split into contiguous
+    /// micro-batches as the ranks split a batch, so that one rank accumulating K parts computes
+    /// what K ranks with per-rank BatchNorm statistics compute.
+    func microBatch(order: [Int], step: Int, part: Int) -> ArraySlice<Int> {
+        let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
+        return share(global, rank: part, size: microBatchCount(global.count))
+    }
+
+    /// Forward, loss and backward of this rank's share of the loaded micro-batch, its parameter
+    /// gradients added to the step's (zeroed first when `first`). The loss is normalized by the
+    /// whole step's element count (`globalCount` samples), so the sum over micro-batches and
+    /// ranks is the gradient of the global batch's mean loss.
+    func accumulateGradients(globalCount: Int, first: Bool) {
+        let plane = size.h * size.w
+        let lossSum = model.accumulateGradients(images: batch.images, targets: batch.targets, globalCount: globalCount,
+                                                zeroFirst: first) { logits in
             batch.labels.withUnsafeBufferPointer {
                 stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: 0)
             }
         }
         stepSums.values[0] += lossSum
+    }
+
+    /// The gradient sum over the ranks and the update; the step's scores (and the ranks' stop
+    /// votes) summed in one more allreduce.
+    func finishStep() -> ScoreSums {
+        model.applyGradients(comm: comm, optimizer: optimizerSettings)
         let vote = stepSums.values.count - 1
         stepSums.values[vote] = stopSignal() != 0 ? 1 : 0
         stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
@@ -422,10 +476,10 @@ public final class Trainer {
                                    augment: config.augment ? { Augmentation(seed: seed, epoch: epoch, sample: $0) } : nil)
     }
 
-    /// Starts reading step `step`'s share into the spare batch on the loader thread.
-    func prefetch(order: [Int], step: Int, epoch: Int) -> PendingLoad {
+    /// Starts reading this rank's share of `global` (a global batch or a micro-batch of it) into
+    /// the spare batch on the loader thread.
+    func prefetch(_ global: ArraySlice<Int>, epoch: Int) -> PendingLoad {
         let pending = PendingLoad(), target = spare
-        let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
         loader.async { [self] in
             do { try loadBatch(global, epoch: epoch, into: target) } catch { pending.error = error }
             pending.done.signal()
@@ -518,6 +572,16 @@ extension SegmentationModel {
     /// Returns this rank's loss sum. Allocates nothing after the first call with the largest shapes.
     public func trainStep(images: Tensor, targets: Tensor, globalCount: Int, comm: Communicator,
                           optimizer: OptimizerSettings, score: (Tensor) -> Void = { _ in }) -> Double {
+        let lossSum = accumulateGradients(images: images, targets: targets, globalCount: globalCount, zeroFirst: true, score: score)
+        applyGradients(comm: comm, optimizer: optimizer)
+        return lossSum
+    }
+
+    /// Training-mode forward, BCEWithLogits and backward of this rank's share of a (micro-)batch,
+    /// its parameter gradients added to those already there (zeroed first when `zeroFirst`).
+    /// Returns this rank's loss sum.
+    public func accumulateGradients(images: Tensor, targets: Tensor, globalCount: Int, zeroFirst: Bool,
+                                    score: (Tensor) -> Void = { _ in }) -> Double {
         let plane = images.shape.spatial, classes = config.classes
         training = true
         let logits = forward(images)
@@ -528,12 +592,16 @@ extension SegmentationModel {
             bceWithLogits(dlogits: logits.data, logits: logits.data, targets: targets.data,
                           count: logits.count, gradScale: 1 / Float(globalCount * classes * plane))
         }
-        store.zeroGradients()
+        if zeroFirst { store.zeroGradients() }
         backward(logits)
+        return lossSum
+    }
+
+    /// The gradients summed over the ranks, then one optimizer update.
+    public func applyGradients(comm: Communicator, optimizer: OptimizerSettings) {
         context.timed(.lossAndUpdate, backward: true) {
             context.collective { comm.allreduceSum(store.grads, count: store.parameterCount) }
             store.applyOptimizer(optimizer)
         }
-        return lossSum
     }
 }

@@ -5,14 +5,22 @@ import Foundation
 import Kernels
 import Model
 
+extension LRScale: ExpressibleByArgument {}
+extension LRSchedule: ExpressibleByArgument {}
+
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train the UNet on a seed-layout data directory (the seed's fit()).")
 
     @Option(help: "Data directory: MRIs/<name>_<ix>.npy and Segmentations/segm_<ix>.npy.") var data: String
     @Option(help: "Run directory: config.json, history.csv, checkpoints/.") var runDir: String
     @Option(help: "Epochs.") var epochs = 30
-    @Option(help: "Global batch size, split among the ranks.") var batchSize = 16
-    @Option(help: "Learning rate.") var lr = 3e-4
+    @Option(help: "Global batch size, split among the ranks (default 16, the seed's).") var batchSize: Int?
+    @Option(help: "Batch per rank instead: the global batch is this times the number of ranks.") var batchPerRank: Int?
+    @Option(help: "Learning rate (for a global batch of 16 where --lr-scale scales it).") var lr = 3e-4
+    @Option(help: "Scale --lr by the global batch over 16: none, linear or sqrt.") var lrScale = LRScale.none
+    @Option(help: "Epochs of linear warm-up, per step, from lr/W to lr (fractions allowed).") var warmupEpochs = 0.0
+    @Option(help: "After the warm-up: constant, cosine (to 0) or poly (power 0.9, to 0).") var schedule = LRSchedule.constant
+    @Option(help: "Micro-batches per optimizer step: the global batch split K ways, gradients summed.") var accumulate = 1
     @Option(help: "adam, adamw or sgd.") var optimizer = "adam"
     @Option(help: "SGD momentum.") var momentum = 0.0
     @Option(help: "Weight decay (L2 for adam and sgd, decoupled for adamw).") var weightDecay = 0.0
@@ -42,7 +50,11 @@ struct Train: ParsableCommand {
     func validate() throws {
         guard OptimizerKind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam, adamw or sgd") }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+        if let batchSize, batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let batchPerRank, batchPerRank < 1 { throw ValidationError("--batch-per-rank must be at least 1") }
+        if batchSize != nil && batchPerRank != nil { throw ValidationError("--batch-size and --batch-per-rank exclude each other") }
+        guard warmupEpochs >= 0, warmupEpochs.isFinite else { throw ValidationError("--warmup-epochs must be 0 or more") }
+        guard accumulate >= 1 else { throw ValidationError("--accumulate must be at least 1") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive") }
         guard testCount >= 0 else { throw ValidationError("--test-count must not be negative") }
         if let checkpointEvery, checkpointEvery < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
@@ -63,7 +75,10 @@ struct Train: ParsableCommand {
         cstop_install_handlers()
         runDistributed(threads: compute) { comm, threads in
             var c = TrainConfig()
-            c.data = data; c.runDir = runDir; c.epochs = epochs; c.batchSize = batchSize; c.lr = lr
+            c.data = data; c.runDir = runDir; c.epochs = epochs; c.lr = lr
+            c.batchSize = batchPerRank.map { $0 * comm.size } ?? batchSize ?? 16
+            c.batchPerRank = batchPerRank
+            c.lrScale = lrScale; c.warmupEpochs = warmupEpochs; c.schedule = schedule; c.accumulate = accumulate
             c.optimizer = OptimizerKind(rawValue: optimizer)!; c.momentum = momentum; c.weightDecay = weightDecay
             c.testCount = testCount; c.seed = seed; c.shuffle = !noShuffle; c.threads = threads
             c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite
@@ -83,7 +98,9 @@ struct Train: ParsableCommand {
             if bar { trainer.onStep = ProgressBar.draw }
             trainer.stopSignal = { cstop_signal() }
             if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
-                + "\(comm.size) rank(s) x \(threads) thread(s) (\(kernelsDescription), OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch") }
+                + "\(comm.size) rank(s) x \(threads) thread(s) (\(kernelsDescription), OpenBLAS \(blasCoreName)), batch \(c.batchSize)"
+                + (c.accumulate > 1 ? " in \(c.accumulate) micro-batches" : "") + ", \(trainer.stepsPerEpoch) steps/epoch, "
+                + trainer.learningRates.summary) }
             try trainer.run()
         }
     }
