@@ -24,6 +24,10 @@ public final class LayerContext {
     /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
     /// sized by the model when it is built so that the training step never allocates it.
     var bnScratch: [Double] = []
+    /// The Dice term's gradient, kept while the other loss term is written over the logits, and
+    /// the Dice sums (3 x classes) that the ranks add.
+    let lossGradient = Tensor()
+    var diceSums: [Double] = []
     init(store: ParameterStore) { self.store = store }
     deinit { convStatistics.deallocate() }
 

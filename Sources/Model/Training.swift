@@ -45,6 +45,9 @@ public struct TrainConfig: Codable, Equatable {
     /// Micro-batches per optimizer step: the global batch split this many ways, their
     /// gradients summed before one update.
     public var accumulate = 1
+    /// The training loss: the seed's BCE on one-hot targets, softmax cross-entropy, soft Dice over
+    /// the global batch, or a sum of two.
+    public var loss = LossKind.bce
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {
@@ -375,7 +378,8 @@ public final class Trainer {
                     if let message = comm.agree(on: loadError) { throw RunError(message) }
                     pending = part + 1 < parts ? prefetch(microBatch(order: order, step: step, part: part + 1), epoch: epoch)
                         : last ? nil : prefetch(microBatch(order: order, step: step + 1, part: 0), epoch: epoch)
-                    accumulateGradients(globalCount: global.count, first: part == 0)
+                    accumulateGradients(globalCount: global.count, microCount: share(global, rank: part, size: parts).count,
+                                        first: part == 0)
                 }
                 let scores = finishStep()
                 sums.loss += scores.loss; sums.iou += scores.iou
@@ -445,12 +449,13 @@ public final class Trainer {
     /// gradients added to the step's (zeroed first when `first`). The loss is normalized by the
     /// whole step's element count (`globalCount` samples), so the sum over micro-batches and
     /// ranks is the gradient of the global batch's mean loss.
-    func accumulateGradients(globalCount: Int, first: Bool) {
+    func accumulateGradients(globalCount: Int, microCount: Int? = nil, first: Bool) {
         let plane = size.h * size.w
-        let lossSum = model.accumulateGradients(images: batch.images, targets: batch.targets, globalCount: globalCount,
-                                                zeroFirst: first) { logits in
-            batch.labels.withUnsafeBufferPointer {
-                stepSums.add(logits: logits.data, labels: $0.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: 0)
+        let lossSum = batch.labels.withUnsafeBufferPointer { labels in
+            model.accumulateGradients(images: batch.images, targets: batch.targets, labels: labels.baseAddress,
+                                      globalCount: globalCount, microCount: microCount, loss: config.loss, comm: comm,
+                                      zeroFirst: first) { logits in
+                stepSums.add(logits: logits.data, labels: labels.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: 0)
             }
         }
         stepSums.values[0] += lossSum
@@ -572,29 +577,33 @@ extension SegmentationModel {
     /// Returns this rank's loss sum. Allocates nothing after the first call with the largest shapes.
     public func trainStep(images: Tensor, targets: Tensor, globalCount: Int, comm: Communicator,
                           optimizer: OptimizerSettings, score: (Tensor) -> Void = { _ in }) -> Double {
-        let lossSum = accumulateGradients(images: images, targets: targets, globalCount: globalCount, zeroFirst: true, score: score)
+        let lossSum = accumulateGradients(images: images, targets: targets, globalCount: globalCount, comm: comm,
+                                          zeroFirst: true, score: score)
         applyGradients(comm: comm, optimizer: optimizer)
         return lossSum
     }
 
-    /// Training-mode forward, BCEWithLogits and backward of this rank's share of a (micro-)batch,
-    /// its parameter gradients added to those already there (zeroed first when `zeroFirst`).
-    /// Returns this rank's loss sum.
-    public func accumulateGradients(images: Tensor, targets: Tensor, globalCount: Int, zeroFirst: Bool,
+    /// Training-mode forward, loss and backward of this rank's share of a (micro-)batch of
+    /// `microCount` samples (default: the whole step's `globalCount`), its parameter gradients
+    /// added to those already there (zeroed first when `zeroFirst`). `labels` (class indices)
+    /// are needed by the cross-entropy losses. Returns this rank's share of the step's loss times
+    /// the step's element count: summed over the ranks (and micro-batches), divided by
+    /// globalCount x classes x pixels, it is the step's loss.
+    public func accumulateGradients(images: Tensor, targets: Tensor, labels: UnsafePointer<UInt8>? = nil, globalCount: Int,
+                                    microCount: Int? = nil, loss: LossKind = .bce, comm: Communicator, zeroFirst: Bool,
                                     score: (Tensor) -> Void = { _ in }) -> Double {
-        let plane = images.shape.spatial, classes = config.classes
+        let plane = images.shape.spatial, classes = config.classes, n = images.shape.n
         training = true
         let logits = forward(images)
         score(logits)
-        // Each rank's loss is its sum over the global batch's element count, so the
-        // gradients' sum over ranks is the gradient of the global batch's mean loss.
-        let lossSum = context.timed(.lossAndUpdate) {
-            bceWithLogits(dlogits: logits.data, logits: logits.data, targets: targets.data,
-                          count: logits.count, gradScale: 1 / Float(globalCount * classes * plane))
+        let share = context.timed(.lossAndUpdate) {
+            lossAndGradient(loss, logits: logits, targets: targets, labels: labels, globalCount: globalCount,
+                            microCount: microCount ?? globalCount, comm: comm, scratch: context.lossGradient,
+                            sums: &context.diceSums, collective: context.collective)
         }
         if zeroFirst { store.zeroGradients() }
         backward(logits)
-        return lossSum
+        return share
     }
 
     /// The gradients summed over the ranks, then one optimizer update.

@@ -7,6 +7,7 @@ import Model
 
 extension LRScale: ExpressibleByArgument {}
 extension LRSchedule: ExpressibleByArgument {}
+extension LossKind: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Train the UNet on a seed-layout data directory (the seed's fit()).")
@@ -21,6 +22,7 @@ struct Train: ParsableCommand {
     @Option(help: "Epochs of linear warm-up, per step, from lr/W to lr (fractions allowed).") var warmupEpochs = 0.0
     @Option(help: "After the warm-up: constant, cosine (to 0) or poly (power 0.9, to 0).") var schedule = LRSchedule.constant
     @Option(help: "Micro-batches per optimizer step: the global batch split K ways, gradients summed.") var accumulate = 1
+    @Option(help: "Training loss: bce (the seed's), ce, dice, bce+dice or ce+dice (Dice over the global batch).") var loss = LossKind.bce
     @Option(help: "adam, adamw or sgd.") var optimizer = "adam"
     @Option(help: "SGD momentum.") var momentum = 0.0
     @Option(help: "Weight decay (L2 for adam and sgd, decoupled for adamw).") var weightDecay = 0.0
@@ -78,7 +80,7 @@ struct Train: ParsableCommand {
             c.data = data; c.runDir = runDir; c.epochs = epochs; c.lr = lr
             c.batchSize = batchPerRank.map { $0 * comm.size } ?? batchSize ?? 16
             c.batchPerRank = batchPerRank
-            c.lrScale = lrScale; c.warmupEpochs = warmupEpochs; c.schedule = schedule; c.accumulate = accumulate
+            c.lrScale = lrScale; c.warmupEpochs = warmupEpochs; c.schedule = schedule; c.accumulate = accumulate; c.loss = loss
             c.optimizer = OptimizerKind(rawValue: optimizer)!; c.momentum = momentum; c.weightDecay = weightDecay
             c.testCount = testCount; c.seed = seed; c.shuffle = !noShuffle; c.threads = threads
             c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite

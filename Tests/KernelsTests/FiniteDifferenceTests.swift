@@ -184,4 +184,23 @@ final class FiniteDifferenceTests: XCTestCase {
             softmaxCrossEntropy(dlogits: nil, logits: $0, classes: classes, batch: 2, channels: 3, spatial: 5, gradScale: 0)
         }
     }
+
+    func testDiceLossOnSoftmaxAndSigmoid() {
+        let classes = 3, spatial = 6, batch = 2
+        let labels = (0..<(batch * spatial)).map { _ in Int(rng.next() % 3) }
+        var t = [Float](repeating: 0, count: batch * classes * spatial)
+        for n in 0..<batch { for i in 0..<spatial { t[(n * classes + labels[n * spatial + i]) * spatial + i] = 1 } }
+        for softmax in [true, false] {
+            var z = random(batch * classes * spatial, scale: 2)
+            func sums(_ z: [Float]) -> [Double] {
+                var s = [Double](repeating: 0, count: 3 * classes)
+                DiceLoss.addSums(&s, logits: z, targets: t, batch: batch, classes: classes, spatial: spatial, softmax: softmax)
+                return s
+            }
+            var dz = [Float](repeating: 0, count: z.count)
+            DiceLoss.addGradient(&dz, logits: z, targets: t, sums: sums(z), batch: batch, classes: classes, spatial: spatial,
+                                 softmax: softmax, weight: 1)
+            check("dice softmax \(softmax)", &z, analytic: dz, h: 1e-2, samples: 20) { DiceLoss.loss(sums($0), classes: classes) }
+        }
+    }
 }
