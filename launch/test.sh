@@ -1,10 +1,42 @@
 #!/usr/bin/env bash
 # The README's second command: installs what is missing and runs the whole test suite
-# (release build: the numeric kernels are far too slow in debug).
+# (release build: the numeric kernels are far too slow in debug). Exits with the test run's
+# status, or 1 where the run passed but skipped a test that this machine can run: the one
+# accepted skip is an AVX-512 kernel test on a CPU without AVX-512 (no avx512f in
+# /proc/cpuinfo). Ends with "N passed, N failed, N skipped" after XCTest's own closing lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 launch/install-deps.sh --test
 swift build -c release 2>&1 | grep -vE "^\[[0-9]+/[0-9]+\]" || true
-swift test -c release -Xswiftc -enable-testing --disable-swift-testing 2>&1 \
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+swift test -c release -Xswiftc -enable-testing --disable-swift-testing 2>&1 | tee "$log" \
   | grep -vE "^Test Case '.*' (started|passed)|^\[[0-9]+/[0-9]+\]"
-exit "${PIPESTATUS[0]}"
+status=${PIPESTATUS[0]}
+set -e
+
+# Each test's end, as XCTest prints it: "Test Case 'Class.test' passed|failed|skipped (T seconds)",
+# and each skip's reason: "FILE:LINE: Class.test : Test skipped - REASON".
+count() { grep -cE "^Test Case '[^']+' $1 \(" "$log" || true; }
+passed=$(count passed) failed=$(count failed) skipped=$(count skipped)
+reasons=$(grep -E ": Test skipped - " "$log" || true)
+accepted_reason='^.*: AVX512KernelTests\.[A-Za-z0-9_]+ : Test skipped - AVX-512 kernels: this CPU has no AVX-512$'
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+  cpu="has AVX-512"; accepted=0; others=$reasons
+else
+  cpu="has no AVX-512"
+  accepted=$(printf '%s\n' "$reasons" | grep -cE "$accepted_reason" || true)
+  others=$(printf '%s\n' "$reasons" | grep -vE "$accepted_reason" || true)
+fi
+
+echo
+echo "$((passed + failed + skipped)) tests ran; $skipped skipped, $accepted of them AVX-512 tests on a CPU without it (this CPU $cpu)"
+if [ "$skipped" -gt "$accepted" ]; then
+  echo "error: $((skipped - accepted)) skipped test(s) that this machine can run; a skip is accepted only for an AVX-512 kernel test on a CPU without AVX-512:" >&2
+  if [ -n "$others" ]; then printf '%s\n' "$others" | sed 's/^/  /' >&2
+  else grep -E "^Test Case '[^']+' skipped \(" "$log" | sed 's/^/  /' >&2; fi
+  [ "$status" -ne 0 ] || status=1
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+exit "$status"

@@ -52,7 +52,10 @@ final class FaultAndClusterTests: ScratchTestCase {
             .stdout.split(separator: "\n").first.map(String.init)
         XCTAssertNotNil(rank1)
         let killed = Date()
-        kill(pid_t(rank1!)!, SIGKILL)
+        do { try sendSignal(SIGKILL, to: rank1.flatMap { pid_t($0) }, "rank 1") } catch {
+            p.terminate(); p.waitUntilExit()
+            throw error
+        }
         while p.isRunning && Date().timeIntervalSince(killed) < 30 { usleep(50_000) }
         XCTAssertFalse(p.isRunning, "the job still runs 30 s after a rank was killed")
         if p.isRunning { p.terminate(); _ = try shell("pkill -9 -f -- '--run-dir \(run)'") }

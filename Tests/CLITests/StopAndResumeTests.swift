@@ -70,6 +70,16 @@ final class StopAndResumeTests: ScratchTestCase {
         p.waitUntilExit()
     }
 
+    /// SIGKILL to one rank of `job`. A rank whose pid was not found fails the test (nothing is
+    /// signalled; never pid 0, the test's own group) and ends the job before the test stops.
+    func killRank(_ rank: Int, of pids: [Int: pid_t], job: Process) throws {
+        do { try sendSignal(SIGKILL, to: pids[rank], "rank \(rank)") } catch {
+            if job.isRunning { job.interrupt() }
+            waitForEnd(job, "the job, after no pid was found for rank \(rank)")
+            throw error
+        }
+    }
+
     /// The unet-dist rank processes of the run, by rank.
     func ranks(of run: String) throws -> [Int: pid_t] {
         let out = try shell("for p in $(pgrep -f -- '--run-dir \(run)( |$)'); do r=$(tr '\\0' '\\n' < /proc/$p/environ 2>/dev/null "
@@ -179,7 +189,7 @@ final class StopAndResumeTests: ScratchTestCase {
         XCTAssertTrue(waitForFirstCheckpoint(events))  // step 3's
         let pids = try ranks(of: run)
         XCTAssertEqual(pids.count, 2)
-        kill(pids[1] ?? 0, SIGKILL)
+        try killRank(1, of: pids, job: job)
         waitForEnd(job, "SIGKILL of rank 1")
         XCTAssertNotEqual(job.terminationStatus, 0)
         let checkpoint = run + "/checkpoints/last.safetensors"
@@ -209,7 +219,7 @@ final class StopAndResumeTests: ScratchTestCase {
         case .checkpointWrite: trigger = { n, m in m & UInt32(IN_CREATE) != 0 && n.hasPrefix(".last.safetensors.tmp-") }
         }
         XCTAssertNotNil(events.next(timeout: 30, where: trigger))
-        kill(pids[victim] ?? 0, SIGKILL)
+        try killRank(victim, of: pids, job: job)
         waitForEnd(job, "SIGKILL of rank \(victim) during \(phase)")
         XCTAssertNotEqual(job.terminationStatus, 0)
         let checkpoint = run + "/checkpoints/last.safetensors"

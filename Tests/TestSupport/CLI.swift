@@ -89,3 +89,20 @@ open class ScratchTestCase: XCTestCase {
         super.tearDown()
     }
 }
+
+public struct NoSuchProcess: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// kill(2) of one process that a test looked up. A lookup that found nothing (nil), or a pid that
+/// kill(2) would take for a group (0: the test's own process group; -1: every process it may
+/// signal; below -1: another group), fails the test and throws, signalling nothing.
+public func sendSignal(_ signal: Int32, to pid: pid_t?, _ what: String,
+                       file: StaticString = #filePath, line: UInt = #line) throws {
+    guard let pid, pid > 0 else {
+        let message = "\(what): no process to signal (pid \(pid.map(String.init) ?? "not found"))"
+        XCTFail(message, file: file, line: line)
+        throw NoSuchProcess(description: message)
+    }
+    XCTAssertEqual(kill(pid, signal), 0, "\(what): kill(\(pid), \(signal)): errno \(errno)", file: file, line: line)
+}
