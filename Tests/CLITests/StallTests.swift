@@ -153,6 +153,20 @@ final class StallTests: ScratchTestCase {
         try assertResumeFinishes(run)
     }
 
+    // MARK: --threads
+
+    func testThreadsAboveTheCoresPerRankWarnAndTheRunContinues() throws {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let args = ["eval", "--checkpoint", fixturesDirectory + "/torch_trained.safetensors", "--data", data, "--threads"]
+        let over = try runUnetDist(args + ["\(cores + 1)"])
+        XCTAssertEqual(over.status, 0, over.stderr)
+        XCTAssertTrue(over.stderr.hasPrefix("warning: --threads \(cores + 1) is more than the \(cores) core(s) per rank"), over.stderr)
+        XCTAssertEqual(over.stderr.split(separator: "\n").count, 1, over.stderr)
+        let fits = try runUnetDist(args + ["\(cores)"])
+        XCTAssertEqual(fits.status, 0, fits.stderr)
+        XCTAssertEqual(fits.stderr, "")
+    }
+
     // MARK: The line
 
     func testTheLineNamesTheRankThePositionAndTheWait() {
