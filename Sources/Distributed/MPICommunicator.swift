@@ -24,7 +24,8 @@ public final class MPICommunicator: Communicator {
         localSize = Int(ls)
     }
 
-    // Each collective reports its wait and its completion to the Watchdog.
+    // The Watchdog names the collective a stalled rank waits in, and counts each completion as
+    // progress.
 
     public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, what: StaticString) {
         Watchdog.entering("allreduce", what)

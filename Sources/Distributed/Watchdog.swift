@@ -89,8 +89,8 @@ public enum Watchdog {
     }
 
     private static func watch(timeout: Double, rank: Int) {
-        // Checked a few times per timeout, at most once a second: the line comes at most a
-        // quarter of the timeout late.
+        // Checked every second, or four times per timeout below 4 s: the line comes at most
+        // that late.
         let interval = min(1, timeout / 4)
         var woke = now()
         while true {
