@@ -7,10 +7,11 @@ public protocol Communicator: AnyObject {
     var size: Int { get }
     /// Ranks sharing this rank's node (to divide the node's cores among them).
     var localSize: Int { get }
-    func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int)
-    func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int)
+    /// `what` names what the values are, for the line of a rank that waits too long (Watchdog).
+    func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, what: StaticString)
+    func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int, what: StaticString)
     /// Rank `root`'s bytes replace every other rank's.
-    func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int)
+    func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int, what: StaticString)
     func barrier()
     /// Ends every rank at once (after a failure only some ranks saw).
     func abort(code: Int32) -> Never
@@ -21,24 +22,36 @@ public protocol Communicator: AnyObject {
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
 
+    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        allreduceSum(values, count: count, what: "")
+    }
+
+    public func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int) {
+        allreduceSum(values, count: count, what: "")
+    }
+
+    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int) {
+        broadcast(bytes, count: count, root: root, what: "")
+    }
+
     /// True on every rank when `flag` is true on any.
     public func any(_ flag: Bool) -> Bool {
         var v: Double = flag ? 1 : 0
-        allreduceSum(&v, count: 1)
+        allreduceSum(&v, count: 1, what: "stop vote")
         return v > 0
     }
 
     /// Broadcasts a byte string of any length from `root`.
-    public func broadcast(_ data: Data, root: Int = 0) -> Data {
+    public func broadcast(_ data: Data, root: Int = 0, what: StaticString = "") -> Data {
         var n = Int64(rank == root ? data.count : 0)
-        broadcast(&n, count: 8, root: root)
+        broadcast(&n, count: 8, root: root, what: what)
         var bytes = rank == root ? [UInt8](data) : [UInt8](repeating: 0, count: Int(n))
-        if n > 0 { bytes.withUnsafeMutableBytes { broadcast($0.baseAddress!, count: Int(n), root: root) } }
+        if n > 0 { bytes.withUnsafeMutableBytes { broadcast($0.baseAddress!, count: Int(n), root: root, what: what) } }
         return Data(bytes)
     }
 
-    public func broadcast(_ values: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) {
-        broadcast(UnsafeMutableRawPointer(values), count: count * 4, root: root)
+    public func broadcast(_ values: UnsafeMutablePointer<Float>, count: Int, root: Int = 0, what: StaticString = "") {
+        broadcast(UnsafeMutableRawPointer(values), count: count * 4, root: root, what: what)
     }
 }
 
@@ -48,9 +61,9 @@ public final class SingleProcess: Communicator {
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public var localSize: Int { 1 }
-    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) {}
-    public func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int) {}
-    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int) {}
+    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, what: StaticString) {}
+    public func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int, what: StaticString) {}
+    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int, what: StaticString) {}
     public func barrier() {}
     public func abort(code: Int32) -> Never { exit(code) }
     public func finalize() {}

@@ -24,25 +24,38 @@ public final class MPICommunicator: Communicator {
         localSize = Int(ls)
     }
 
-    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    // The Watchdog names the collective a stalled rank waits in, and counts each completion as
+    // progress.
+
+    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, what: StaticString) {
+        Watchdog.entering("allreduce", what)
         MPI_Allreduce(cmpi_in_place(), values, Int32(count), cmpi_float(), cmpi_sum(), cmpi_comm_world())
+        Watchdog.left()
     }
 
-    public func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int) {
+    public func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int, what: StaticString) {
+        Watchdog.entering("allreduce", what)
         MPI_Allreduce(cmpi_in_place(), values, Int32(count), cmpi_double(), cmpi_sum(), cmpi_comm_world())
+        Watchdog.left()
     }
 
-    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int) {
+    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int, what: StaticString) {
         // MPI counts are 32-bit: send large buffers in chunks.
         var offset = 0
         while offset < count {
             let n = min(count - offset, 1 << 30)
+            Watchdog.entering("broadcast", what)
             MPI_Bcast(bytes + offset, Int32(n), cmpi_byte(), Int32(root), cmpi_comm_world())
+            Watchdog.left()
             offset += n
         }
     }
 
-    public func barrier() { MPI_Barrier(cmpi_comm_world()) }
+    public func barrier() {
+        Watchdog.entering("barrier", "")
+        MPI_Barrier(cmpi_comm_world())
+        Watchdog.left()
+    }
 
     public func abort(code: Int32) -> Never {
         fflush(stdout); fflush(stderr)
@@ -53,6 +66,7 @@ public final class MPICommunicator: Communicator {
     public func finalize() {
         guard !finalized else { return }
         finalized = true
+        Watchdog.entering("MPI_Finalize", "")
         MPI_Finalize()
     }
 }

@@ -13,6 +13,7 @@ public func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [In
     var sums = ScoreSums(classes: model.config.classes)
     let lo = comm.rank * indices.count / comm.size, hi = (comm.rank + 1) * indices.count / comm.size
     var error: Error?
+    Watchdog.phase("evaluation")
     do {
         var start = lo
         while start < hi {
@@ -26,10 +27,11 @@ public func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [In
                          lossSum: lossSum)
             }
             start += chunk.count
+            Watchdog.progress()
         }
     } catch let e { error = e }
     if let message = comm.agree(on: error) { throw RunError(message) }
-    sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+    sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "test scores") }
     return sums
 }
 
@@ -46,8 +48,8 @@ public final class SyncStatistics: StatisticsReducer {
     public var profile: LayerProfile?
     public init(_ comm: Communicator) { self.comm = comm }
     public func sumAcrossReplicas(_ values: UnsafeMutablePointer<Double>, count: Int) {
-        guard let profile else { return comm.allreduceSum(values, count: count) }
-        profile.timeCollective { comm.allreduceSum(values, count: count) }
+        guard let profile else { return comm.allreduceSum(values, count: count, what: "BatchNorm statistics") }
+        profile.timeCollective { comm.allreduceSum(values, count: count, what: "BatchNorm statistics") }
     }
 }
 

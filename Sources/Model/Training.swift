@@ -255,6 +255,7 @@ public final class Trainer {
         let first = try Sample(d.pairs[0], classes: classes)
         for i in share(0..<d.count, rank: rank, size: ranks) {
             let s = try Sample(d.pairs[i], classes: classes)
+            Watchdog.progress()
             guard s.height == first.height, s.width == first.width else {
                 throw FormatError(d.pairs[i].image, "image is \(s.height)x\(s.width), but \(d.pairs[0].image) is "
                                   + "\(first.height)x\(first.width): all samples must have one size")
@@ -365,6 +366,7 @@ public final class Trainer {
             var pending: PendingLoad? = prefetch(microBatch(order: order, step: firstStep, part: 0), epoch: epoch)
             defer { pending?.wait() }
             for step in firstStep..<stepsPerEpoch {
+                Watchdog.at(epoch: epoch, step: step + 1, of: stepsPerEpoch)
                 let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
                 let last = step + 1 == stepsPerEpoch || config.maxSteps.map { info.step + 1 >= $0 } == true
                 optimizerSettings.lr = rates.rate(step: info.step)
@@ -467,7 +469,7 @@ public final class Trainer {
         model.applyGradients(comm: comm, optimizer: optimizerSettings)
         let vote = stepSums.values.count - 1
         stepSums.values[vote] = stopSignal() != 0 ? 1 : 0
-        stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+        stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "step scores") }
         stopAgreed = stepSums.values[vote] > 0
         return stepSums
     }
@@ -497,6 +499,7 @@ public final class Trainer {
     func finishEpoch(_ r: EpochRecord) throws {
         // The sample picture needs a forward pass; eval mode makes no collective call, so rank 0
         // does it alone.
+        Watchdog.phase("saving")
         let samples = comm.isRoot ? try? samplePanel() : nil
         var writeError: Error?
         if comm.isRoot {
@@ -609,7 +612,7 @@ extension SegmentationModel {
     /// The gradients summed over the ranks, then one optimizer update.
     public func applyGradients(comm: Communicator, optimizer: OptimizerSettings) {
         context.timed(.lossAndUpdate, backward: true) {
-            context.collective { comm.allreduceSum(store.grads, count: store.parameterCount) }
+            context.collective { comm.allreduceSum(store.grads, count: store.parameterCount, what: "gradients") }
             store.applyOptimizer(optimizer)
         }
     }

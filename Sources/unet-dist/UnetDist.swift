@@ -24,14 +24,20 @@ struct UnetDist: ParsableCommand {
 struct ComputeOptions: ParsableArguments {
     @Option(help: "Threads per rank for OpenBLAS (default: the node's cores divided among its ranks).")
     var threads: Int?
+    @Option(help: ArgumentHelp("With several ranks: a rank that sees no progress (no collective completed, no step begun) for this many seconds prints where it waits and ends the job with status 137, as a dead rank; 0 turns it off.",
+                               valueName: "seconds"))
+    var stallTimeout = 600.0
 
     func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or positive") }
     }
 
-    func resolvedThreads(_ comm: Communicator) -> Int {
-        threads ?? max(1, ProcessInfo.processInfo.activeProcessorCount / max(comm.localSize, 1))
+    func coresPerRank(_ comm: Communicator) -> Int {
+        max(1, ProcessInfo.processInfo.activeProcessorCount / max(comm.localSize, 1))
     }
+
+    func resolvedThreads(_ comm: Communicator) -> Int { threads ?? coresPerRank(comm) }
 }
 
 /// Runs a subcommand's work on every rank: one communicator for the process, finalized on every
@@ -39,7 +45,15 @@ struct ComputeOptions: ParsableArguments {
 /// on a signal, after its checkpoint, exit status 75 (`stoppedExitStatus`) on every rank.
 func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws -> Void) -> Never {
     let comm = makeCommunicator()
+    // One process has no peer to wait for, and its own long loops (predict over many volumes)
+    // make no collective calls: only ranks of a job are watched.
+    if comm.size > 1 && threads.stallTimeout > 0 { Watchdog.start(timeout: threads.stallTimeout, rank: comm.rank) }
     let n = threads.resolvedThreads(comm)
+    if comm.isRoot, n > threads.coresPerRank(comm) {
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        FileHandle.standardError.write(Data(("warning: --threads \(n) is more than the \(threads.coresPerRank(comm)) core(s) per rank "
+            + "(\(cores) cores, \(comm.localSize) rank(s) on this node): the threads will share cores\n").utf8))
+    }
     // Our kernels spread images and bands of rows over the threads, one OpenBLAS thread each.
     setComputeThreads(n)
     setBLASThreads(1)
