@@ -92,6 +92,7 @@ public func evaluateImages(_ model: SegmentationModel, data: SeedDataset, indice
     let classes = model.config.classes, plane = size.h * size.w
     var sums = ScoreSums(classes: classes)
     var mine: [ImageScores] = []
+    Watchdog.phase("evaluation")
     let lo = comm.rank * indices.count / comm.size, hi = (comm.rank + 1) * indices.count / comm.size
     var error: Error?
     do {
@@ -120,12 +121,13 @@ public func evaluateImages(_ model: SegmentationModel, data: SeedDataset, indice
                     s.hd95.append(d.hd95); s.asd.append(d.asd)
                 }
                 mine.append(s)
+                Watchdog.progress()
             }
             start += chunk.count
         }
     } catch let e { error = e }
     if let message = comm.agree(on: error) { throw RunError(message) }
-    sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+    sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "test scores") }
     // The shards are contiguous and in rank order: concatenated, in index order.
     var all: [ImageScores] = []
     for r in 0..<comm.size {

@@ -99,7 +99,7 @@ public func lossAndGradient(_ kind: LossKind, logits: Tensor, targets: Tensor, l
             for i in sums.indices { sums[i] = 0 }
             DiceLoss.addSums(sums.baseAddress!, logits: logits.data, targets: targets.data, batch: n, classes: classes,
                              spatial: plane, softmax: kind.diceSoftmax)
-            collective { comm.allreduceSum(sums.baseAddress!, count: sums.count) }
+            collective { comm.allreduceSum(sums.baseAddress!, count: sums.count, what: "Dice sums") }
             // A micro-batch's Dice counts for its share of the step; each rank adds 1/size of it.
             let weight = Double(microCount) / Double(globalCount)
             share += weight * DiceLoss.loss(sums.baseAddress!, classes: classes) * elements / Double(comm.size)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Distributed
 import Foundation
 import Formats
 import Model
@@ -51,6 +52,7 @@ struct Predict: ParsableCommand {
             do {
                 for i in mine {
                     if jobs[i].isVolume { _ = try loadVolume(jobs[i].path) } else { _ = try loadSlice(jobs[i].path) }
+                    Watchdog.progress()
                 }
             } catch { checkError = error }
             if let message = comm.agree(on: checkError) { throw RunError(message) }
@@ -60,6 +62,7 @@ struct Predict: ParsableCommand {
             }
             if let message = comm.agree(on: folderError) { throw RunError(message) }
             var rows: [String] = [], workError: Error?
+            Watchdog.phase("prediction")
             do {
                 for i in mine {
                     rows += try jobs[i].isVolume ? predictVolume(jobs[i], axis: SliceAxis(rawValue: axis)!, predictor!)
@@ -186,6 +189,7 @@ struct Predict: ParsableCommand {
         let picture = image.withUnsafeBufferPointer { grayscale($0, width: w, height: h) }
         let overlaid = mask.withUnsafeBufferPointer { overlay(picture, $0) }
         try writeFileAtomically(panelGrid([[picture, overlaid]], captions: ["image", "prediction"]).pngData(), to: base + "_overlay.png")
+        Watchdog.progress()
         var counts = [Int](repeating: 0, count: max(classes, 3))
         for m in mask { counts[Int(m)] += 1 }
         // A bare .npy slice carries no pixel size: the areas stay empty.
@@ -213,6 +217,7 @@ struct Predict: ParsableCommand {
             let mask = segment(slice, predictor)
             g.insert(Image2D(height: slice.height, width: slice.width, pixels: mask.map { Self.niftiCode($0, classes: classes) }),
                      into: &labels, index: index)
+            Watchdog.progress()
             var counts = [0, 0, 0]
             for m in mask { counts[min(Int(m), 2)] += 1 }
             for c in 0..<3 { totals[c] += counts[c] }
