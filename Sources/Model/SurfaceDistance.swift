@@ -62,3 +62,30 @@ public struct SurfaceDistance: Equatable {
         return s[lo] + (s[hi] - s[lo]) * (rank - Double(lo))
     }
 }
+
+/// Keeps the largest 6-connected component of `label` in a volume (x fastest, `dims` nx, ny, nz);
+/// its other voxels become `background`.
+public func keepLargestComponent(_ labels: inout [UInt8], label: UInt8, background: UInt8, dims: [Int]) {
+    let (nx, ny, nz) = (dims[0], dims[1], dims[2])
+    var component = [Int32](repeating: -1, count: labels.count)
+    var sizes: [Int] = [], stack: [Int] = []
+    for start in labels.indices where labels[start] == label && component[start] < 0 {
+        let id = Int32(sizes.count)
+        var size = 0
+        component[start] = id
+        stack.append(start)
+        while let v = stack.popLast() {
+            size += 1
+            let x = v % nx, y = (v / nx) % ny, z = v / (nx * ny)
+            for (dx, dy, dz) in [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)] {
+                let (a, b, c) = (x + dx, y + dy, z + dz)
+                guard a >= 0, a < nx, b >= 0, b < ny, c >= 0, c < nz else { continue }
+                let u = a + nx * (b + ny * c)
+                if labels[u] == label && component[u] < 0 { component[u] = id; stack.append(u) }
+            }
+        }
+        sizes.append(size)
+    }
+    guard let largest = sizes.indices.max(by: { sizes[$0] < sizes[$1] }) else { return }
+    for i in labels.indices where labels[i] == label && component[i] != Int32(largest) { labels[i] = background }
+}

@@ -91,3 +91,65 @@ final class PredictOutputTests: ScratchTestCase {
         XCTAssertEqual(table.map { $0[0] }, Array(repeating: "t1.nii.gz", count: 7) + (0..<5).map { String(format: "slice_%03d.npy", $0) })
     }
 }
+
+/// Whole volumes: three axes fused, flips, the largest component, and the truth report.
+final class PredictVolumeTests: ScratchTestCase {
+    let data = fixturesDirectory + "/seeddata"
+    let checkpoint = fixturesDirectory + "/torch_trained.safetensors"
+
+    func testFusedAxesFlipsLargestComponentAndTheTruth() throws {
+        let dir = try scratchDirectory()
+        var values: [Float] = [], truth: [Float] = []
+        for k in 0..<8 {
+            values += try NpyArray(path: String(format: "%@/MRIs/slice_%03d.npy", data, k)).floats()
+            // The seed's codes to the masks' codes: 0 background, 1 white matter, 2 gray matter.
+            truth += try NpyArray(path: String(format: "%@/Segmentations/segm_%03d.npy", data, k)).floats().map { $0 == 2 ? 0 : $0 + 1 }
+        }
+        try NIfTIVolume(dims: [48, 48, 8], values: values.map { $0 * 500 }).writeGzip(to: dir + "/t1.nii.gz")
+        try NIfTIVolume(dims: [48, 48, 8], values: truth).writeGzip(to: dir + "/truth.nii.gz", as: .uint8)
+        func predict(_ flags: [String], out: String) throws -> CommandResult {
+            try runUnetDist(["predict", "--checkpoint", checkpoint, "--input", dir + "/t1.nii.gz", "--out", dir + "/" + out,
+                             "--threads", "1", "--truth", dir + "/truth.nii.gz"] + flags)
+        }
+        func dice(_ out: String) throws -> [Double] {
+            try String(contentsOfFile: dir + "/\(out)/t1_truth.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+                .map { Double($0.split(separator: ",")[1])! }
+        }
+        let axial = try predict([], out: "axial")
+        XCTAssertEqual(axial.status, 0, axial.stderr)
+        XCTAssertTrue(axial.stdout.contains("t1: white matter Dice "), axial.stdout)
+        let fused = try predict(["--axes", "axial,coronal,sagittal", "--tta", "--largest-component"], out: "fused")
+        XCTAssertEqual(fused.status, 0, fused.stderr)
+        // The axial pass alone is the model's own slices: the truth it was trained on, nearly.
+        let a = try dice("axial"), f = try dice("fused")
+        XCTAssertEqual(a.count, 2); XCTAssertGreaterThan(a.min()!, 0.5)
+        XCTAssertNotEqual(a, f, "the other axes and the flips change the mask")
+        let mask = try NIfTIVolume(path: dir + "/fused/t1_mask.nii.gz")
+        for label: Float in [1, 2] { XCTAssertEqual(components(mask, label), 1, "label \(label): one component") }
+
+        let two = try runUnetDist(["predict", "--checkpoint", checkpoint, "--input", dir + "/t1.nii.gz", dir + "/truth.nii.gz",
+                                   "--out", dir + "/two", "--truth", dir + "/truth.nii.gz"])
+        XCTAssertEqual(two.status, 1)
+        XCTAssertTrue(two.stderr.hasPrefix("error: \(dir)/truth.nii.gz: a truth is for one input volume, not 2 input(s)"), two.stderr)
+    }
+
+    /// 6-connected components of `label`.
+    func components(_ v: NIfTIVolume, _ label: Float) -> Int {
+        let (nx, ny, nz) = (v.dims[0], v.dims[1], v.dims[2])
+        var seen = [Bool](repeating: false, count: v.values.count), count = 0
+        for s in v.values.indices where v.values[s] == label && !seen[s] {
+            count += 1
+            var stack = [s]; seen[s] = true
+            while let i = stack.popLast() {
+                let x = i % nx, y = (i / nx) % ny, z = i / (nx * ny)
+                for (dx, dy, dz) in [(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)] {
+                    let (a, b, c) = (x + dx, y + dy, z + dz)
+                    guard a >= 0, a < nx, b >= 0, b < ny, c >= 0, c < nz else { continue }
+                    let u = a + nx * (b + ny * c)
+                    if v.values[u] == label && !seen[u] { seen[u] = true; stack.append(u) }
+                }
+            }
+        }
+        return count
+    }
+}

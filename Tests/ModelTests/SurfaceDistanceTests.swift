@@ -24,3 +24,23 @@ final class SurfaceDistanceTests: XCTestCase {
         }
     }
 }
+
+final class LargestComponentTests: XCTestCase {
+    func testKeepsTheLargest6ConnectedPieceAndClearsTheRest() {
+        // 4 x 3 x 2 voxels, x fastest: label 1 as a piece of 4 across both z layers, a piece of 2
+        // touching it only diagonally, and a lone voxel; label 0 untouched.
+        var v: [UInt8] = [1, 1, 2, 0,
+                          2, 1, 2, 2,
+                          1, 2, 1, 1,
+                          1, 2, 2, 2,
+                          2, 2, 2, 2,
+                          2, 2, 2, 2]
+        keepLargestComponent(&v, label: 1, background: 2, dims: [4, 3, 2])
+        XCTAssertEqual(v, [1, 1, 2, 0,
+                           2, 1, 2, 2,
+                           2, 2, 2, 2,
+                           1, 2, 2, 2,
+                           2, 2, 2, 2,
+                           2, 2, 2, 2])
+    }
+}
