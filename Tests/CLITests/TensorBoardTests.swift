@@ -160,6 +160,18 @@ final class TensorBoardTests: ScratchTestCase {
         try assertEventsMatchHistory(run)
     }
 
+    /// Rank 0 decides and every rank stops with it: a rank that went on would wait forever in the
+    /// next epoch's collectives.
+    func testPatienceStopsEveryRankTogether() throws {
+        let run = try scratchDirectory("tb") + "/run"
+        let r = try runUnetDist(["train", "--data", data, "--run-dir", run, "--batch-size", "4", "--test-count", "2", "--threads", "1",
+                                 "--epochs", "8", "--patience", "1", "--optimizer", "sgd", "--lr", "1e-9"], ranks: 2, timeout: 120)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let first = try best(run)
+        XCTAssertEqual(try history(run)["epoch"]!.count, first.epoch + 1)
+        XCTAssertEqual(r.stdout.components(separatedBy: "stopping early: test IoU has not improved for 1 epoch").count, 2, r.stdout)
+    }
+
     func testPatienceNeedsAPositiveCountAndATestSet() throws {
         let run = try scratchDirectory("tb") + "/run"
         let zero = try train(run, ["--patience", "0"])
