@@ -10,6 +10,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
@@ -29,10 +30,13 @@ let package = Package(
         .target(name: "Formats", dependencies: ["CZlib"], swiftSettings: release),
         // Pictures and pages for people: line plots, sample panels, the run report.
         .target(name: "Report", dependencies: ["Formats"], swiftSettings: release),
+        // TensorBoard event files: protobuf messages generated from event.proto, TFRecord framing.
+        .target(name: "TensorBoard", dependencies: ["Formats", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                exclude: ["event.proto"]),
         // Communicator (MPI and single-process).
         .target(name: "Distributed", dependencies: ["CMPI"], swiftSettings: release),
         // The UNet, its parameter arenas, checkpoints, training and evaluation.
-        .target(name: "Model", dependencies: ["Kernels", "Formats", "Distributed", "Report"], swiftSettings: release),
+        .target(name: "Model", dependencies: ["Kernels", "Formats", "Distributed", "Report", "TensorBoard"], swiftSettings: release),
         .executableTarget(name: "unet-dist", dependencies: [
             "Model", "Formats", "Distributed", "Kernels", "CStop",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -44,6 +48,6 @@ let package = Package(
         // Counts the test process's heap allocations (a training step must make none).
         .target(name: "MallocCounter", path: "Tests/MallocCounter"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Formats", "Distributed", "TestSupport", "MallocCounter"]),
-        .testTarget(name: "CLITests", dependencies: ["Formats", "Model", "TestSupport", "unet-dist"]),
+        .testTarget(name: "CLITests", dependencies: ["Formats", "Model", "TestSupport", "TensorBoard", "unet-dist"]),
     ]
 )

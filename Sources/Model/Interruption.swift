@@ -57,9 +57,10 @@ extension TrainConfig {
     /// Flags that change how a run is driven or reported but never the trained values: left out
     /// of the checkpoint's `config`, so that a run stopped and resumed (with `--resume`, maybe
     /// `--max-steps` or `--checkpoint-every`, in another run directory) ends in the same bytes
-    /// as a straight one. `--threads` stays: the per-thread partial sums change the bits.
+    /// as a straight one; `--patience` only decides where a run ends, as `--max-steps` does.
+    /// `--threads` stays: the per-thread partial sums change the bits.
     /// config.json keeps every flag.
-    static let notInCheckpoint: Set<String> = ["runDir", "resume", "overwrite", "quiet", "maxSteps", "checkpointEvery"]
+    static let notInCheckpoint: Set<String> = ["runDir", "resume", "overwrite", "quiet", "maxSteps", "checkpointEvery", "patience"]
 
     /// The settings that determine training, as sorted-key JSON.
     public var checkpointJSON: String {

@@ -10,7 +10,7 @@ struct RunDirectory {
     /// Every file a run writes here, by name (see the writers below, Trainer.createRunDirectory
     /// and Trainer.finishEpoch), and the pictures by pattern.
     static let files = ["config.json", "history.csv", "history.jsonl", "history.png", "report.html",
-                        "checkpoints/last.safetensors", "checkpoints/best.safetensors"]
+                        "checkpoints/last.safetensors", "checkpoints/best.safetensors", eventFile]
     static let samplePicture = #"^epoch-[0-9]+\.png$"#
     static let folders = ["checkpoints", "samples"]
 
@@ -34,10 +34,13 @@ struct RunDirectory {
         }
     }
 
-    func writeHistory(_ history: [EpochRecord]) throws {
+    /// `note` (why the run ends here, when it ends early) goes into the last line of history.jsonl.
+    func writeHistory(_ history: [EpochRecord], note: String? = nil) throws {
         let csv = ([EpochRecord.header] + history.map(\.csv)).joined(separator: "\n") + "\n"
         try writeFileAtomically(Data(csv.utf8), to: path + "/history.csv")
-        let jsonl = history.map(\.json).joined(separator: "\n") + "\n"
+        var lines = history.map(\.json)
+        if let note, let last = lines.popLast() { lines.append(String(last.dropLast()) + ", \"note\": \"\(note)\"}") }
+        let jsonl = lines.joined(separator: "\n") + "\n"
         try writeFileAtomically(Data(jsonl.utf8), to: path + "/history.jsonl")
         try writeFileAtomically(Self.plot(history).pngData(), to: path + "/history.png")
     }
@@ -59,8 +62,9 @@ struct RunDirectory {
         return png
     }
 
-    func writeReport(config: TrainConfig, worldSize: Int, history: [EpochRecord], samples: Data?) throws {
+    func writeReport(config: TrainConfig, worldSize: Int, history: [EpochRecord], samples: Data?, notes: [String] = []) throws {
         var r = HTMLReport(title: "unet-dist run: " + URL(fileURLWithPath: path).lastPathComponent)
+        r.notes = notes
         if let data = try? JSONSerialization.jsonObject(with: Data(config.json.utf8)) as? [String: Any] {
             r.configuration = data.keys.sorted().map { ($0, "\(data[$0]!)") } + [("world_size", "\(worldSize)")]
         }

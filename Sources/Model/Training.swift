@@ -48,6 +48,8 @@ public struct TrainConfig: Codable, Equatable {
     /// The training loss: the seed's BCE on one-hot targets, softmax cross-entropy, soft Dice over
     /// the global batch, or a sum of two.
     public var loss = LossKind.bce
+    /// Stop when the test IoU has not improved for this many epochs.
+    public var patience: Int?
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {
@@ -160,6 +162,9 @@ public final class Trainer {
     var stepSums: ScoreSums
     var info = CheckpointInfo()
     var bestTestIoU = -Double.infinity
+    /// The epoch of `bestTestIoU`, and rank 0's line when --patience ends the run.
+    var bestEpoch = 0
+    var earlyStop: String?
     let log: (String) -> Void
     public private(set) var history: [EpochRecord] = []
     /// Called on rank 0 after every step.
@@ -241,11 +246,17 @@ public final class Trainer {
                         .filter { $0.epoch <= loaded.epoch }
                 }
                 bestTestIoU = Self.metric("best_test_iou", in: loaded.metrics) ?? bestTestIoU
+                bestEpoch = Self.metric("best_epoch", in: loaded.metrics).map { Int($0) } ?? Self.bestEpoch(in: history) ?? plan.completedEpochs
             }
         }
         broadcastState()
         var writeError: Error?
-        if comm.isRoot { do { try Self.createRunDirectory(config, worldSize: comm.size) } catch let e { writeError = e } }
+        if comm.isRoot {
+            do {
+                try Self.createRunDirectory(config, worldSize: comm.size)
+                try RunDirectory(path: config.runDir).startEvents(completedEpochs: info.epoch)
+            } catch let e { writeError = e }
+        }
         if let message = comm.agree(on: writeError) { throw RunError(message) }
     }
 
@@ -423,6 +434,10 @@ public final class Trainer {
             history.append(record)
             try finishEpoch(record)
             if stopped { break epochs }
+            if comm.any(earlyStop != nil) {
+                if comm.isRoot && !config.quiet { log(earlyStop!) }
+                break epochs
+            }
         }
     }
 
@@ -509,21 +524,39 @@ public final class Trainer {
             }
             do {
                 let run = RunDirectory(path: config.runDir)
-                try run.writeHistory(history)
-                let png = try samples.map { try run.writeSamples($0, epoch: r.epoch) }
-                try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png)
                 // A part of an epoch (--max-steps) is no candidate: its resumed run would not see it.
                 let improved = info.stepInEpoch == 0 && r.testIoU > bestTestIoU
-                if improved { bestTestIoU = r.testIoU }
-                info.metrics = String(format: "{\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,"
+                if improved { bestTestIoU = r.testIoU; bestEpoch = r.epoch }
+                earlyStop = patienceNote(epoch: r.epoch)
+                try run.writeHistory(history, note: earlyStop)
+                let png = try samples.map { try run.writeSamples($0, epoch: r.epoch) }
+                try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png, notes: earlyStop.map { [$0] } ?? [])
+                try run.appendEvents(r, samples: samples, png: png)
+                info.metrics = String(format: "{\"best_epoch\":%d,\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,"
                                       + "\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
-                                      bestTestIoU, r.dice, r.loss, r.testIoU, r.testIoUGM, r.testIoUWM, r.testLoss)
+                                      bestEpoch, bestTestIoU, r.dice, r.loss, r.testIoU, r.testIoUGM, r.testIoUWM, r.testLoss)
                 let bytes = model.checkpoint(info)
                 try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/last.safetensors")
                 if improved { try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/best.safetensors") }
             } catch let e { writeError = e }
         }
         if let message = comm.agree(on: writeError) { throw RunError(message) }
+    }
+
+    /// With --patience N, rank 0's line that ends the run after a whole epoch when the best test
+    /// IoU is N or more epochs old and epochs remain. Rank 0 decides and the others follow (see
+    /// run): it alone holds a resumed run's history.
+    func patienceNote(epoch: Int) -> String? {
+        guard let patience = config.patience, info.stepInEpoch == 0, epoch < config.epochs, epoch - bestEpoch >= patience
+        else { return nil }
+        let waited = epoch - bestEpoch
+        return String(format: "stopping early: test IoU has not improved for %d epoch%@ (best %.4f at epoch %d)",
+                      waited, waited == 1 ? "" : "s", bestTestIoU, bestEpoch)
+    }
+
+    /// The first epoch with the history's highest test IoU (for checkpoints that predate `best_epoch`).
+    static func bestEpoch(in history: [EpochRecord]) -> Int? {
+        history.max { $0.testIoU < $1.testIoU }?.epoch
     }
 
     /// `last.safetensors` at a step boundary inside an epoch: a resume continues from the next step.

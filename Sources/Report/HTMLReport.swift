@@ -8,6 +8,8 @@ public struct HTMLReport {
     public var tables: [(heading: String, columns: [String], rows: [[String]])] = []
     /// Each picture: a heading and PNG bytes.
     public var pictures: [(heading: String, png: Data)] = []
+    /// Lines shown under the title (how the run ended, when that is news).
+    public var notes: [String] = []
 
     public init(title: String) { self.title = title }
 
@@ -30,6 +32,7 @@ public struct HTMLReport {
         <h1>\(Self.escape(title))</h1>
 
         """
+        for note in notes { h += "<p class=\"note\">\(Self.escape(note))</p>\n" }
         for (heading, png) in pictures {
             h += "<h2>\(Self.escape(heading))</h2>\n<img alt=\"\(Self.escape(heading))\" src=\"data:image/png;base64,\(png.base64EncodedString())\">\n"
         }

@@ -31,7 +31,8 @@ struct Info: ParsableCommand {
                 print("epoch \(m["epoch"] ?? "-") step \(m["step"] ?? "-")" + (m["optimizer"].map { " optimizer \($0)" } ?? ""))
                 if m.isEmpty { print("no metadata (a plain state_dict, e.g. saved by PyTorch)") }
                 for key in metrics.keys.sorted() {
-                    if let v = metrics[key] as? Double { print(String(format: "%@ %.5f", key, v)) }
+                    if key == "best_epoch", let e = metrics[key] as? Int { print("best_epoch \(e)") }
+                    else if let v = metrics[key] as? Double { print(String(format: "%@ %.5f", key, v)) }
                 }
             }
         } catch {

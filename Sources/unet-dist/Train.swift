@@ -46,6 +46,8 @@ struct Train: ParsableCommand {
     var pretrained: String?
     @Option(help: "Train only the decoder for the first N epochs: the encoder's parameters (but a fresh stem) are not updated.")
     var freezeEncoder = 0
+    @Option(help: "Stop when the test IoU has not improved for N epochs (after writing that epoch's files).")
+    var patience: Int?
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
 
@@ -65,6 +67,8 @@ struct Train: ParsableCommand {
         guard BatchNormMode(rawValue: bn) != nil else { throw ValidationError("--bn must be sync or local") }
         if initFrom != nil && resume != nil { throw ValidationError("--init and --resume exclude each other") }
         if overwrite && resume != nil { throw ValidationError("--resume continues a run in place, --overwrite removes it: pass one of them") }
+        if let patience, patience < 1 { throw ValidationError("--patience must be at least 1") }
+        if patience != nil && testCount == 0 { throw ValidationError("--patience watches the test IoU: it needs --test-count above 0") }
         guard freezeEncoder >= 0 else { throw ValidationError("--freeze-encoder must not be negative") }
         if pretrained != nil && modelOptions.model != ModelKind.unetResnet.rawValue {
             throw ValidationError("--pretrained loads a ResNet-18 encoder: use it with --model unet-resnet")
@@ -91,6 +95,7 @@ struct Train: ParsableCommand {
             c.model = modelOptions.config
             c.pretrained = pretrained
             c.freezeEncoder = freezeEncoder
+            c.patience = patience
             let bar = !quiet && comm.isRoot
                 && (progress == "bar" || (progress == "auto" && ProgressBar.stdoutIsTerminal && !launchedByMPI))
             let trainer = try Trainer(c, comm: comm) { line in

@@ -117,7 +117,8 @@ final class ResumeAndOverwriteTests: ScratchTestCase {
         let r = try train(run, ["--epochs", "1", "--seed", "3", "--max-steps", "1", "--overwrite"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertEqual(try fm.subpathsOfDirectory(atPath: run).sorted(),
-                       ["checkpoints", "checkpoints/last.safetensors", "config.json", "history.csv", "history.jsonl",
+                       ["checkpoints", "checkpoints/last.safetensors", "config.json", "events.out.tfevents.unet-dist",
+                        "history.csv", "history.jsonl",
                         "history.png", "notes.txt", "report.html", "samples", "samples/epoch-001.png", "samples/legend.txt"])
         XCTAssertEqual(try String(contentsOfFile: run + "/history.csv", encoding: .utf8).split(separator: "\n").count, 2)
         XCTAssertEqual(try SafeTensors(path: last(run)).metadata["seed"], "3")
