@@ -52,6 +52,9 @@ public struct Sample {
         guard hw.count == 2, img.count == hw[0] * hw[1] else {
             throw FormatError(pair.image, "image has shape \(img.shape), expected H x W")
         }
+        guard hw.allSatisfy({ $0 >= minImageSide }) else {
+            throw FormatError(pair.image, "image is \(hw[0])x\(hw[1]), smaller than the \(minImageSide)x\(minImageSide) the models take")
+        }
         let mask = try NpyArray(path: pair.mask)
         guard mask.count == img.count, Array(mask.shape.drop(while: { $0 == 1 }).suffix(2)) == hw else {
             throw FormatError(pair.mask, "mask shape \(mask.shape) does not match image shape \(img.shape)")

@@ -6,6 +6,9 @@
 /// far above any scan, and small enough that a few sides multiplied stay far from overflowing.
 public let maxImageSide = 65_536
 
+/// The smallest image side the models take: the UNet's three 2x2 poolings need 8 pixels.
+public let minImageSide = 8
+
 /// The product of `factors`, or nil where a factor is negative or the product overflows Int.
 /// Zero factors are left out while checking, so that every partial product (the strides of an
 /// array with an empty dimension among huge ones) fits too; the result is then 0.

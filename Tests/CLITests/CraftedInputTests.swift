@@ -92,6 +92,18 @@ final class CraftedInputTests: ScratchTestCase {
         }
     }
 
+    /// A 4 x 48 slice: the UNet's three poolings would leave no rows (a division by zero).
+    func testTrainAndEvalRefuseImagesSmallerThanTheModelsTake() throws {
+        let image = NpyArray(float32: [Float](repeating: 0.5, count: 4 * 48), shape: [4, 48]).encoded()
+        let d = try dataWith(image, as: "MRIs/slice_000.npy")
+        try NpyArray(uint8: [UInt8](repeating: 2, count: 4 * 48), shape: [4, 48]).encoded()
+            .write(to: URL(fileURLWithPath: d.data + "/Segmentations/segm_000.npy"))
+        let (args, run) = try train(d.data)
+        try expectRefused(args, naming: d.file, ranks: [nil, 2])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run), "run directory written")
+        try expectRefused(["eval", "--checkpoint", checkpoint, "--data", d.data, "--threads", "1"], naming: d.file, ranks: [nil, 2])
+    }
+
     func craftedPredictInputs() throws -> [String] {
         [try write(CraftedFile.wrappingNpy, "wrap.npy"), try write(CraftedFile.hugeNpy, "huge.npy"),
          try write(CraftedFile.hugeNIfTI, "huge.nii"), try write(try gzipCompress(CraftedFile.hugeNIfTI), "huge.nii.gz")]

@@ -93,6 +93,24 @@ final class CraftedSizesTests: XCTestCase {
         expectRefused({ _ = try NIfTIVolume(data: gz, path: "v.nii.gz") }, "v.nii.gz: " + message)
     }
 
+    func testSamplesSmallerThanTheModelsTakeAreRefused() throws {
+        let dir = try makeTemporaryDirectory("crafted")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for sub in ["MRIs", "Segmentations"] { try FileManager.default.createDirectory(atPath: dir + "/" + sub, withIntermediateDirectories: true) }
+        let image = dir + "/MRIs/x_000.npy", mask = dir + "/Segmentations/segm_000.npy"
+        for (h, w, ok) in [(4, 48, false), (48, 7, false), (0, 48, false), (8, 8, true)] {
+            try NpyArray(float32: [Float](repeating: 0.5, count: h * w), shape: [h, w]).encoded().write(to: URL(fileURLWithPath: image))
+            try NpyArray(uint8: [UInt8](repeating: 2, count: h * w), shape: [h, w]).encoded().write(to: URL(fileURLWithPath: mask))
+            let pair = try SeedDataset(directory: dir).pairs[0]
+            if ok {
+                XCTAssertEqual(try Sample(pair, classes: 3).labels.count, h * w)
+            } else {
+                expectRefused({ _ = try Sample(pair, classes: 3) },
+                              "\(pair.image): image is \(h)x\(w), smaller than the 8x8 the models take")
+            }
+        }
+    }
+
     /// What a file that was read holds agrees with its shape, element for element.
     func testReadShapesAgreeWithTheValues() throws {
         let a = try NpyArray(data: CraftedFile.npy(shape: "(2, 8)", payload: 64), path: "a.npy")
