@@ -21,7 +21,7 @@ for t in ${targets[@]}; do
   # -timeout: an input that takes seconds is a finding too (a size that went unchecked).
   FUZZ_TARGET="$t" "$out/fuzz-readers" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 -timeout=5 \
     -dict="Fuzz/$t.dict" -print_final_stats=1 -artifact_prefix="$out/crashes-$t/" "$out/corpus-$t" "Fuzz/corpus/$t" 2>&1 \
-    | grep -E "^#[0-9]+ +DONE|^Done|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|crash-|leak-|timeout-|oom-" || true
+    | grep -E "^#[0-9]+[[:space:]]+DONE|^Done|stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|crash-|leak-|timeout-|oom-" || true
   FUZZ_TARGET="$t" "$out/fuzz-readers" -merge=1 -max_len=65536 -rss_limit_mb=2048 -timeout=5 \
     "Fuzz/corpus/$t" "$out/corpus-$t" 2>&1 | grep -E "MERGE-OUTER: [0-9]+ new files" || true
   ls "$out/crashes-$t" | head -5
