@@ -28,10 +28,10 @@ public struct NIfTIVolume {
     /// nx * ny * nz values, index i + nx * (j + ny * k).
     public var values: [Float]
 
-    public var count: Int { dims[0] * dims[1] * dims[2] }
+    public var count: Int { values.count }
 
     public init(dims: [Int], values: [Float], affine: [[Double]] = NIfTIVolume.identity, datatype: DataType = .float32) {
-        precondition(dims.count == 3 && values.count == dims.reduce(1, *) && affine.count >= 3)
+        precondition(dims.count == 3 && values.count == checkedProduct(dims) && affine.count >= 3)
         self.dims = dims
         self.values = values
         self.affine = Array(affine.prefix(3)) + [[0, 0, 0, 1]]
@@ -77,7 +77,7 @@ public struct NIfTIVolume {
         pixdim = h.pixdim
         affine = h.affine
         datatype = h.datatype
-        let n = h.dims.reduce(1, *)
+        let n = h.dataBytes / h.datatype.byteSize
         let src = UnsafeRawBufferPointer(rebasing: file[h.offset ..< h.endOfData])
         values = [Float](unsafeUninitializedCapacity: n) { out, initialized in
             decodeVoxels(src, type: h.datatype, count: n, bigEndian: h.bigEndian, into: out.baseAddress!)
@@ -144,8 +144,9 @@ struct NIfTIHeader {
     var scaling: (slope: Double, inter: Double)?
     var affine: [[Double]]
 
-    var dataBytes: Int { dims.reduce(1, *) * datatype.byteSize }
-    var endOfData: Int { offset + dataBytes }
+    /// The voxels' bytes and where they end, checked when the header is read.
+    var dataBytes: Int
+    var endOfData: Int
 
     init(parsing raw: UnsafeRawBufferPointer, path: String) throws {
         guard raw.count >= 4 else { throw FormatError(path, "not a NIfTI file (\(raw.count) bytes)") }
@@ -175,12 +176,26 @@ struct NIfTIHeader {
         datatype = type
         pixdim = (1...3).map { Double(r.float32(76 + 4 * $0)) }
         offset = try Self.dataOffset(Double(r.float32(108)), path: path)
+        // NIfTI-1 dims are 16-bit, so these cannot overflow today; checked all the same, as every
+        // size taken from a file is.
+        guard let bytes = checkedByteCount(dims, elementSize: type.byteSize),
+              let end = Self.checkedSum(offset, bytes) else {
+            let shape = dims.map(String.init).joined(separator: "x")
+            throw FormatError(path, "NIfTI dimensions \(shape) \(type) are too large (the size overflows 64 bits)")
+        }
+        dataBytes = bytes
+        endOfData = end
         let slope = Double(r.float32(112)), inter = Double(r.float32(116))
         // The standard: scaling applies where scl_slope is nonzero; a non-finite intercept counts as 0.
         if slope != 0 && slope.isFinite && !(slope == 1 && (inter == 0 || !inter.isFinite)) {
             scaling = (slope, inter.isFinite ? inter : 0)
         }
         affine = Self.affine(r, pixdim: pixdim)
+    }
+
+    private static func checkedSum(_ a: Int, _ b: Int) -> Int? {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? nil : sum
     }
 
     /// dim[0] in 1...7, every used dim at least 1, and nothing beyond the third but 1s.

@@ -5,12 +5,14 @@ public struct NpyArray {
     public enum ElementType: Equatable {
         case float16, float32, float64, int(bytes: Int, signed: Bool), bool
     }
-    public var shape: [Int]
-    public var type: ElementType
+    /// Checked when read: no dimension above `maxImageSide`, and the bytes hold every element.
+    public private(set) var shape: [Int]
+    public private(set) var type: ElementType
     /// Little-endian, C-order element bytes.
     var bytes: Data
 
-    public var count: Int { shape.reduce(1, *) }
+    /// The number of elements, the product of `shape`.
+    public let count: Int
 
     public init(path: String) throws { try self.init(data: try readFile(path), path: path) }
 
@@ -46,6 +48,10 @@ public struct NpyArray {
             guard let v = Int(d), v >= 0 else { throw FormatError(path, "malformed .npy shape \(shapeText)") }
             shape.append(v)
         }
+        // Every .npy this program reads is an image or a mask (or a stack of them).
+        if let side = shape.first(where: { $0 > maxImageSide }) {
+            throw FormatError(path, ".npy shape \(shape) has a dimension of \(side), above the largest image side \(maxImageSide)")
+        }
         let quoted = descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\" "))
         guard let kindChar = quoted.dropFirst().first, let size = Int(quoted.dropFirst(2)) else {
             throw FormatError(path, "unsupported .npy dtype \(descr)")
@@ -62,12 +68,14 @@ public struct NpyArray {
         default: throw FormatError(path, "unsupported .npy dtype \(quoted) (numeric arrays only)")
         }
         guard "<>|=".contains(endian) else { throw FormatError(path, "unsupported .npy dtype \(quoted)") }
-        let count = shape.reduce(1, *)
-        let (total, overflow) = count.multipliedReportingOverflow(by: size)
         let start = data.startIndex + headerStart + headerLength
-        guard !overflow, data.endIndex - start >= total else {
+        guard let total = checkedByteCount(shape, elementSize: size) else {
+            throw FormatError(path, ".npy shape \(shape) \(quoted) is too large (its size overflows 64 bits)")
+        }
+        guard data.endIndex - start >= total else {
             throw FormatError(path, "truncated .npy data: \(shape) \(quoted) needs \(total) bytes, file has \(data.endIndex - start)")
         }
+        let count = total / size
         var bytes = data.subdata(in: start ..< start + total)
         if endian == ">" && size > 1 {
             bytes.withUnsafeMutableBytes { raw in
@@ -82,18 +90,21 @@ public struct NpyArray {
         self.shape = shape
         self.type = type
         self.bytes = bytes
+        self.count = count
         if order.trimmingCharacters(in: .whitespaces) == "True" && shape.count > 1 {
             self.bytes = Self.fortranToC(bytes, shape: shape, elementSize: size)
         }
     }
 
     public init(float32 values: [Float], shape: [Int]) {
-        self.shape = shape; type = .float32
+        precondition(checkedProduct(shape) == values.count, "\(values.count) values for shape \(shape)")
+        self.shape = shape; type = .float32; count = values.count
         bytes = values.withUnsafeBytes { Data($0) }
     }
 
     public init(uint8 values: [UInt8], shape: [Int]) {
-        self.shape = shape; type = .int(bytes: 1, signed: false)
+        precondition(checkedProduct(shape) == values.count, "\(values.count) values for shape \(shape)")
+        self.shape = shape; type = .int(bytes: 1, signed: false); count = values.count
         bytes = Data(values)
     }
 
@@ -116,8 +127,9 @@ public struct NpyArray {
         return String(rest[..<end])
     }
 
+    /// `shape` has passed `checkedProduct`, so its strides cannot overflow.
     private static func fortranToC(_ bytes: Data, shape: [Int], elementSize: Int) -> Data {
-        let count = shape.reduce(1, *)
+        let count = bytes.count / elementSize
         var out = Data(count: bytes.count)
         var fStrides = [Int](repeating: 1, count: shape.count)
         for i in 1..<shape.count { fStrides[i] = fStrides[i - 1] * shape[i - 1] }

@@ -7,7 +7,8 @@ public struct SafeTensors {
         public var dtype: String
         public var shape: [Int]
         public var bytes: Data
-        public var count: Int { shape.reduce(1, *) }
+        /// The elements its bytes hold: the product of `shape` in a file that was read, checked there.
+        public var count: Int { bytes.count / (SafeTensors.elementSize[dtype] ?? 1) }
     }
 
     public private(set) var entries: [String: Entry] = [:]
@@ -46,8 +47,13 @@ public struct SafeTensors {
                 throw FormatError(path, "corrupt safetensors entry for tensor \(name)")
             }
             guard let size = Self.elementSize[dtype] else { throw FormatError(path, "tensor \(name) has unsupported dtype \(dtype)") }
-            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1],
-                  offsets[1] - offsets[0] == shape.reduce(1, *) * size else {
+            guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
+                throw FormatError(path, "tensor \(name) has a bad shape \(shape) or data_offsets \(offsets)")
+            }
+            guard let bytes = checkedByteCount(shape, elementSize: size) else {
+                throw FormatError(path, "tensor \(name): shape \(shape) is too large (its size overflows 64 bits)")
+            }
+            guard offsets[1] - offsets[0] == bytes else {
                 throw FormatError(path, "tensor \(name): shape \(shape) does not match its \(offsets[1] - offsets[0]) bytes")
             }
             spans[name] = (dtype, shape, offsets[0], offsets[1])
@@ -103,7 +109,7 @@ public struct SafeTensors {
     }
 
     public mutating func set(_ name: String, floats: UnsafeBufferPointer<Float>, shape: [Int]) {
-        precondition(floats.count == shape.reduce(1, *), "\(name): \(floats.count) values for shape \(shape)")
+        precondition(floats.count == checkedProduct(shape), "\(name): \(floats.count) values for shape \(shape)")
         entries[name] = Entry(dtype: "F32", shape: shape, bytes: Data(buffer: floats))
     }
 
@@ -112,6 +118,7 @@ public struct SafeTensors {
     }
 
     public mutating func set(_ name: String, int64s: [Int64], shape: [Int]) {
+        precondition(int64s.count == checkedProduct(shape), "\(name): \(int64s.count) values for shape \(shape)")
         entries[name] = Entry(dtype: "I64", shape: shape, bytes: int64s.withUnsafeBytes { Data($0) })
     }
 

@@ -48,8 +48,12 @@ public struct Sample {
             throw FormatError(pair.image, "image dtype \(img.type) cannot be used (float or uint8 expected)")
         }
         let hw = Array(img.shape.drop(while: { $0 == 1 }).suffix(2))
-        guard hw.count == 2, img.shape.reduce(1, *) == hw[0] * hw[1] else {
+        // The reader bounds every side (`maxImageSide`) and `count` by the file's bytes.
+        guard hw.count == 2, img.count == hw[0] * hw[1] else {
             throw FormatError(pair.image, "image has shape \(img.shape), expected H x W")
+        }
+        guard hw.allSatisfy({ $0 >= minImageSide }) else {
+            throw FormatError(pair.image, "image is \(hw[0])x\(hw[1]), smaller than the \(minImageSide)x\(minImageSide) the models take")
         }
         let mask = try NpyArray(path: pair.mask)
         guard mask.count == img.count, Array(mask.shape.drop(while: { $0 == 1 }).suffix(2)) == hw else {
