@@ -37,7 +37,7 @@ struct Predict: ParsableCommand {
         where text.split(separator: ",").isEmpty || text.split(separator: ",").contains(where: { Int($0.trimmingCharacters(in: .whitespaces)) == nil }) {
             throw ValidationError("\(flag) must be comma-separated integers")
         }
-        if let size, !(1...4096).contains(size) { throw ValidationError("--size must be 1 to 4096") }
+        if let size, !(minImageSide...4096).contains(size) { throw ValidationError("--size must be \(minImageSide) to 4096") }
     }
 
     /// One input and where its outputs go: `OUT/<name>_mask...`, `name` being its path relative
@@ -178,6 +178,9 @@ struct Predict: ParsableCommand {
         guard dims.count == 2, array.isFloatingPoint || array.type == .int(bytes: 1, signed: false) else {
             throw FormatError(file, "expected an H x W image (float or uint8), found shape \(array.shape) \(array.type)")
         }
+        guard dims.allSatisfy({ $0 >= minImageSide }) else {
+            throw FormatError(file, "image is \(dims[0])x\(dims[1]), smaller than the \(minImageSide)x\(minImageSide) the models take")
+        }
         let image = array.floats()
         if let bad = image.firstIndex(where: { !$0.isFinite }) {
             throw FormatError(file, "image has a non-finite value (\(image[bad])) at element \(bad)")
@@ -187,6 +190,16 @@ struct Predict: ParsableCommand {
 
     func loadVolume(_ file: String) throws -> NIfTIVolume {
         let volume = try NIfTIVolume(path: file)
+        // The model sees each slice (or its square at --size): both sides at least minImageSide.
+        if size == nil {
+            for axis in SliceAxis.list(axis ?? axes)! {
+                let g = SliceGeometry(axis: axis, dims: volume.dims, affine: volume.affine)
+                guard g.height >= minImageSide && g.width >= minImageSide else {
+                    throw FormatError(file, "its \(axis.rawValue) slices are \(g.height)x\(g.width), smaller than the "
+                                      + "\(minImageSide)x\(minImageSide) the models take (--size resizes them)")
+                }
+            }
+        }
         if let bad = volume.values.firstIndex(where: { !$0.isFinite }) {
             throw FormatError(file, "volume has a non-finite value (\(volume.values[bad])) at voxel \(bad)")
         }

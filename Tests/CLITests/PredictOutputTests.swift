@@ -47,7 +47,7 @@ final class PredictOutputTests: ScratchTestCase {
         try FileManager.default.createDirectory(atPath: dir + "/in", withIntermediateDirectories: true)
         for i in 0..<4 { try FileManager.default.copyItem(atPath: slice(i), toPath: dir + "/in/" + String(format: "s%d.npy", i)) }
         // The last input, so that the good ones before it would have been written first.
-        try NpyArray(float32: [0, .nan, 0, 0], shape: [2, 2]).encoded().write(to: URL(fileURLWithPath: dir + "/in/s9.npy"))
+        try NpyArray(float32: [0, .nan] + [Float](repeating: 0, count: 62), shape: [8, 8]).encoded().write(to: URL(fileURLWithPath: dir + "/in/s9.npy"))
         for ranks in [nil, 2] {
             let out = dir + "/out\(ranks ?? 1)"
             let r = try predict([dir + "/in"], out: out, ranks: ranks)
