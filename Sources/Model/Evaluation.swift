@@ -7,32 +7,8 @@ import Kernels
 /// combined sums. Makes exactly one collective call, so ranks with no pairs still join it.
 public func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int, size: (h: Int, w: Int),
                      batch: Batch, comm: Communicator) throws -> ScoreSums {
-    let wasTraining = model.training
-    model.training = false
-    defer { model.training = wasTraining }
-    var sums = ScoreSums(classes: model.config.classes)
-    let lo = comm.rank * indices.count / comm.size, hi = (comm.rank + 1) * indices.count / comm.size
-    var error: Error?
-    Watchdog.phase("evaluation")
-    do {
-        var start = lo
-        while start < hi {
-            let chunk = indices[start ..< min(start + batchSize, hi)]
-            try batch.load(chunk, from: data, height: size.h, width: size.w)
-            let logits = model.forward(batch.images)
-            let lossSum = bceWithLogits(dlogits: nil, logits: logits.data, targets: batch.targets.data,
-                                        count: logits.count, gradScale: 0)
-            batch.labels.withUnsafeBufferPointer {
-                sums.add(logits: logits.data, labels: $0.baseAddress!, batch: chunk.count, spatial: size.h * size.w,
-                         lossSum: lossSum)
-            }
-            start += chunk.count
-            Watchdog.progress()
-        }
-    } catch let e { error = e }
-    if let message = comm.agree(on: error) { throw RunError(message) }
-    sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "test scores") }
-    return sums
+    try evaluate(model, data: data, indices: indices, batchSize: batchSize, size: size, batch: batch, comm: comm,
+                 perImage: nil).sums
 }
 
 /// A failure that every rank agreed on; its message is ready for the user.
@@ -85,7 +61,17 @@ public struct ImageScores {
 /// index order, so that any number of ranks gives one rank's figures exactly.
 public func evaluateImages(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int,
                            size: (h: Int, w: Int), batch: Batch, comm: Communicator,
-                           spacing: (Int) -> (rows: Double, columns: Double)) throws -> (ScoreSums, [ImageScores]) {
+                           spacing: @escaping (Int) -> (rows: Double, columns: Double)) throws -> (ScoreSums, [ImageScores]) {
+    let r = try evaluate(model, data: data, indices: indices, batchSize: batchSize, size: size, batch: batch, comm: comm,
+                         perImage: spacing)
+    return (r.sums, r.images)
+}
+
+/// The sums and, with `perImage` (the spacing of image i), every image's figures: the sums in one
+/// allreduce, the figures gathered from every rank in one broadcast each.
+func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int, size: (h: Int, w: Int),
+              batch: Batch, comm: Communicator,
+              perImage spacing: ((Int) -> (rows: Double, columns: Double))?) throws -> (sums: ScoreSums, images: [ImageScores]) {
     let wasTraining = model.training
     model.training = false
     defer { model.training = wasTraining }
@@ -106,8 +92,8 @@ public func evaluateImages(_ model: SegmentationModel, data: SeedDataset, indice
             batch.labels.withUnsafeBufferPointer {
                 sums.add(logits: logits.data, labels: $0.baseAddress!, batch: chunk.count, spatial: plane, lossSum: lossSum)
             }
-            let predicted = classMasks(logits.data, count: chunk.count, classes: classes, spatial: plane)
-            for (slot, index) in chunk.enumerated() {
+            let predicted = spacing == nil ? [] : classMasks(logits.data, count: chunk.count, classes: classes, spatial: plane)
+            for (slot, index) in chunk.enumerated() where spacing != nil {
                 var s = ImageScores(index: index, dice: [], iou: [], hd95: [], asd: [])
                 for c in 0..<(classes - 1) {
                     let p = (0..<plane).map { predicted[slot * plane + $0] == c }
@@ -117,20 +103,20 @@ public func evaluateImages(_ model: SegmentationModel, data: SeedDataset, indice
                     // Both empty: they agree perfectly.
                     s.dice.append(np + nt == 0 ? 1 : 2 * Double(inter) / Double(np + nt))
                     s.iou.append(np + nt == 0 ? 1 : Double(inter) / Double(np + nt - inter))
-                    let d = SurfaceDistance(pred: p, truth: t, height: size.h, width: size.w, spacing: spacing(index))
+                    let d = SurfaceDistance(pred: p, truth: t, height: size.h, width: size.w, spacing: spacing!(index))
                     s.hd95.append(d.hd95); s.asd.append(d.asd)
                 }
                 mine.append(s)
-                Watchdog.progress()
             }
             start += chunk.count
+            Watchdog.progress()
         }
     } catch let e { error = e }
     if let message = comm.agree(on: error) { throw RunError(message) }
     sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "test scores") }
     // The shards are contiguous and in rank order: concatenated, in index order.
     var all: [ImageScores] = []
-    for r in 0..<comm.size {
+    for r in 0..<comm.size where spacing != nil {
         let text = comm.broadcast(Data(mine.map(\.encoded).joined(separator: "\n").utf8), root: r)
         all += String(decoding: text, as: UTF8.self).split(separator: "\n").compactMap { ImageScores(encoded: $0, classes: classes - 1) }
     }
