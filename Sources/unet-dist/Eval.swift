@@ -11,6 +11,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Images per forward pass.") var batchSize = 16
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func run() throws {
         runDistributed(threads: compute) { comm, _ in
@@ -19,6 +20,7 @@ struct Eval: ParsableCommand {
             do {
                 let st = try SafeTensors(path: checkpoint)
                 let m = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
+                precision.apply(to: m)
                 try m.load(st, path: checkpoint)
                 let d = try SeedDataset(directory: data)
                 let first = try Sample(d.pairs[0], classes: m.config.classes)

@@ -17,12 +17,14 @@ struct Predict: ParsableCommand {
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Also write each slice's logits (classes x H x W float32 .npy).") var saveLogits = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func run() throws {
         runDistributed(threads: compute) { comm, _ in
             guard comm.size == 1 else { throw RunError("predict runs on one process") }
             let st = try SafeTensors(path: checkpoint)
             let model = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
+            precision.apply(to: model)
             try model.load(st, path: checkpoint)
             let predictor = Predictor(model)
             guard let sliceAxis = SliceAxis(rawValue: axis) else { throw FormatError(axis, "--axis must be axial, coronal or sagittal") }

@@ -38,6 +38,7 @@ struct Train: ParsableCommand {
     var freezeEncoder = 0
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard OptimizerKind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam, adamw or sgd") }
@@ -80,6 +81,7 @@ struct Train: ParsableCommand {
                 say(comm, line)
             }
             if bar { trainer.onStep = ProgressBar.draw }
+            if let line = precision.apply(to: trainer.model), !quiet { say(comm, "unet-dist train: " + line) }
             trainer.stopSignal = { cstop_signal() }
             if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
                 + "\(comm.size) rank(s) x \(threads) thread(s) (\(kernelsDescription), OpenBLAS \(blasCoreName)), batch \(c.batchSize), \(trainer.stepsPerEpoch) steps/epoch") }
