@@ -109,7 +109,8 @@ const cbf16_kernel_set *cbf16_avx512(void);
 const cbf16_kernel_set *cbf16_kernels(void);
 
 /// One thread's vdpbf16ps throughput in FLOP/s (per lane two multiply-adds, 4 FLOP: 64 per
-/// instruction), over `iterations` rounds of independent accumulators; 0 without AVX512_BF16.
+/// instruction), over `iterations` rounds of independent accumulators, per second of the thread's
+/// CPU time (a shared machine's other processes do not count against it); 0 without AVX512_BF16.
 double cbf16_peak_flops(long iterations);
 
 #endif
