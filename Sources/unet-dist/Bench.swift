@@ -108,6 +108,9 @@ struct Bench: ParsableCommand {
             guard comm.isRoot else { return }
 
             let kinds = LayerProfile.Kind.allCases
+            // The convolution layers' rate against the bf16 peak of all of a rank's threads (the
+            // peak in CPU time, the layers in wall time: on a shared machine the share reads low).
+            let convShare = bf16Peak > 0 ? convGflops / (bf16Peak * Double(threads)) : 0
             if json {
                 var object: [String: Any] = [
                     "model": modelOptions.model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
@@ -118,7 +121,7 @@ struct Bench: ParsableCommand {
                     "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
                     "collectives_ms_max": collectiveMax, "collectives_ms_by_rank": waitsByRank,
                     "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
-                    "bf16_peak_gflops": bf16Peak,
+                    "bf16_peak_gflops": bf16Peak, "conv_share_of_bf16_peak": convShare,
                 ]
                 var fw: [String: Double] = [:], bw: [String: Double] = [:]
                 for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
@@ -140,7 +143,8 @@ struct Bench: ParsableCommand {
                 print(String(format: "conv FLOP/step  %.1f GFLOP (conv and conv-transpose, forward and backward)", flops * Double(comm.size) / 1e9))
                 print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", convGflops, stepGflops))
                 print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", sgemm, sgemmSize, sgemmSize))
-                print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread)", bf16Peak))
+                print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); conv layers at %.0f%% of it x %d threads",
+                             bf16Peak, 100 * convShare, threads))
                 if let precisionLine { print("precision       " + precisionLine) }
                 print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", maxRSS, totalRSS))
                 if comm.size > 1 {

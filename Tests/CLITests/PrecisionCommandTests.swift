@@ -60,6 +60,7 @@ final class PrecisionCommandTests: ScratchTestCase {
         XCTAssertNotNil(bf16["bf16_kernels"] as? String)
         XCTAssertGreaterThan(bf16["images_per_s"] as? Double ?? 0, 0)
         XCTAssertNotNil(bf16["bf16_peak_gflops"] as? Double)
+        XCTAssertNotNil(bf16["conv_share_of_bf16_peak"] as? Double)
     }
 
     func testTrainInBF16EvaluatesInBothPrecisions() throws {
