@@ -10,6 +10,9 @@ public final class LayerContext {
     public var statistics: StatisticsReducer?
     /// Per-layer-kind timing; nil (the default) costs one check per layer.
     public var profile: LayerProfile?
+    /// The convolutions' arithmetic: with bf16, the 3x3 convolutions that `runsBF16` take bf16
+    /// operands and sum in float32; parameters, gradients and activations stay float32.
+    public var precision = Precision.fp32
     /// Input gradients of every Conv2d and ConvTranspose2d and of every BatchNorm2d, shared: each
     /// is read only by the backward of the layer before it, which writes the other one
     /// (conv -> BN -> conv ...). An up block's padded-gradient step borrows the BN one.
@@ -77,9 +80,10 @@ final class Conv2d {
     var feedsBatchNorm = false
 
     /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
-    private func statistics(_ ctx: LayerContext, _ shape: Shape) -> UnsafeMutablePointer<Double>? {
+    private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil) -> UnsafeMutablePointer<Double>? {
         guard ctx.training && feedsBatchNorm else { return nil }
-        let parts = self.shape.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+        let parts = runsBF16(ctx, split: split) ? self.shape.bf16StatisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+            : self.shape.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
         return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC) : nil
     }
 
@@ -87,6 +91,11 @@ final class Conv2d {
         self.shape = shape
         weight = store.addParameter(name + ".weight", [shape.outC, shape.inC, shape.kernel, shape.kernel])
         self.bias = bias ? store.addParameter(name + ".bias", [shape.outC]) : nil
+    }
+
+    /// Whether this layer runs in bf16 (`LayerContext.precision`); `split`: a concatenation's first part.
+    func runsBF16(_ ctx: LayerContext, split: Int? = nil) -> Bool {
+        ctx.precision == .bf16 && shape.runsBF16(split: split)
     }
 
     func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
@@ -100,7 +109,14 @@ final class Conv2d {
         output.reshape(shape.outputShape(x.shape))
         if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
         let sums = statistics(ctx, output.shape)
+        let bf16 = runsBF16(ctx)
         ctx.timed(.conv) {
+            if bf16 {
+                conv2dForwardBF16(output.data, x.data, weight: ctx.store.param(weight),
+                                  bias: bias.map { ctx.store.param($0) }, batch: x.shape.n, height: x.shape.h,
+                                  width: x.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+                return
+            }
             conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
                           batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace,
                           statistics: sums)
@@ -117,8 +133,10 @@ final class Conv2d {
             p.convFlops += Double((needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
         }
         var x = input!, affine: AffineReLU? = nil
+        let bf16 = runsBF16(ctx)
         if let bn = inputBN {
-            if shape.unfoldsInputInBackward {
+            // The bf16 weight gradient always reads its input through its own copies.
+            if shape.unfoldsInputInBackward || bf16 {
                 affine = bn.outputAffineReLU(ctx)
                 x = bn.recomputedFrom
             } else {
@@ -126,6 +144,13 @@ final class Conv2d {
             }
         }
         ctx.timed(.conv, backward: true) {
+            if bf16 {
+                conv2dBackwardBF16(dxA: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x.data,
+                                   weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
+                                   width: x.shape.w, shape, workspace: ctx.workspace, inputAffineReLU: affine)
+                return
+            }
             conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
                            dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: x.data,
                            weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
@@ -143,8 +168,15 @@ extension Conv2d {
         input = a; secondInput = b
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
         if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
-        let sums = statistics(ctx, output.shape)
+        let sums = statistics(ctx, output.shape, split: a.shape.c)
+        let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv) {
+            if bf16 {
+                conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
+                                  bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
+                                  width: a.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+                return
+            }
             conv2dForwardConcat(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
                                 bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
                                 width: a.shape.w, shape, workspace: ctx.workspace, statistics: sums)
@@ -158,7 +190,15 @@ extension Conv2d {
         let a = input!, b = secondInput!
         da.reshape(a.shape); db.reshape(b.shape)
         if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * dy.shape.count / shape.outC) }
+        let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv, backward: true) {
+            if bf16 {
+                conv2dBackwardBF16(dxA: da.data, dxB: db.data, dweight: ctx.store.grad(weight),
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
+                                   b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
+                                   width: a.shape.w, shape, workspace: ctx.workspace)
+                return
+            }
             conv2dBackwardConcat(da: da.data, db: db.data, dweight: ctx.store.grad(weight),
                                  dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
                                  b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,

@@ -19,6 +19,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard size >= 8 else { throw ValidationError("--size must be at least 8") }
@@ -38,7 +39,10 @@ struct Bench: ParsableCommand {
             if let minBandColumns { Kernels.minBandColumns = max(1, minBandColumns) }
             if let directPixels { Kernels.directPixels = max(1, directPixels) }
 
+            // vdpbf16ps's single-thread peak beside it (0 without AVX512_BF16).
+            let bf16Peak = sgemmSize > 0 ? measureBF16Peak() : 0
             let net = makeModel(modelOptions.config, seed: 0)
+            let precisionLine = precision.apply(to: net)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
             let classes = net.config.classes, plane = size * size
             let images = Tensor(Shape(local, net.config.inChannels, size, size))
@@ -104,6 +108,9 @@ struct Bench: ParsableCommand {
             guard comm.isRoot else { return }
 
             let kinds = LayerProfile.Kind.allCases
+            // The convolution layers' rate against the bf16 peak of all of a rank's threads (the
+            // peak in CPU time, the layers in wall time: on a shared machine the share reads low).
+            let convShare = bf16Peak > 0 ? convGflops / (bf16Peak * Double(threads)) : 0
             if json {
                 var object: [String: Any] = [
                     "model": modelOptions.model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
@@ -113,6 +120,8 @@ struct Bench: ParsableCommand {
                     "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
                     "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
                     "collectives_ms_max": collectiveMax, "collectives_ms_by_rank": waitsByRank,
+                    "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
+                    "bf16_peak_gflops": bf16Peak, "conv_share_of_bf16_peak": convShare,
                 ]
                 var fw: [String: Double] = [:], bw: [String: Double] = [:]
                 for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
@@ -134,6 +143,9 @@ struct Bench: ParsableCommand {
                 print(String(format: "conv FLOP/step  %.1f GFLOP (conv and conv-transpose, forward and backward)", flops * Double(comm.size) / 1e9))
                 print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", convGflops, stepGflops))
                 print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", sgemm, sgemmSize, sgemmSize))
+                print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); conv layers at %.0f%% of it x %d threads",
+                             bf16Peak, 100 * convShare, threads))
+                if let precisionLine { print("precision       " + precisionLine) }
                 print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", maxRSS, totalRSS))
                 if comm.size > 1 {
                     print(String(format: "collectives     %.1f ms per step on the rank that spent the longest in them (mostly waiting for the others)",

@@ -16,6 +16,7 @@ struct Eval: ParsableCommand {
     @Option(help: "Images per forward pass.") var batchSize = 16
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     enum EvalSplit: String, ExpressibleByArgument, CaseIterable { case all, test, train }
 
@@ -34,6 +35,7 @@ struct Eval: ParsableCommand {
             do {
                 let st = try SafeTensors(path: checkpoint)
                 let m = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
+                precision.apply(to: m)
                 try m.load(st, path: checkpoint)
                 let d = try SeedDataset(directory: data)
                 manifest = try Manifest(directory: data)

@@ -15,6 +15,7 @@ struct Overfit: ParsableCommand {
     @Option(help: "Seed for initialization.") var seed: UInt64 = 0
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func run() throws {
         runDistributed(threads: compute) { comm, _ in
@@ -23,6 +24,7 @@ struct Overfit: ParsableCommand {
                 throw FormatError(data, "--index \(index) is out of range (\(dataset.count) pairs)")
             }
             let model = makeModel(modelOptions.config, seed: seed)
+            precision.apply(to: model)
             let sample = try Sample(dataset.pairs[index], classes: model.config.classes)
             let batch = Batch(classes: model.config.classes)
             try batch.load([index], from: dataset, height: sample.height, width: sample.width)

@@ -28,6 +28,7 @@ struct Predict: ParsableCommand {
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Also write each slice's logits (classes x H x W float32 .npy).") var saveLogits = false
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard SliceAxis.list(axis ?? axes) != nil else { throw ValidationError("--axes must list axial, coronal or sagittal, comma-separated") }
@@ -56,6 +57,7 @@ struct Predict: ParsableCommand {
             do {
                 let st = try SafeTensors(path: checkpoint)
                 let model = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
+                precision.apply(to: model)
                 try model.load(st, path: checkpoint)
                 predictor = Predictor(model)
                 jobs = try Self.jobs(try expandInputs(input))

@@ -50,6 +50,7 @@ struct Train: ParsableCommand {
     var patience: Int?
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
         guard OptimizerKind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam, adamw or sgd") }
@@ -103,6 +104,7 @@ struct Train: ParsableCommand {
                 say(comm, line)
             }
             if bar { trainer.onStep = ProgressBar.draw }
+            if let line = precision.apply(to: trainer.model), !quiet { say(comm, "unet-dist train: " + line) }
             trainer.stopSignal = { cstop_signal() }
             if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
                 + "\(comm.size) rank(s) x \(threads) thread(s) (\(kernelsDescription), OpenBLAS \(blasCoreName)), batch \(c.batchSize)"

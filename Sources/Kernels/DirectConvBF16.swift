@@ -1,0 +1,161 @@
+import CKernels
+import Foundation
+
+// 3x3 stride-1 "same" convolutions with bf16 inputs and weights and float32 sums (cconv_bf16.h):
+// the contract of conv2dForward / conv2dBackward's direct path, for mixed-precision training.
+// Weights, gradients and activations stay float32 in memory; the kernels round their operands to
+// bf16 on the way in (weights when packed, activations into paired planes or pixel-pair copies).
+
+/// The arithmetic of the convolutions: float32 throughout, or bf16 operands with float32 sums.
+public enum Precision: String, CaseIterable, Sendable {
+    case fp32, bf16
+}
+
+/// The bf16 kernels that run: AVX512_BF16 where the CPU has it, else portable C (the same
+/// rounding and the same order of sums). Tests switch between the two.
+nonisolated(unsafe) public var bf16Kernels: UnsafePointer<cbf16_kernel_set> = cbf16_kernels()
+
+/// Whether the CPU has AVX512_BF16.
+public let bf16Available = cbf16_available() != 0
+
+/// "AVX512_BF16" or "portable", for the lines `train` and `bench` print.
+public var bf16KernelsDescription: String { String(cString: bf16Kernels.pointee.name) }
+
+/// One thread's vdpbf16ps peak in GFLOP/s (0 without AVX512_BF16), over about a tenth of a second.
+public func measureBF16Peak() -> Double { cbf16_peak_flops(1 << 21) / 1e9 }
+
+extension Conv2dShape {
+    /// Which convolutions take bf16 operands under `Precision.bf16`: 3x3 "same" ones with eight or
+    /// more input channels (the weight gradient's copies hold sixteen channels per vector, and a
+    /// first layer of one channel costs little in float32); a concatenation split on a block of
+    /// eight channels (whole channel pairs, and the input gradient's blocks of eight outputs).
+    public func runsBF16(split: Int? = nil) -> Bool {
+        kernel == 3 && stride == 1 && padding == 1 && inC >= 8 && (split ?? 0) % 8 == 0
+    }
+
+    /// As `statisticsParts`, for a convolution that runs in bf16.
+    public func bf16StatisticsParts(batch: Int, height: Int, width: Int) -> Int {
+        batch * DirectPlan(batch: batch, height: height, width: width).bands
+    }
+}
+
+@inline(__always) private func words(_ p: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<UInt32> {
+    UnsafeMutableRawPointer(p).assumingMemoryBound(to: UInt32.self)
+}
+
+/// y = conv(x, weight) + bias in bf16, x = a or torch.cat([a, b], 1) (`channelsA` in a). With
+/// `statistics`, BatchNorm's per-band sums of y, as `conv2dForward` takes them.
+public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
+                              _ b: UnsafePointer<Float>? = nil, weight: UnsafePointer<Float>,
+                              bias: UnsafePointer<Float>?, batch: Int, height: Int, width: Int, _ s: Conv2dShape,
+                              workspace: Workspace, statistics: UnsafeMutablePointer<Double>? = nil) {
+    precondition(s.runsBF16(split: b == nil ? nil : channelsA))
+    let k = bf16Kernels.pointee
+    let plane = height * width, pairs = (s.inC + 1) / 2, blockStride = pairs * 72
+    let ca = b == nil ? s.inC : channelsA!, cb = s.inC - ca
+    let packedCount = cbf16_packed_count(Int32(s.outC), Int32(s.inC))
+    let ws = workspace.floats(packedCount + batch * pairs * plane)
+    let packed = words(ws), planes = words(ws + packedCount)
+    cbf16_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
+    // Both tensors' channels as one image of paired planes (a's count is even: pairs line up).
+    parallelChunks(batch) { _, images in
+        for n in images {
+            k.pair_planes!(planes + n * pairs * plane, a + n * ca * plane, Int32(ca), plane)
+            if let b { k.pair_planes!(planes + (n * pairs + ca / 2) * plane, b + n * cb * plane, Int32(cb), plane) }
+        }
+    }
+    let plan = DirectPlan(batch: batch, height: height, width: width)
+    plan.forEach { _, images, rows in
+        for n in images {
+            k.forward!(y + n * s.outC * plane, planes + n * pairs * plane, packed, blockStride, bias, Int32(s.inC),
+                      Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound), Int32(rows.upperBound), 0)
+            guard let statistics else { continue }
+            let part = statistics + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC
+            for o in 0..<s.outC {
+                cbn_sums(y + (n * s.outC + o) * plane + rows.lowerBound * width, rows.count * width, part + 2 * o,
+                         avx512Kernels ? 1 : 0)
+            }
+        }
+    }
+}
+
+/// The backward of `conv2dForwardBF16`: dweight and dbias accumulated (+=), dx assigned (to `dxA`
+/// and, for a concatenation, `dxB`) when given; dy is rounded to bf16 as the inputs are. With
+/// `inputAffineReLU` the layer's input is that function of a (one tensor only).
+public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMutablePointer<Float>? = nil,
+                               dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
+                               dy: UnsafePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
+                               _ b: UnsafePointer<Float>? = nil, weight: UnsafePointer<Float>, batch: Int, height: Int,
+                               width: Int, _ s: Conv2dShape, workspace: Workspace,
+                               inputAffineReLU f: AffineReLU? = nil) {
+    precondition(s.runsBF16(split: b == nil ? nil : channelsA))
+    precondition(f == nil || b == nil, "an affine ReLU input is one tensor")
+    let k = bf16Kernels.pointee
+    let x = b == nil ? ChannelBlocks(a) : ChannelBlocks(a, b!, channelsA: channelsA!)
+    let dx: ChannelBlocks<UnsafeMutablePointer<Float>>? = dxA.map { dxB == nil ? ChannelBlocks($0) : ChannelBlocks($0, dxB!, channelsA: channelsA!) }
+    let plane = height * width, pairs = (width + 1) / 2
+    let cp = (s.inC + 15) / 16 * 16, op = s.outC
+    // Each work item's copies within about 1 MiB, as the float32 kernel's (same bytes per pixel).
+    let plan = DirectPlan(batch: batch, height: height, width: width,
+                          pixels: min(directPixels, max(256, (1 << 18) / (cp + (s.outC + 15) / 16 * 16))))
+    let threads = min(computeThreads, plan.items)
+    let group = plan.group, band = plan.bandRows
+    let gCount = 9 * s.outC * cp
+    let evenCount = cbf16_rows_count(Int32(group), Int32(band + 2), Int32(pairs + 1), Int32(cp))
+    let oddCount = cbf16_rows_count(Int32(group), Int32(band + 2), Int32(pairs), Int32(cp))
+    let dyCount = cbf16_rows_count(Int32(group), Int32(band), Int32(pairs), Int32(op))
+    let slot = gCount + s.outC + evenCount + oddCount + dyCount
+    let dyPairs = (s.outC + 1) / 2, adjointStride = dyPairs * 72
+    let adjointCount = cbf16_packed_count(Int32(s.inC), Int32(s.outC))
+    let planesCount = dx == nil ? 0 : batch * dyPairs * plane
+    let ws = workspace.floats(adjointCount + planesCount + threads * slot)
+    let adjoint = words(ws), dyPlanes = words(ws + adjointCount), slots = ws + adjointCount + planesCount
+    if dx != nil {
+        // The input gradient is the convolution of dy (rounded to bf16) with the adjoint kernel.
+        cbf16_pack(adjoint, weight, Int32(s.outC), Int32(s.inC), 1)
+        parallelChunks(batch) { _, images in
+            for n in images { k.pair_planes!(dyPlanes + n * dyPairs * plane, dy + n * s.outC * plane, Int32(s.outC), plane) }
+        }
+    }
+    for t in 0..<threads {
+        let base = slots + t * slot
+        base.update(repeating: 0, count: gCount + s.outC)
+        // Padding channels of the x copies are never written: zero once.
+        if cp > s.inC { (base + gCount + s.outC).update(repeating: 0, count: evenCount + oddCount) }
+    }
+    let inputs = Parts(x, channels: s.inC)
+    let outputs = dx.map { Parts($0, channels: s.inC) }
+    plan.forEach { t, images, rows in
+        let g = slots + t * slot, db = g + gCount
+        let even = words(db + s.outC), odd = even + evenCount, dyt = odd + oddCount
+        let n0 = images.lowerBound, count = Int32(images.count), r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
+        let h = Int32(height), w = Int32(width), n = Int32(rows.count), pw = Int32(pairs)
+        inputs.forEach { tensor, channels, first, _ in
+            let xn = tensor + n0 * channels * plane
+            k.unfold!(even, xn, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1, n + 2,
+                     -1, pw + 1, f?.scale, f?.shift)
+            k.unfold!(odd, xn, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1, n + 2,
+                     0, pw, f?.scale, f?.shift)
+        }
+        k.unfold!(dyt, dy + n0 * s.outC * plane, s.outC * plane, count, Int32(s.outC), 0, Int32(op), h, w, r0, n, 0, pw,
+                 nil, nil)
+        k.weight_grad!(g, dyt, Int32(op), even, odd, count, Int32(cp), Int32(s.outC), w, n)
+        for i in images {
+            if dbias != nil {
+                addRowSums(db, dy + i * s.outC * plane + rows.lowerBound * width, rows: s.outC,
+                           columns: rows.count * width, stride: plane)
+            }
+            outputs?.forEach { tensor, channels, first, _ in
+                k.forward!(tensor + i * channels * plane, dyPlanes + i * dyPairs * plane,
+                          adjoint + first / 8 * adjointStride, adjointStride, nil, Int32(s.outC), Int32(channels), h, w,
+                          r0, r1, 0)
+            }
+        }
+    }
+    // Partial sums added in thread order: the result does not depend on scheduling.
+    for t in 0..<threads {
+        let g = slots + t * slot
+        cconv3x3_weight_grad_add(dweight, s.inC * 9, g, Int32(s.inC), Int32(cp), Int32(s.outC))
+        if let dbias { for o in 0..<s.outC { dbias[o] += g[gCount + o] } }
+    }
+}

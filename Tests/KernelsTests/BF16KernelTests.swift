@@ -1,0 +1,264 @@
+import CKernels
+import Kernels
+import XCTest
+
+/// The bf16 convolutions (cconv_bf16.c through conv2dForwardBF16 / conv2dBackwardBF16) against
+/// a float64 reference of the same rounding: inputs, dy and weights rounded to bf16, products
+/// exact, summed in float64. Each element must lie within float32's error for its number of
+/// terms: |ours - reference| <= gamma(n) * (sum of |terms|), gamma(n) = n u / (1 - n u) with
+/// u = 2^-24, the bound of n float32 additions of exact products. Shapes reach the kernels'
+/// edges: odd widths, 1-pixel planes, rows of one and of several vectors with a partial last
+/// one, channel counts that fill neither a pair nor a block of eight nor sixteen, bands of rows
+/// and groups of images over threads, a concatenated input, and a BatchNorm+ReLU input. The
+/// portable kernels and the AVX512_BF16 ones give the same bits.
+final class BF16KernelTests: XCTestCase {
+    var rng = SplitMix64(seed: 23)
+
+    func random(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
+
+    override func tearDown() { bf16Kernels = cbf16_kernels(); directPixels = 4096; setComputeThreads(1) }
+
+    /// x as the kernels see it: rounded to bf16.
+    func bf(_ x: Float) -> Double { Double(cbf16_float(cbf16_round(x))) }
+
+    /// Forward, input gradient, weight and bias gradient in float64 with bf16 operands; each with
+    /// the sum of its terms' magnitudes. `split` > 0: the input is torch.cat([a, b], 1) (x holds
+    /// a's images, then b's); `affine`: the input is relu(x * scale + shift) per channel.
+    struct Reference {
+        var y: [Double] = [], yMag: [Double] = [], dx: [Double] = [], dxMag: [Double] = []
+        var dw: [Double] = [], dwMag: [Double] = [], db: [Double] = []
+    }
+
+    func reference(_ s: Conv2dShape, n: Int, h: Int, w: Int, x input: [Float], weight: [Float], bias: [Float],
+                   dy: [Float], dwStart: [Float], dbStart: [Float], split: Int,
+                   affine: (scale: [Float], shift: [Float])?) -> Reference {
+        let plane = h * w, C = s.inC, O = s.outC
+        // NCHW of the whole input, whichever tensors hold it.
+        var x = [Float](repeating: 0, count: n * C * plane)
+        for i in 0..<n {
+            for c in 0..<C {
+                let src: Int
+                if split == 0 { src = (i * C + c) * plane }
+                else if c < split { src = (i * split + c) * plane }
+                else { src = n * split * plane + (i * (C - split) + c - split) * plane }
+                for p in 0..<plane {
+                    var v = input[src + p]
+                    if let affine {
+                        // As BatchNorm's output with its ReLU: a float32 product, then a sum.
+                        let scaled = v * affine.scale[c]
+                        v = scaled + affine.shift[c]
+                        v = v > 0 ? v : 0
+                    }
+                    x[(i * C + c) * plane + p] = v
+                }
+            }
+        }
+        let xb = x.map(bf), wb = weight.map(bf), dyb = dy.map(bf)
+        var r = Reference()
+        r.y = [Double](repeating: 0, count: n * O * plane); r.yMag = r.y
+        r.dx = [Double](repeating: 0, count: n * C * plane); r.dxMag = r.dx
+        r.dw = dwStart.map(Double.init); r.dwMag = r.dw.map(abs)
+        r.db = dbStart.map(Double.init)
+        for i in 0..<n {
+            for o in 0..<O {
+                for oy in 0..<h {
+                    for ox in 0..<w {
+                        let yi = (i * O + o) * plane + oy * w + ox
+                        var sum = Double(bias[o]), mag = abs(Double(bias[o]))
+                        let g = dyb[yi]
+                        r.db[o] += Double(dy[yi])
+                        for c in 0..<C {
+                            for t in 0..<9 {
+                                let iy = oy + t / 3 - 1, ix = ox + t % 3 - 1
+                                guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
+                                let xi = (i * C + c) * plane + iy * w + ix, wi = (o * C + c) * 9 + t
+                                sum += xb[xi] * wb[wi]; mag += abs(xb[xi] * wb[wi])
+                                r.dx[xi] += g * wb[wi]; r.dxMag[xi] += abs(g * wb[wi])
+                                r.dw[wi] += g * xb[xi]; r.dwMag[wi] += abs(g * xb[xi])
+                            }
+                        }
+                        r.y[yi] = sum; r.yMag[yi] = mag
+                    }
+                }
+            }
+        }
+        guard split > 0 else { return r }
+        // dx as the two tensors hold it: a's images, then b's.
+        var dx = r.dx, dxMag = r.dxMag
+        for i in 0..<n {
+            for c in 0..<C {
+                let dst = c < split ? (i * split + c) * plane : n * split * plane + (i * (C - split) + c - split) * plane
+                for p in 0..<plane {
+                    dx[dst + p] = r.dx[(i * C + c) * plane + p]; dxMag[dst + p] = r.dxMag[(i * C + c) * plane + p]
+                }
+            }
+        }
+        r.dx = dx; r.dxMag = dxMag
+        return r
+    }
+
+    struct Result { var y: [Float], dx: [Float], dw: [Float], db: [Float] }
+
+    func run(_ s: Conv2dShape, n: Int, h: Int, w: Int, x: [Float], weight: [Float], bias: [Float], dy: [Float],
+             dwStart: [Float], dbStart: [Float], split: Int, affine: (scale: [Float], shift: [Float])?) -> Result {
+        let plane = h * w, ws = Workspace()
+        var r = Result(y: [Float](repeating: .nan, count: n * s.outC * plane), dx: [Float](repeating: .nan, count: x.count),
+                       dw: dwStart, db: dbStart)
+        if split == 0 {
+            if let affine {
+                // The forward's input is the BatchNorm output; the backward recomputes it from x.
+                var input = x
+                for i in 0..<n {
+                    for c in 0..<s.inC {
+                        for p in 0..<plane {
+                            let k = (i * s.inC + c) * plane + p, scaled = x[k] * affine.scale[c], v = scaled + affine.shift[c]
+                            input[k] = v > 0 ? v : 0
+                        }
+                    }
+                }
+                conv2dForwardBF16(&r.y, input, weight: weight, bias: bias, batch: n, height: h, width: w, s, workspace: ws)
+                affine.scale.withUnsafeBufferPointer { scale in
+                    affine.shift.withUnsafeBufferPointer { shift in
+                        conv2dBackwardBF16(dxA: &r.dx, dweight: &r.dw, dbias: &r.db, dy: dy, x, weight: weight, batch: n,
+                                           height: h, width: w, s, workspace: ws,
+                                           inputAffineReLU: AffineReLU(scale: scale.baseAddress!, shift: shift.baseAddress!))
+                    }
+                }
+            } else {
+                conv2dForwardBF16(&r.y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s, workspace: ws)
+                conv2dBackwardBF16(dxA: &r.dx, dweight: &r.dw, dbias: &r.db, dy: dy, x, weight: weight, batch: n,
+                                   height: h, width: w, s, workspace: ws)
+            }
+            return r
+        }
+        let a = Array(x[0..<(n * split * plane)]), b = Array(x[(n * split * plane)...])
+        conv2dForwardBF16(&r.y, a, channelsA: split, b, weight: weight, bias: bias, batch: n, height: h, width: w, s,
+                          workspace: ws)
+        var da = [Float](repeating: .nan, count: a.count), dbb = [Float](repeating: .nan, count: b.count)
+        conv2dBackwardBF16(dxA: &da, dxB: &dbb, dweight: &r.dw, dbias: &r.db, dy: dy, a, channelsA: split, b,
+                           weight: weight, batch: n, height: h, width: w, s, workspace: ws)
+        r.dx = da + dbb
+        return r
+    }
+
+    /// |ours - reference| <= gamma(terms) * magnitude for every element.
+    func assertWithin(_ ours: [Float], _ ref: [Double], _ mag: [Double], terms: Int, _ name: String,
+                      file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(ours.count, ref.count, name, file: file, line: line)
+        let u = 0x1p-24, gamma = Double(terms) * u / (1 - Double(terms) * u)
+        var worst = 0.0, failures = 0
+        for i in 0..<min(ours.count, ref.count) {
+            let err = abs(Double(ours[i]) - ref[i]), bound = gamma * mag[i]
+            if !(err <= bound) { failures += 1 }
+            if mag[i] > 0 { worst = max(worst, err / bound) }
+        }
+        XCTAssertEqual(failures, 0, "\(name): \(failures) elements outside gamma(\(terms)) * sum |terms| (worst \(worst))",
+                       file: file, line: line)
+    }
+
+    /// Every kernel against the reference, on the kernels in use and on the portable ones, with
+    /// whole images on one thread, bands of a few rows over threads and groups of small images.
+    func check(_ s: Conv2dShape, n: Int, h: Int, w: Int, split: Int = 0, affine: Bool = false,
+               file: StaticString = #filePath, line: UInt = #line) -> [Result] {
+        let x = random(n * s.inC * h * w), weight = random(s.weightCount, scale: 0.3), bias = random(s.outC)
+        let dy = random(n * s.outC * h * w), dwStart = random(s.weightCount), dbStart = random(s.outC)
+        let bn = affine ? (scale: random(s.inC), shift: random(s.inC, scale: 0.5)) : nil
+        let ref = reference(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, dwStart: dwStart,
+                            dbStart: dbStart, split: split, affine: bn)
+        var results: [Result] = []
+        for kernels in [cbf16_kernels()!, cbf16_portable()!] {
+            bf16Kernels = kernels
+            for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
+                setComputeThreads(threads); directPixels = pixels
+                let r = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, dwStart: dwStart,
+                            dbStart: dbStart, split: split, affine: bn)
+                let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split) affine \(affine), "
+                    + "\(String(cString: kernels.pointee.name)), \(threads) threads, \(pixels) pixels"
+                // Terms per element: bias and 9 C products; 9 O products; start and N H W products.
+                assertWithin(r.y, ref.y, ref.yMag, terms: 9 * s.inC + 1, "y " + name, file: file, line: line)
+                assertWithin(r.dx, ref.dx, ref.dxMag, terms: 9 * s.outC, "dx " + name, file: file, line: line)
+                assertWithin(r.dw, ref.dw, ref.dwMag, terms: n * h * w + 1, "dw " + name, file: file, line: line)
+                // The bias gradient is float32 dy's sum, as in float32 training.
+                let dbMag = (0..<s.outC).map { o in
+                    abs(Double(dbStart[o])) + (0..<n).reduce(0.0) { acc, i in
+                        acc + (0..<(h * w)).reduce(0.0) { $0 + abs(Double(dy[(i * s.outC + o) * h * w + $1])) }
+                    }
+                }
+                assertWithin(r.db, ref.db, dbMag, terms: n * h * w + 1, "db " + name, file: file, line: line)
+                results.append(r)
+            }
+        }
+        return results
+    }
+
+    // (in, out, batch, height, width)
+    let shapes = [(8, 8, 2, 5, 7), (9, 5, 1, 1, 1), (17, 12, 3, 6, 33), (16, 24, 2, 20, 64), (24, 16, 1, 7, 70),
+                  (10, 3, 2, 4, 16), (33, 9, 2, 3, 2), (16, 16, 1, 1, 19)]
+
+    func testAgainstFloat64Reference() throws {
+        for (c, o, n, h, w) in shapes {
+            _ = check(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: n, h: h, w: w)
+        }
+    }
+
+    func testConcatenatedInput() throws {
+        for (c, split, o) in [(24, 16, 16), (16, 8, 7), (25, 8, 9)] {
+            _ = check(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: 3, h: 7, w: 19, split: split)
+        }
+    }
+
+    func testBatchNormReLUInput() throws {
+        _ = check(Conv2dShape(inC: 16, outC: 8, kernel: 3, padding: 1), n: 2, h: 9, w: 21, affine: true)
+        _ = check(Conv2dShape(inC: 11, outC: 16, kernel: 3, padding: 1), n: 3, h: 4, w: 4, affine: true)
+    }
+
+    /// Portable C and AVX512_BF16: the same rounding, the same pairs summed in the same order,
+    /// so the same bits, on any threads and bands.
+    func testPortableEqualsAVX512BF16() throws {
+        guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }
+        XCTAssertEqual(String(cString: cbf16_kernels().pointee.name), "AVX512_BF16")
+        for (c, o, n, h, w) in shapes + [(40, 32, 2, 33, 50)] {
+            let results = check(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: n, h: h, w: w)
+            let half = results.count / 2
+            for i in 0..<results.count {
+                let a = results[i], b = results[i % half]
+                XCTAssertEqual(a.y, b.y, "y \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
+                XCTAssertEqual(a.dx, b.dx, "dx \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
+                XCTAssertEqual(a.dw, b.dw, "dw \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
+            }
+        }
+    }
+
+    /// Round to nearest even, as the instruction: ties, carries into the exponent, overflow to
+    /// infinity, denormals to zero, NaN kept (quiet).
+    func testRounding() throws {
+        func bits(_ u: UInt32) -> Float { Float(bitPattern: u) }
+        XCTAssertEqual(cbf16_round(bits(0x3F80_8000)), 0x3F80)  // tie, even below
+        XCTAssertEqual(cbf16_round(bits(0x3F81_8000)), 0x3F82)  // tie, even above
+        XCTAssertEqual(cbf16_round(bits(0x3F80_8001)), 0x3F81)
+        XCTAssertEqual(cbf16_round(bits(0x3F80_7FFF)), 0x3F80)
+        XCTAssertEqual(cbf16_round(bits(0x3FFF_FFFF)), 0x4000)  // carry into the exponent
+        XCTAssertEqual(cbf16_round(Float.greatestFiniteMagnitude), 0x7F80)
+        XCTAssertEqual(cbf16_round(-Float.infinity), 0xFF80)
+        XCTAssertEqual(cbf16_round(bits(0x8000_1234)), 0x8000)  // denormal
+        XCTAssertEqual(cbf16_round(bits(0x7F80_0001)) & 0x7FC0, 0x7FC0)  // signalling NaN made quiet
+        XCTAssertEqual(cbf16_float(0xC040), -3)
+        // The instruction itself: random bit patterns (every class of float) through both paths.
+        guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }
+        var g = SplitMix64(seed: 5)
+        let count = 4099
+        let x = (0..<(3 * count)).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: g.next())) }
+        var fast = [UInt32](repeating: 0, count: 2 * count), slow = fast
+        cbf16_avx512().pointee.pair_planes!(&fast, x, 3, count)
+        cbf16_portable().pointee.pair_planes!(&slow, x, 3, count)
+        XCTAssertEqual(fast, slow)
+        XCTAssertEqual(slow[5], UInt32(cbf16_round(x[5])) | UInt32(cbf16_round(x[count + 5])) << 16)
+        XCTAssertEqual(slow[count + 7], UInt32(cbf16_round(x[2 * count + 7])))  // the odd channel's partner is zero
+    }
+
+    /// The peak loop runs and gives a positive rate where the instruction exists.
+    func testPeak() throws {
+        guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }
+        XCTAssertGreaterThan(cbf16_peak_flops(1000), 0)
+    }
+}
