@@ -325,7 +325,7 @@ def main():
                     cells += [f"{100 * r[f'weak_b{b}']['comm_share']:.1f}, {100 * r[f'weak_b{b}']['efficiency']:.0f}" for b in weak]
                 pr(f"| {p} | {m} | {s} | " + " | ".join(cells) + " |")
 
-    # The questions, answered from the table.
+    # At 64 nodes: efficiency, whether communication passes 5% of a step, and which collective leads.
     pr("\n## At 64 nodes (fitted link)\n")
     for r in out["projection"]:
         if r["nodes"] != 64: continue
