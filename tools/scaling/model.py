@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """A scaling model of unet-dist's data-parallel step, built from measured parts.
 
-    python3 tools/scaling/model.py DIR [--nodes 8,64,256] [--json OUT]
+    python3 tools/scaling/model.py DIR [--nodes 8,64,256] [--node-speedup X] [--json OUT]
 
 DIR holds what tools/scaling/measure.sh wrote:
   sweep_<profile>_n<N>.csv    allreduce_bench sweeps on the namespace cluster (N ranks over 2 hosts)
   replay_<profile>_<model>.csv  one step's allreduces without its arithmetic (2 ranks, 1 per host)
+  replaybn_<profile>_<model>.csv  the same, BatchNorm's reductions alone
   bench2_<profile>_<model>_<size>_r<R>.json  `unet-dist bench --json`, 2 ranks, 1 per host
   bench1_<model>_<size>_b<B>.json  `unet-dist bench --json`, 1 rank, 1 thread, batch B
   counts_<model>.json         a step's allreduce counts (`allreduce_double_counts`, `..._float_counts`)
@@ -18,6 +19,8 @@ Parts:
     backward (2C), then one of all parameters' gradients in Float32 (counted by bench);
   - the link: latency alpha and inverse bandwidth beta, fitted to the 2-rank sweep's minima with
     the algorithm Open MPI 4.1's tuned component picks for each size (coll_tuned_decision_fixed.c);
+    the projection adds a real link's one-way delay to alpha (--extra-latency-us: what netem's
+    delay would add, which this kernel cannot) and also shows beta at the line's TCP goodput;
   - an allreduce of n bytes on P nodes (one rank per node), by that algorithm:
       recursive doubling      log2(P) * (alpha + n beta)
       ring, segmented ring    2 (P-1) alpha + 2 (P-1)/P n beta
