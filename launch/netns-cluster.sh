@@ -6,6 +6,12 @@
 #   launch/netns-cluster.sh -n 4 train --data DIR --run-dir DIR ...
 #
 # Ranks are split evenly over the two hosts. Everything it creates is removed on exit.
+#
+# UNET_DIST_QDISC shapes the link: a tc queueing discipline put on both ends of the veth pair
+# (each end shapes what it sends), e.g. a 10 GbE-like link where the kernel has sch_netem,
+#   UNET_DIST_QDISC="netem rate 10gbit delay 5us limit 10000" launch/netns-cluster.sh -n 2 bench ...
+# or, with the token bucket filter alone (rate, no added delay; see docs/scaling.md),
+#   UNET_DIST_QDISC="tbf rate 10gbit burst 32kb latency 5ms" launch/netns-cluster.sh -n 2 bench ...
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 n=2
@@ -39,6 +45,11 @@ for h in "$h1" "$h2"; do
 done
 ip -n "$h1" link set "${tag}v1" up
 ip -n "$h2" link set "${tag}v2" up
+if [ -n "${UNET_DIST_QDISC:-}" ]; then
+  # Unquoted on purpose: the value is tc's own words.
+  ip netns exec "$h1" tc qdisc add dev "${tag}v1" root $UNET_DIST_QDISC
+  ip netns exec "$h2" tc qdisc add dev "${tag}v2" root $UNET_DIST_QDISC
+fi
 
 # mpirun calls the agent as: agent [options] HOST COMMAND...; map the host to its namespace.
 cat > "$work/agent" <<AGENT

@@ -58,18 +58,26 @@ struct Bench: ParsableCommand {
             let settings = OptimizerSettings(kind: .adam, lr: 3e-4)
             let profile = LayerProfile()
             net.context.profile = profile
+            var sync: SyncStatistics?
             if comm.size > 1 {
-                let sync = SyncStatistics(comm)
-                sync.profile = profile
-                net.context.statistics = sync
+                sync = SyncStatistics(comm)
+                sync!.profile = profile
             }
+            // The warm-up step's reductions are every step's: the same layers in the same order.
+            let recorder = RecordingStatistics(sync)
+            net.context.statistics = recorder
 
             _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
                               comm: comm, optimizer: settings)
+            recorder.recording = false
+            // Each step's allreduces as a run with more than one rank makes them: BatchNorm's
+            // per-channel sums in Float64, then the gradient of every parameter in Float32.
+            let doubleCounts = recorder.counts, floatCounts = [net.store.parameterCount]
             profile.reset()
             // Each step's time, and its seconds in collectives: under mpirun mostly waiting for
             // the slowest rank, so every rank's row shows which rank held the others up when.
             var times: [Double] = [], waits: [Double] = []
+            let cpu0 = processCPUSeconds()
             for _ in 0..<steps {
                 comm.barrier()
                 let t0 = LayerProfile.now(), c0 = profile.collectiveSeconds
@@ -78,6 +86,9 @@ struct Bench: ParsableCommand {
                 times.append(LayerProfile.now() - t0)
                 waits.append(profile.collectiveSeconds - c0)
             }
+            // This process's CPU time per step (all its threads, user and system): on a loaded
+            // machine, what a step costs without the time the scheduler gave to others.
+            let cpuPerStep = (processCPUSeconds() - cpu0) / Double(steps)
             let stepSeconds = times.sorted()[times.count / 2]
             let perStep = 1 / Double(steps)
             let forward = profile.forward.map { $0 * perStep }, backward = profile.backward.map { $0 * perStep }
@@ -116,12 +127,13 @@ struct Bench: ParsableCommand {
                     "model": modelOptions.model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
                     "threads": threads, "blas_core": blasCoreName, "avx512_kernels": avx512Kernels,
                     "images_per_s": imagesPerSecond, "step_ms": stepSeconds * 1000,
-                    "step_ms_all": times.map { $0 * 1000 },
+                    "step_ms_all": times.map { $0 * 1000 }, "cpu_ms_per_step": cpuPerStep * 1000,
                     "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
                     "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
                     "collectives_ms_max": collectiveMax, "collectives_ms_by_rank": waitsByRank,
                     "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
                     "bf16_peak_gflops": bf16Peak, "conv_share_of_bf16_peak": convShare,
+                    "allreduce_double_counts": doubleCounts, "allreduce_float_counts": floatCounts,
                 ]
                 var fw: [String: Double] = [:], bw: [String: Double] = [:]
                 for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
@@ -147,6 +159,9 @@ struct Bench: ParsableCommand {
                              bf16Peak, 100 * convShare, threads))
                 if let precisionLine { print("precision       " + precisionLine) }
                 print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", maxRSS, totalRSS))
+                print(String(format: "allreduces      %d per step: %d of Float64 (BatchNorm, %.1f KB in all), 1 of Float32 (gradients, %.1f MB)",
+                             doubleCounts.count + 1, doubleCounts.count, Double(doubleCounts.reduce(0, +) * 8) / 1e3,
+                             Double(floatCounts[0] * 4) / 1e6))
                 if comm.size > 1 {
                     print(String(format: "collectives     %.1f ms per step on the rank that spent the longest in them (mostly waiting for the others)",
                                  collectiveMax))
@@ -157,5 +172,26 @@ struct Bench: ParsableCommand {
                 }
             }
         }
+    }
+}
+
+/// User and system seconds of this process, all threads.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+        + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
+/// Passes BatchNorm's reductions on to the ranks' reducer (none on one rank: the sums are this
+/// rank's own) and, while `recording`, notes each one's length.
+final class RecordingStatistics: StatisticsReducer {
+    let inner: StatisticsReducer?
+    var recording = true
+    private(set) var counts: [Int] = []
+    init(_ inner: StatisticsReducer?) { self.inner = inner }
+    func sumAcrossReplicas(_ values: UnsafeMutablePointer<Double>, count: Int) {
+        if recording { counts.append(count) }
+        inner?.sumAcrossReplicas(values, count: count)
     }
 }

@@ -41,6 +41,17 @@ final class BenchCommandTests: XCTestCase {
         }
         XCTAssertLessThan(try number(two, "collectives_ms_max"), 1)
         XCTAssertEqual((two["collectives_ms_by_rank"] as? [[Double]])?.map(\.count), [2])
+        XCTAssertGreaterThan(try number(two, "cpu_ms_per_step"), 0)
+        // The allreduces a step makes with more than one rank, counted on one: each BatchNorm's
+        // sums forward (2C+1: sum, sum of squares, count) and backward (2C), then the gradients.
+        let doubles = try XCTUnwrap(two["allreduce_double_counts"] as? [Int], "\(two)")
+        XCTAssertEqual(doubles.count, 28)   // the seed's UNet: 14 BatchNorms
+        XCTAssertEqual(doubles.filter { $0 % 2 == 1 }.count, 14)
+        XCTAssertEqual(Set(doubles.filter { $0 % 2 == 1 }.map { ($0 - 1) / 2 }), Set(doubles.filter { $0 % 2 == 0 }.map { $0 / 2 }))
+        XCTAssertEqual(four["allreduce_double_counts"] as? [Int], doubles)
+        let floats = try XCTUnwrap(two["allreduce_float_counts"] as? [Int], "\(two)")
+        XCTAssertEqual(floats.count, 1)
+        XCTAssertGreaterThan(floats[0], 400_000)
     }
 
     func testGlobalFiguresUnderMPI() throws {
@@ -62,6 +73,8 @@ final class BenchCommandTests: XCTestCase {
         XCTAssertEqual(byRank.map(\.count), [2, 2])
         XCTAssertEqual(byRank[0].reduce(0, +) / 2, (forward["collectives"] ?? 0) + (backward["collectives"] ?? 0),
                        accuracy: 1e-6)
+        XCTAssertEqual(two["allreduce_double_counts"] as? [Int], one["allreduce_double_counts"] as? [Int])
+        XCTAssertEqual(two["allreduce_float_counts"] as? [Int], one["allreduce_float_counts"] as? [Int])
         let stepTimes = try XCTUnwrap(two["step_ms_all"] as? [Double])
         for (wait, step) in zip(byRank[0], stepTimes) {
             XCTAssertGreaterThan(wait, 0)
