@@ -50,6 +50,8 @@ public struct TrainConfig: Codable, Equatable {
     public var loss = LossKind.bce
     /// Stop when the test IoU has not improved for this many epochs.
     public var patience: Int?
+    /// The convolutions' arithmetic (`--precision`): bf16 changes the trained values.
+    public var precision = Precision.fp32
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {
@@ -62,6 +64,8 @@ public struct TrainConfig: Codable, Equatable {
         return String(decoding: try! e.encode(self), as: UTF8.self)
     }
 }
+
+extension Precision: Codable {}
 
 public enum BatchNormMode: String, Codable, CaseIterable {
     case sync, local

@@ -72,3 +72,28 @@ final class FaultAndClusterTests: ScratchTestCase {
         XCTAssertEqual(try SafeTensors(path: checkpoint).metadata["step"], "\(step + 2)")
     }
 }
+
+/// One SGD step on 8 ranks spread over the two namespace hosts changes every tensor as one rank.
+final class EightRanksOverTwoHostsTests: ScratchTestCase {
+    let data = fixturesDirectory + "/seeddata"
+    let start = fixturesDirectory + "/torch_trained.safetensors"
+    let repo = URL(fileURLWithPath: fixturesDirectory).deletingLastPathComponent().deletingLastPathComponent().path
+
+    func testOneStepOnEightRanksAcrossTwoHostsEqualsOneRank() throws {
+        let probe = try shell("ip netns add udprobe$$ && ip netns del udprobe$$")
+        if probe.status != 0 {
+            throw XCTSkip("network namespaces cannot be created here (needs root and iproute2): \(probe.stderr)")
+        }
+        let args = ["train", "--data", data, "--init", start, "--optimizer", "sgd", "--lr", "10", "--no-shuffle", "--max-steps", "1",
+                    "--batch-size", "8", "--test-count", "2", "--threads", "1", "--quiet"]
+        let one = try scratchDirectory("one") + "/run", eight = try scratchDirectory("eight") + "/run"
+        let r = try runUnetDist(args + ["--run-dir", one])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let quoted = (args + ["--run-dir", eight]).map { "'\($0)'" }.joined(separator: " ")
+        let c = try shell("\(repo)/launch/netns-cluster.sh -n 8 \(quoted)", environment: ["UNET_DIST_BIN": unetDistBinary], timeout: 300)
+        XCTAssertEqual(c.status, 0, c.stderr)
+        try assertSameChangeWithinFloat32(from: try SafeTensors(path: start), expected: try SafeTensors(path: one + "/checkpoints/last.safetensors"),
+                                          actual: try SafeTensors(path: eight + "/checkpoints/last.safetensors"),
+                                          relativeErrors: try torchFloat32RelativeErrors(), lr: 10, what: "8 ranks on 2 hosts")
+    }
+}

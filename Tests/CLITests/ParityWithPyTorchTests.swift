@@ -25,7 +25,8 @@ final class ParityWithPyTorchTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr, file: file, line: line)
         let ours = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         let torch = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fixturesDirectory + "/" + expected))) as! [String: Any]
-        XCTAssertEqual(Set(ours.keys), ["loss", "iou", "iou_wm", "iou_gm", "dice", "images"], file: file, line: line)
+        XCTAssertEqual(Set(ours.keys), ["loss", "iou", "iou_wm", "iou_gm", "dice", "images", "split", "unit", "per_class"],
+                       file: file, line: line)
         let loss = ours["loss"] as! Double, torchLoss = torch["loss64"] as! Double
         XCTAssertEqual(loss, torchLoss, accuracy: 1e-4 * torchLoss, file: file, line: line)
         for key in ["iou", "iou_wm", "iou_gm", "dice"] {
