@@ -40,7 +40,8 @@ elif [ "$data" = --synthetic ]; then
     UNET_DIST_BIN="$work/sync_step" launch/local.sh -n "$1" "$3" 8 "${SEGMENTS:-29}" > "$2/out.txt"
   }
 else
-  rate() { tail -1 "$1/history.csv" | awk -F, '{print $NF}'; }
+  # The images_per_s column, found by name in the header.
+  rate() { awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "images_per_s") c = i } END { print $c }' "$1/history.csv"; }
   measure() { launch/local.sh -n "$1" train --data "$data" --run-dir "$2" --epochs 1 --threads 1 --batch-size "$3" --quiet; }
 fi
 declare -A rates
