@@ -19,7 +19,7 @@ align_corners=False), no antialiasing) for T1, gm and wm, and then labelled per 
 argmax(wm, gm, 1 - wm - gm): 0 = white matter, 1 = gray matter, 2 = background (ties go to
 the lower label). T1 is divided by the volume's maximum, so it lies in [0, 1].
 
-Output, in the seed's layout (design.md section 4):
+Output, in the seed's layout (docs/design.md, section 3):
     OUT/MRIs/icbm_XXXX.npy           float32 SIZE x SIZE
     OUT/Segmentations/segm_XXXX.npy  uint8   SIZE x SIZE, values 0..2
     OUT/manifest.csv                 file,axis,slice

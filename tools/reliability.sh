@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long reliability checks (issue 8), on a release build (swift build -c release, tests built):
+# The long reliability checks, on a release build (swift build -c release, tests built):
 #
 #   tools/reliability.sh faults [ROUNDS]          the fault tests ROUNDS times over (default 5):
 #                                                  SIGTERM, SIGKILL of rank 0/1 in training,

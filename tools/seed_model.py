@@ -1,4 +1,4 @@
-"""The seed's PyTorch models and metric, verbatim in behaviour (../shared/seed, design.md section 2).
+"""The seed's PyTorch models and metric, verbatim in behaviour (docs/design.md, section 1).
 
 Used only by the scripts in tools/ that make fixtures and reference runs; CI never imports torch.
 """
@@ -89,7 +89,7 @@ def one_hot(mask, n_classes=3):
 
 
 # ---------------------------------------------------------------------------------------------
-# The seed's transfer-learning model (design section 2): UNet with a ResNet-18 encoder.
+# The seed's transfer-learning model (docs/design.md, section 1): UNet with a ResNet-18 encoder.
 
 class out_conv(torch.nn.Module):
     def __init__(self, ci, co, coo):

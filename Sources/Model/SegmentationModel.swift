@@ -1,7 +1,7 @@
 import Formats
 import Kernels
 
-/// The seed's two models (design section 2).
+/// The seed's two models (docs/design.md, section 1).
 public enum ModelKind: String, Codable, CaseIterable {
     case unet
     case unetResnet = "unet-resnet"

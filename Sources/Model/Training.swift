@@ -114,7 +114,7 @@ public struct EpochRecord {
 }
 
 /// The global batch of step `step` within an epoch, in sample indices: the same on every rank
-/// and for every number of ranks (design section 3).
+/// and for every number of ranks (docs/design.md, section 2).
 public func globalBatch(order: [Int], step: Int, batchSize: Int) -> ArraySlice<Int> {
     order[step * batchSize ..< min((step + 1) * batchSize, order.count)]
 }

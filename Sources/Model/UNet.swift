@@ -1,6 +1,6 @@
 import Kernels
 
-/// The seed's UNet (design section 2): conv1, three pooled encoder blocks, three up blocks, and a
+/// The seed's UNet (docs/design.md, section 1): conv1, three pooled encoder blocks, three up blocks, and a
 /// 3x3 output convolution. Base width, input channels and classes are configurable.
 public final class UNet: SegmentationModel {
     public let config: ModelConfig

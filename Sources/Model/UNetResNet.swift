@@ -121,7 +121,7 @@ final class OutStage {
     }
 }
 
-/// The seed's UNetResnet (design section 2): torchvision's ResNet-18 as the encoder (its stem
+/// The seed's UNetResnet (docs/design.md, section 1): torchvision's ResNet-18 as the encoder (its stem
 /// conv replaced for other than 3 input channels; the seed's forward skips the max-pool, and the
 /// classifier `fc` is carried, unused, so that state_dicts move both ways), three up blocks
 /// joined to layer3, layer2 and layer1, and the output stage.

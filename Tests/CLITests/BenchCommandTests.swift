@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// `unet-dist bench` end to end: the JSON object issue 6 asks for, on one process and as global
+/// `unet-dist bench` end to end: the JSON object, on one process and as global
 /// figures under mpirun. Tiny images and two steps: the timings themselves are not asserted.
 final class BenchCommandTests: XCTestCase {
     func bench(batch: Int, ranks: Int? = nil) throws -> [String: Any] {

@@ -3,7 +3,7 @@ import Formats
 import TestSupport
 import XCTest
 
-/// N ranks train exactly like one (design section 3), through `mpirun` on the built binary.
+/// N ranks train exactly like one (docs/design.md, section 2), through `mpirun` on the built binary.
 final class DistributedTests: ScratchTestCase {
     let data = fixturesDirectory + "/seeddata"
     let start = fixturesDirectory + "/torch_trained.safetensors"
