@@ -632,7 +632,6 @@ extension SegmentationModel {
     public func accumulateGradients(images: Tensor, targets: Tensor, labels: UnsafePointer<UInt8>? = nil, globalCount: Int,
                                     microCount: Int? = nil, loss: LossKind = .bce, comm: Communicator, zeroFirst: Bool,
                                     score: (Tensor) -> Void = { _ in }) -> Double {
-        let plane = images.shape.spatial, classes = config.classes, n = images.shape.n
         training = true
         let logits = forward(images)
         score(logits)

@@ -118,8 +118,9 @@ struct Eval: ParsableCommand {
     /// One row per image, the lowest mean Dice first (ties in file order).
     func perImageCSV(_ images: [ImageScores], data d: SeedDataset, unit: String) -> String {
         var header = ["file", "mean_dice"]
+        let short = ["wm", "gm"]
         for what in ["dice", "iou", "hd95_\(unit)", "asd_\(unit)"] {
-            header += (0..<(images.first?.dice.count ?? 0)).map { "\(what)_\(Self.name($0) == "white_matter" ? "wm" : Self.name($0) == "gray_matter" ? "gm" : Self.name($0))" }
+            header += (0..<(images.first?.dice.count ?? 0)).map { "\(what)_\($0 < short.count ? short[$0] : Self.name($0))" }
         }
         let sorted = images.enumerated().sorted { ($0.element.meanDice, $0.offset) < ($1.element.meanDice, $1.offset) }.map(\.element)
         let rows = sorted.map { s in
