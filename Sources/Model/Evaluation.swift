@@ -11,11 +11,8 @@ public func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [In
                  perImage: nil).sums
 }
 
-/// A failure that every rank agreed on; its message is ready for the user.
-public struct RunError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ message: String) { description = message }
-}
+/// Code that imports Model alone names the agreed failure as before.
+public typealias RunError = Distributed.RunError
 
 /// Adapts a communicator to BatchNorm's statistics reducer (synchronized BatchNorm).
 public final class SyncStatistics: StatisticsReducer {
@@ -80,8 +77,7 @@ func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], bat
     var mine: [ImageScores] = []
     Watchdog.phase("evaluation")
     let lo = comm.rank * indices.count / comm.size, hi = (comm.rank + 1) * indices.count / comm.size
-    var error: Error?
-    do {
+    try comm.everyRankDoes {
         var start = lo
         while start < hi {
             let chunk = indices[start ..< min(start + batchSize, hi)]
@@ -111,8 +107,7 @@ func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], bat
             start += chunk.count
             Watchdog.progress()
         }
-    } catch let e { error = e }
-    if let message = comm.agree(on: error) { throw RunError(message) }
+    }
     sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "test scores") }
     // The shards are contiguous and in rank order: concatenated, in index order.
     var all: [ImageScores] = []

@@ -186,9 +186,7 @@ public final class Trainer {
         self.comm = comm
         self.log = log
         // What the flags and the directory listing alone refuse, before any file is read.
-        var setupError: Error?
-        var data: SeedDataset?
-        do {
+        let data = try comm.everyRankDoes { () throws -> SeedDataset in
             let d = try SeedDataset(directory: config.data)
             guard config.testCount >= 0, config.testCount < d.count else {
                 throw FormatError(config.data, "--test-count \(config.testCount) leaves no training data (\(d.count) pairs)")
@@ -201,17 +199,14 @@ public final class Trainer {
                 throw FormatError(config.data, "\(trainCount) training pairs, fewer than the \(comm.size) ranks")
             }
             if comm.isRoot { try Self.checkRunDirectory(config) }
-            data = d
-        } catch let e { setupError = e }
-        if let message = comm.agree(on: setupError) { throw RunError(message) }
+            return d
+        }
         // Every pair read and checked once, the work shared by the ranks, so that a bad file
         // stops the run before anything is written rather than in the middle of it.
-        var size = (h: 0, w: 0)
-        do { size = try Self.validate(data!, classes: config.model.classes, rank: comm.rank, ranks: comm.size) }
-        catch let e { setupError = e }
-        if let message = comm.agree(on: setupError) { throw RunError(message) }
-        self.data = data!
-        self.size = size
+        size = try comm.everyRankDoes {
+            try Self.validate(data, classes: config.model.classes, rank: comm.rank, ranks: comm.size)
+        }
+        self.data = data
         let trainCount = self.data.count - config.testCount
         trainIndices = Array(0..<trainCount)
         testIndices = Array(trainCount..<self.data.count)
@@ -254,14 +249,11 @@ public final class Trainer {
             }
         }
         broadcastState()
-        var writeError: Error?
-        if comm.isRoot {
-            do {
-                try Self.createRunDirectory(config, worldSize: comm.size)
-                try RunDirectory(path: config.runDir).startEvents(completedEpochs: info.epoch)
-            } catch let e { writeError = e }
+        let completed = info.epoch
+        try comm.rootDoes {
+            try Self.createRunDirectory(config, worldSize: comm.size)
+            try RunDirectory(path: config.runDir).startEvents(completedEpochs: completed)
         }
-        if let message = comm.agree(on: writeError) { throw RunError(message) }
     }
 
     /// Reads every pair of this rank's share of the data set; all must have the first image's
@@ -320,34 +312,26 @@ public final class Trainer {
     }
 
     /// Rank 0 reads the file and sends its bytes: no shared file system is assumed.
-    func loadCheckpoint(_ path: String, withOptimizer: Bool) throws -> CheckpointInfo {
-        var bytes = Data(), readError: Error?
-        if comm.isRoot { do { bytes = try readFile(path) } catch let e { readError = e } }
-        if let message = comm.agree(on: readError) { throw RunError(message) }
-        bytes = comm.broadcast(bytes, root: 0)
-        var result: CheckpointInfo?, loadError: Error?
-        do {
-            let st = try SafeTensors(data: bytes, path: path)
-            result = try model.load(st, path: path, optimizer: withOptimizer ? config.optimizer : nil)
-        } catch let e { loadError = e }
-        if let message = comm.agree(on: loadError) { throw RunError(message) }
-        return result!
+    /// Rank 0 reads the file and sends its bytes (no shared file system is assumed); every rank
+    /// parses them and hands them to `load`, and all agree on the outcome.
+    func loadBroadcast<T>(_ path: String, _ load: (SafeTensors) throws -> T) throws -> T {
+        let bytes = comm.broadcast(try comm.rootDoes { try readFile(path) } ?? Data(), root: 0)
+        return try comm.everyRankDoes { try load(try SafeTensors(data: bytes, path: path)) }
     }
 
-    /// ImageNet weights for the encoder, read like a checkpoint (rank 0 reads, every rank loads).
+    /// A checkpoint's weights and buffers (and, for a resume, the optimizer's state).
+    func loadCheckpoint(_ path: String, withOptimizer: Bool) throws -> CheckpointInfo {
+        try loadBroadcast(path) { try model.load($0, path: path, optimizer: withOptimizer ? config.optimizer : nil) }
+    }
+
+    /// ImageNet weights for the encoder, read like a checkpoint.
     func loadPretrained(_ path: String) throws {
-        var bytes = Data(), readError: Error?
-        if comm.isRoot { do { bytes = try readFile(path) } catch let e { readError = e } }
-        if let message = comm.agree(on: readError) { throw RunError(message) }
-        bytes = comm.broadcast(bytes, root: 0)
-        var loadError: Error?
-        do {
+        try loadBroadcast(path) { st in
             guard let resnet = model as? UNetResNet else {
                 throw FormatError(path, "--pretrained holds ResNet-18 weights, for --model unet-resnet only")
             }
-            try resnet.loadPretrained(try SafeTensors(data: bytes, path: path), path: path)
-        } catch let e { loadError = e }
-        if let message = comm.agree(on: loadError) { throw RunError(message) }
+            try resnet.loadPretrained(st, path: path)
+        }
     }
 
     /// Every rank starts from rank 0's parameters and buffers.
@@ -392,7 +376,7 @@ public final class Trainer {
                 for part in 0..<parts {
                     let loadError = pending!.wait()
                     swap(&batch, &spare)
-                    if let message = comm.agree(on: loadError) { throw RunError(message) }
+                    try comm.everyRankDoes { if let loadError { throw loadError } }
                     pending = part + 1 < parts ? prefetch(microBatch(order: order, step: step, part: part + 1), epoch: epoch)
                         : last ? nil : prefetch(microBatch(order: order, step: step + 1, part: 0), epoch: epoch)
                     accumulateGradients(globalCount: global.count, microCount: share(global, rank: part, size: parts).count,
@@ -520,31 +504,28 @@ public final class Trainer {
         // does it alone.
         Watchdog.phase("saving")
         let samples = comm.isRoot ? try? samplePanel() : nil
-        var writeError: Error?
-        if comm.isRoot {
+        try comm.rootDoes {
             if !config.quiet {
                 log(String(format: "Epoch %d/%d loss %.5f iou %.5f test_loss %.5f test_iou %.5f (%.1f s, %.1f img/s)",
                            r.epoch, config.epochs, r.loss, r.iou, r.testLoss, r.testIoU, r.seconds, r.imagesPerSecond))
             }
-            do {
-                let run = RunDirectory(path: config.runDir)
-                // A part of an epoch (--max-steps) is no candidate: its resumed run would not see it.
-                let improved = info.stepInEpoch == 0 && r.testIoU > bestTestIoU
-                if improved { bestTestIoU = r.testIoU; bestEpoch = r.epoch }
-                earlyStop = patienceNote(epoch: r.epoch)
-                try run.writeHistory(history, note: earlyStop)
-                let png = try samples.map { try run.writeSamples($0, epoch: r.epoch) }
-                try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png, notes: earlyStop.map { [$0] } ?? [])
-                try run.appendEvents(r, samples: samples, png: png)
-                info.metrics = String(format: "{\"best_epoch\":%d,\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,\"test_iou\":%.17g,"
-                                      + "\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
-                                      bestEpoch, bestTestIoU, r.dice, r.loss, r.testIoU, r.testIoUGM, r.testIoUWM, r.testLoss)
-                let bytes = model.checkpoint(info)
-                try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/last.safetensors")
-                if improved { try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/best.safetensors") }
-            } catch let e { writeError = e }
+            let run = RunDirectory(path: config.runDir)
+            // A part of an epoch (--max-steps) is no candidate: its resumed run would not see it.
+            let improved = info.stepInEpoch == 0 && r.testIoU > bestTestIoU
+            if improved { bestTestIoU = r.testIoU; bestEpoch = r.epoch }
+            earlyStop = patienceNote(epoch: r.epoch)
+            try run.writeHistory(history, note: earlyStop)
+            let png = try samples.map { try run.writeSamples($0, epoch: r.epoch) }
+            try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png,
+                                notes: earlyStop.map { [$0] } ?? [])
+            try run.appendEvents(r, samples: samples, png: png)
+            info.metrics = String(format: "{\"best_epoch\":%d,\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,"
+                                  + "\"test_iou\":%.17g,\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
+                                  bestEpoch, bestTestIoU, r.dice, r.loss, r.testIoU, r.testIoUGM, r.testIoUWM, r.testLoss)
+            let bytes = model.checkpoint(info)
+            try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/last.safetensors")
+            if improved { try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/best.safetensors") }
         }
-        if let message = comm.agree(on: writeError) { throw RunError(message) }
     }
 
     /// With --patience N, rank 0's line that ends the run after a whole epoch when the best test
@@ -565,12 +546,7 @@ public final class Trainer {
 
     /// `last.safetensors` at a step boundary inside an epoch: a resume continues from the next step.
     func saveMidEpochCheckpoint() throws {
-        var writeError: Error?
-        if comm.isRoot {
-            do { try writeFileAtomically(model.checkpoint(info), to: config.runDir + "/checkpoints/last.safetensors") }
-            catch let e { writeError = e }
-        }
-        if let message = comm.agree(on: writeError) { throw RunError(message) }
+        try comm.rootDoes { try writeFileAtomically(model.checkpoint(info), to: config.runDir + "/checkpoints/last.safetensors") }
     }
 
     /// Saves the position (and the epoch's sums so far) and ends the run on every rank.

@@ -52,57 +52,45 @@ struct Predict: ParsableCommand {
     func run() throws {
         runDistributed(threads: compute) { comm, _ in
             // Every rank builds the model and the same list of inputs.
-            var setupError: Error?
-            var predictor: Predictor?, jobs: [Job] = []
-            do {
+            let (predictor, jobs) = try comm.everyRankDoes { () throws -> (Predictor, [Job]) in
                 let st = try SafeTensors(path: checkpoint)
                 let model = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
                 precision.apply(to: model)
                 try model.load(st, path: checkpoint)
-                predictor = Predictor(model)
-                jobs = try Self.jobs(try expandInputs(input))
+                let jobs = try Self.jobs(try expandInputs(input))
                 if truth != nil || truthWm != nil, jobs.count != 1 || !jobs[0].isVolume {
                     throw FormatError(truth ?? truthWm!, "a truth is for one input volume, not \(jobs.count) input(s)")
                 }
-            } catch { setupError = error }
-            if let message = comm.agree(on: setupError) { throw RunError(message) }
+                return (Predictor(model), jobs)
+            }
             // The ranks share the inputs; each reads and checks all of its own before any rank
             // writes anything, so that one bad input among many leaves no output behind.
             let mine = Array(share(jobs.indices, rank: comm.rank, size: comm.size))
-            var checkError: Error?
-            do {
+            try comm.everyRankDoes {
                 for i in mine {
                     if jobs[i].isVolume { _ = try loadVolume(jobs[i].path) } else { _ = try loadSlice(jobs[i].path) }
                     Watchdog.progress()
                 }
-            } catch { checkError = error }
-            if let message = comm.agree(on: checkError) { throw RunError(message) }
-            var folderError: Error?
-            if comm.isRoot {
-                do { try makeOutputFolders(jobs) } catch { folderError = error }
             }
-            if let message = comm.agree(on: folderError) { throw RunError(message) }
-            var rows: [String] = [], workError: Error?
+            try comm.rootDoes { try makeOutputFolders(jobs) }
             Watchdog.phase("prediction")
-            do {
+            let rows = try comm.everyRankDoes { () throws -> [String] in
+                var rows: [String] = []
                 for i in mine {
-                    rows += try jobs[i].isVolume ? predictVolume(jobs[i], axes: SliceAxis.list(axis ?? axes)!, predictor!)
-                                                 : predictSlice(jobs[i], predictor!)
+                    rows += try jobs[i].isVolume ? predictVolume(jobs[i], axes: SliceAxis.list(axis ?? axes)!, predictor)
+                                                 : predictSlice(jobs[i], predictor)
                 }
-            } catch { workError = error }
-            if let message = comm.agree(on: workError) { throw RunError(message) }
+                return rows
+            }
             // The shares are contiguous and in rank order: their rows, concatenated, are in input order.
             var all = [Self.volumesHeader]
             for r in 0..<comm.size {
                 let text = String(decoding: comm.broadcast(Data(rows.joined(separator: "\n").utf8), root: r), as: UTF8.self)
                 if !text.isEmpty { all += text.split(separator: "\n").map(String.init) }
             }
-            var writeError: Error?
-            if comm.isRoot {
-                do { try writeFileAtomically(Data((all.joined(separator: "\n") + "\n").utf8), to: out + "/volumes.csv") }
-                catch { writeError = error }
+            try comm.rootDoes {
+                try writeFileAtomically(Data((all.joined(separator: "\n") + "\n").utf8), to: out + "/volumes.csv")
             }
-            if let message = comm.agree(on: writeError) { throw RunError(message) }
             say(comm, "predict: \(jobs.count) input(s) -> \(out) (masks, overlays, volumes.csv)")
         }
     }
