@@ -81,3 +81,22 @@ func removeAbandonedTemporaryFiles(in dir: String) {
         try? fm.removeItem(atPath: dir + "/" + name)
     }
 }
+
+/// The stop protocol: a signal is only recorded (CStop); the ranks vote at step boundaries on
+/// the step's allreduce (`Trainer.finishStep`) and at each epoch's start (`comm.any`), and the
+/// step they agree on ends with a checkpoint that `--resume` continues from.
+extension Trainer {
+    /// `last.safetensors` at a step boundary inside an epoch: a resume continues from the next step.
+    func saveMidEpochCheckpoint() throws {
+        try comm.rootDoes { try writeFileAtomically(model.checkpoint(info), to: config.runDir + "/checkpoints/last.safetensors") }
+    }
+
+    /// Saves the position (and the epoch's sums so far) and ends the run on every rank.
+    func stop(epoch: Int, sums: EpochSums) throws -> Never {
+        info.epochSums = info.stepInEpoch == 0 ? "" : sums.encoded
+        try saveMidEpochCheckpoint()
+        throw Interrupted(signal: stopSignal(), epoch: epoch, step: info.step, stepInEpoch: info.stepInEpoch,
+                          stepsPerEpoch: stepsPerEpoch,
+                          checkpoint: config.runDir + "/checkpoints/last.safetensors")
+    }
+}

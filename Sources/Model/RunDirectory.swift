@@ -7,7 +7,7 @@ import Report
 struct RunDirectory {
     let path: String
 
-    /// Every file a run writes here, by name (see the writers below, Trainer.createRunDirectory
+    /// Every file a run writes here, by name (see the writers below, `create(for:)`
     /// and Trainer.finishEpoch), and the pictures by pattern.
     static let files = ["config.json", "history.csv", "history.jsonl", "history.png", "report.html",
                         "checkpoints/last.safetensors", "checkpoints/best.safetensors", eventFile]
@@ -82,19 +82,37 @@ struct RunDirectory {
     }
 }
 
-extension EpochRecord {
-    var json: String {
-        String(format: "{\"epoch\": %d, \"loss\": %.6f, \"iou\": %.6f, \"test_loss\": %.6f, \"test_iou\": %.6f, "
-               + "\"test_iou_wm\": %.6f, \"test_iou_gm\": %.6f, \"dice\": %.6f, \"seconds\": %.2f, \"images_per_s\": %.2f, \"lr\": %.6g}",
-               epoch, loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice, seconds, imagesPerSecond, lr)
+extension RunDirectory {
+    /// Refuses a run directory that holds a checkpoint (unless resuming or overwriting) or that
+    /// cannot be written; writes nothing.
+    static func check(for c: TrainConfig) throws {
+        let fm = FileManager.default
+        let last = c.runDir + "/checkpoints/last.safetensors"
+        if fm.fileExists(atPath: last) && c.resume == nil && !c.overwrite {
+            throw FormatError(c.runDir, "already holds a checkpoint; pass --resume \(last) to continue or --overwrite to start over")
+        }
+        // The nearest existing ancestor must be writable.
+        var dir = URL(fileURLWithPath: c.runDir).standardizedFileURL
+        while !fm.fileExists(atPath: dir.path) && dir.path != "/" { dir.deleteLastPathComponent() }
+        guard fm.isWritableFile(atPath: dir.path) else { throw FormatError(c.runDir, "cannot be written (\(dir.path) is not writable)") }
     }
 
-    /// A row of history.csv as written by `csv` (for a resumed run's earlier epochs; rows
-    /// written before the learning rate was recorded have no `lr`, read as 0).
-    init?(csv line: Substring) {
-        let f = line.split(separator: ",").map { Double($0) }
-        guard f.count == 10 || f.count == 11, !f.contains(where: { $0 == nil }) else { return nil }
-        self.init(epoch: Int(f[0]!), loss: f[1]!, iou: f[2]!, testLoss: f[3]!, testIoU: f[4]!, testIoUWM: f[5]!,
-                  testIoUGM: f[6]!, dice: f[7]!, seconds: f[8]!, imagesPerSecond: f[9]!, lr: f.count > 10 ? f[10]! : 0)
+    /// Creates the run directory and writes config.json; with --overwrite, first removes what an
+    /// earlier run wrote there, so that no file of it is taken for this run's.
+    static func create(for c: TrainConfig, worldSize: Int) throws {
+        let fm = FileManager.default
+        if c.overwrite { try Self(path: c.runDir).removeOutputs() }
+        do {
+            try fm.createDirectory(atPath: c.runDir + "/checkpoints", withIntermediateDirectories: true)
+        } catch {
+            throw FormatError(c.runDir, "cannot create the run directory: \(error.localizedDescription)")
+        }
+        var settings = (try? JSONSerialization.jsonObject(with: Data(c.json.utf8)) as? [String: Any]) ?? [:]
+        settings["version"] = unetDistVersion
+        settings["world_size"] = worldSize
+        settings["threads_per_rank"] = c.threads
+        let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        try writeFileAtomically(json + Data("\n".utf8), to: c.runDir + "/config.json")
+        for dir in [c.runDir, c.runDir + "/checkpoints"] { removeAbandonedTemporaryFiles(in: dir) }
     }
 }

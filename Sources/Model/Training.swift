@@ -4,75 +4,6 @@ import Formats
 import Kernels
 import Report
 
-/// Every flag of `unet-dist train`; stored as JSON in config.json and in each checkpoint.
-public struct TrainConfig: Codable, Equatable {
-    public var data = ""
-    public var runDir = ""
-    public var epochs = 30
-    public var batchSize = 16
-    public var lr = 3e-4
-    public var optimizer = OptimizerKind.adam
-    public var momentum = 0.0
-    public var weightDecay = 0.0
-    public var testCount = 100
-    public var seed: UInt64 = 0
-    public var shuffle = true
-    public var threads = 0
-    public var initFrom: String?
-    public var resume: String?
-    public var maxSteps: Int?
-    public var overwrite = false
-    /// BatchNorm statistics over the whole global batch (sync) or each rank's share (local,
-    /// what PyTorch DDP does on CPU).
-    public var bn = BatchNormMode.sync
-    /// Rank 0 prints nothing but errors.
-    public var quiet = false
-    /// Also write `last.safetensors` every this many optimizer steps (besides each epoch's end).
-    public var checkpointEvery: Int?
-    /// Random flips, quarter turns and intensity jitter, drawn from (seed, epoch, sample).
-    public var augment = false
-    public var model = ModelConfig()
-    /// torchvision resnet18 weights (safetensors) for the encoder of unet-resnet.
-    public var pretrained: String?
-    /// Epochs, from the first, in which the encoder's parameters are not updated.
-    public var freezeEncoder = 0
-    /// The per-rank batch that made `batchSize` (batchPerRank x ranks), when given that way.
-    public var batchPerRank: Int?
-    /// How `lr` grows with the global batch, the warm-up (linear, per step) and what follows it.
-    public var lrScale = LRScale.none
-    public var warmupEpochs = 0.0
-    public var schedule = LRSchedule.constant
-    /// Micro-batches per optimizer step: the global batch split this many ways, their
-    /// gradients summed before one update.
-    public var accumulate = 1
-    /// The training loss: the seed's BCE on one-hot targets, softmax cross-entropy, soft Dice over
-    /// the global batch, or a sum of two.
-    public var loss = LossKind.bce
-    /// Stop when the test IoU has not improved for this many epochs.
-    public var patience: Int?
-    /// The convolutions' arithmetic (`--precision`): bf16 changes the trained values.
-    public var precision = Precision.fp32
-    public init() {}
-
-    public var optimizerSettings: OptimizerSettings {
-        OptimizerSettings(kind: optimizer, lr: lr, momentum: momentum, weightDecay: weightDecay)
-    }
-
-    public var json: String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return String(decoding: try! e.encode(self), as: UTF8.self)
-    }
-}
-
-extension Precision: Codable {}
-
-public enum BatchNormMode: String, Codable, CaseIterable {
-    case sync, local
-}
-
-public let unetDistVersion = "0.1.0"
-
 /// Where an epoch stands, for a progress display on rank 0.
 public struct StepProgress {
     public var epoch: Int, epochs: Int
@@ -82,65 +13,8 @@ public struct StepProgress {
     public var elapsed: Double
 }
 
-/// A batch being read in the background; `wait` returns its error, if any (and may be called
-/// again).
-final class PendingLoad {
-    let done = DispatchSemaphore(value: 0)
-    var error: Error?
-    private var finished = false
-
-    @discardableResult
-    func wait() -> Error? {
-        if !finished { done.wait(); finished = true }
-        return error
-    }
-}
-
-/// One epoch's figures, as printed and written to history.csv.
-public struct EpochRecord {
-    public var epoch: Int
-    public var loss: Double, iou: Double
-    public var testLoss: Double, testIoU: Double, testIoUWM: Double, testIoUGM: Double, dice: Double
-    public var seconds: Double, imagesPerSecond: Double
-    /// The learning rate of the epoch's last step.
-    public var lr: Double
-
-    static let header = "epoch,loss,iou,test_loss,test_iou,test_iou_wm,test_iou_gm,dice,seconds,images_per_s,lr"
-    var csv: String {
-        let fields = [String(epoch)] + [loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice].map { String(format: "%.6f", $0) }
-            + [String(format: "%.2f", seconds), String(format: "%.2f", imagesPerSecond), String(format: "%.6g", lr)]
-        return fields.joined(separator: ",")
-    }
-}
-
-/// The global batch of step `step` within an epoch, in sample indices: the same on every rank
-/// and for every number of ranks (docs/design.md, section 2).
-public func globalBatch(order: [Int], step: Int, batchSize: Int) -> ArraySlice<Int> {
-    order[step * batchSize ..< min((step + 1) * batchSize, order.count)]
-}
-
-/// This rank's contiguous share of a global batch: sizes differ by at most one, the larger shares
-/// on the lower ranks; with fewer samples than ranks the highest ranks get none.
-public func share<C: Collection>(_ batch: C, rank: Int, size: Int) -> C.SubSequence {
-    let n = batch.count, base = n / size, extra = n % size
-    let start = rank * base + min(rank, extra), count = base + (rank < extra ? 1 : 0)
-    let lo = batch.index(batch.startIndex, offsetBy: start)
-    return batch[lo ..< batch.index(lo, offsetBy: count)]
-}
-
-/// The epoch's sample order: a permutation from (seed, epoch), identical on every rank.
-public func epochOrder(count: Int, seed: UInt64, epoch: Int, shuffle: Bool) -> [Int] {
-    var order = Array(0..<count)
-    guard shuffle else { return order }
-    var rng = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(epoch))
-    for i in stride(from: count - 1, to: 0, by: -1) {
-        order.swapAt(i, Int(rng.next() % UInt64(i + 1)))
-    }
-    return order
-}
-
-/// The seed's fit(), data-parallel: every rank trains on its share of each global batch, rank 0
-/// reports and writes the run directory.
+/// Training data-parallel (docs/design.md, section 2): every rank trains on its share of each
+/// global batch, rank 0 reports and writes the run directory.
 public final class Trainer {
     public let config: TrainConfig
     public let comm: Communicator
@@ -150,6 +24,8 @@ public final class Trainer {
     let data: SeedDataset
     let trainIndices: [Int], testIndices: [Int]
     public var trainCount: Int { trainIndices.count }
+    /// The global batches of every epoch, and their shares.
+    public let sampler: Sampler
     let size: (h: Int, w: Int)
     /// The batch being computed on, and the one the loader fills meanwhile.
     var batch: Batch
@@ -170,7 +46,7 @@ public final class Trainer {
     var bestEpoch = 0
     var earlyStop: String?
     let log: (String) -> Void
-    public private(set) var history: [EpochRecord] = []
+    public internal(set) var history: [EpochRecord] = []
     /// Called on rank 0 after every step.
     public var onStep: ((StepProgress) -> Void)?
     /// The stop signal this rank received, or 0; polled at step boundaries (the CLI passes the
@@ -193,12 +69,13 @@ public final class Trainer {
             }
             let trainCount = d.count - config.testCount
             guard trainCount >= config.batchSize else {
-                throw FormatError(config.data, "\(trainCount) training pairs, fewer than one global batch of \(config.batchSize) (--batch-size)")
+                throw FormatError(config.data, "\(trainCount) training pairs, fewer than one global batch of "
+                                  + "\(config.batchSize) (--batch-size)")
             }
             guard trainCount >= comm.size else {
                 throw FormatError(config.data, "\(trainCount) training pairs, fewer than the \(comm.size) ranks")
             }
-            if comm.isRoot { try Self.checkRunDirectory(config) }
+            if comm.isRoot { try RunDirectory.check(for: config) }
             return d
         }
         // Every pair read and checked once, the work shared by the ranks, so that a bad file
@@ -207,9 +84,9 @@ public final class Trainer {
             try Self.validate(data, classes: config.model.classes, rank: comm.rank, ranks: comm.size)
         }
         self.data = data
-        let trainCount = self.data.count - config.testCount
-        trainIndices = Array(0..<trainCount)
-        testIndices = Array(trainCount..<self.data.count)
+        (trainIndices, testIndices) = Self.trainAndTestIndices(data, config: config)
+        sampler = Sampler(count: trainIndices.count, batchSize: config.batchSize, seed: config.seed,
+                          shuffle: config.shuffle, accumulate: config.accumulate)
         batch = Batch(classes: config.model.classes)
         spare = Batch(classes: config.model.classes)
         optimizerSettings = config.optimizerSettings
@@ -217,7 +94,8 @@ public final class Trainer {
         // One more slot: the ranks' stop votes ride on the step's allreduce (see computeStep).
         stepSums.values.append(0)
         model = makeModel(config.model, seed: config.seed)
-        // The stem conv that --pretrained cannot fill (torchvision's takes 3 channels) trains from the start.
+        // The stem conv that --pretrained cannot fill (torchvision's takes 3 channels) trains from
+        // the start.
         frozenDuringWarmup = config.pretrained != nil && config.model.inChannels != 3
             ? model.encoderParameters.dropFirst() : model.encoderParameters
         model.context.statistics = comm.size > 1 && config.bn == .sync ? SyncStatistics(comm) : nil
@@ -225,33 +103,11 @@ public final class Trainer {
         info.seed = config.seed
         info.config = config.checkpointJSON
         info.stepsPerEpoch = stepsPerEpoch
-        if let path = config.pretrained, config.resume == nil, config.initFrom == nil {
-            try loadPretrained(path)
-        }
-        info.optimizer = config.optimizer
-        if let path = config.resume ?? config.initFrom {
-            let loaded = try loadCheckpoint(path, withOptimizer: config.resume != nil)
-            if let resume = config.resume {
-                // The same on every rank (the file was broadcast), so every rank refuses alike.
-                let plan: ResumePlan
-                do { plan = try ResumePlan(loaded, stepsPerEpoch: stepsPerEpoch, config: config, checkpoint: resume) }
-                catch { throw RunError("\(error)") }
-                resumeNotes = plan.notes
-                info.epoch = plan.completedEpochs; info.stepInEpoch = plan.stepInEpoch; info.step = loaded.step
-                info.metrics = loaded.metrics; info.epochSums = loaded.epochSums
-                // Earlier epochs' rows stay in the history (rank 0 writes it).
-                if comm.isRoot, let text = try? String(contentsOfFile: config.runDir + "/history.csv", encoding: .utf8) {
-                    history = text.split(separator: "\n").dropFirst().compactMap(EpochRecord.init(csv:))
-                        .filter { $0.epoch <= loaded.epoch }
-                }
-                bestTestIoU = Self.metric("best_test_iou", in: loaded.metrics) ?? bestTestIoU
-                bestEpoch = Self.metric("best_epoch", in: loaded.metrics).map { Int($0) } ?? Self.bestEpoch(in: history) ?? plan.completedEpochs
-            }
-        }
+        try loadStartingPoint()
         broadcastState()
         let completed = info.epoch
         try comm.rootDoes {
-            try Self.createRunDirectory(config, worldSize: comm.size)
+            try RunDirectory.create(for: config, worldSize: comm.size)
             try RunDirectory(path: config.runDir).startEvents(completedEpochs: completed)
         }
     }
@@ -271,77 +127,13 @@ public final class Trainer {
         return (first.height, first.width)
     }
 
-    /// Refuses a run directory that holds a checkpoint (unless resuming or overwriting) or that
-    /// cannot be written; writes nothing.
-    static func checkRunDirectory(_ c: TrainConfig) throws {
-        let fm = FileManager.default
-        let last = c.runDir + "/checkpoints/last.safetensors"
-        if fm.fileExists(atPath: last) && c.resume == nil && !c.overwrite {
-            throw FormatError(c.runDir, "already holds a checkpoint; pass --resume \(last) to continue or --overwrite to start over")
-        }
-        // The nearest existing ancestor must be writable.
-        var dir = URL(fileURLWithPath: c.runDir).standardizedFileURL
-        while !fm.fileExists(atPath: dir.path) && dir.path != "/" { dir.deleteLastPathComponent() }
-        guard fm.isWritableFile(atPath: dir.path) else { throw FormatError(c.runDir, "cannot be written (\(dir.path) is not writable)") }
+    /// The first `count - testCount` pairs in file-name order train, the last `testCount` test.
+    static func trainAndTestIndices(_ d: SeedDataset, config: TrainConfig) -> (train: [Int], test: [Int]) {
+        let trainCount = d.count - config.testCount
+        return (Array(0..<trainCount), Array(trainCount..<d.count))
     }
 
-    /// Creates the run directory and writes config.json; with --overwrite, first removes what an
-    /// earlier run wrote there, so that no file of it is taken for this run's.
-    static func createRunDirectory(_ c: TrainConfig, worldSize: Int) throws {
-        let fm = FileManager.default
-        if c.overwrite { try RunDirectory(path: c.runDir).removeOutputs() }
-        do {
-            try fm.createDirectory(atPath: c.runDir + "/checkpoints", withIntermediateDirectories: true)
-        } catch {
-            throw FormatError(c.runDir, "cannot create the run directory: \(error.localizedDescription)")
-        }
-        var settings = (try? JSONSerialization.jsonObject(with: Data(c.json.utf8)) as? [String: Any]) ?? [:]
-        settings["version"] = unetDistVersion
-        settings["world_size"] = worldSize
-        settings["threads_per_rank"] = c.threads
-        let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
-        try writeFileAtomically(json + Data("\n".utf8), to: c.runDir + "/config.json")
-        for dir in [c.runDir, c.runDir + "/checkpoints"] { removeAbandonedTemporaryFiles(in: dir) }
-    }
-
-    /// Read with Double(String), which is exact: Foundation's JSON reader can be off by an ulp,
-    /// and a resumed run must compare and save the very value it stopped with.
-    static func metric(_ key: String, in json: String) -> Double? {
-        guard let r = json.range(of: "\"\(key)\":") else { return nil }
-        return Double(json[r.upperBound...].prefix { $0 != "," && $0 != "}" })
-    }
-
-    /// Rank 0 reads the file and sends its bytes: no shared file system is assumed.
-    /// Rank 0 reads the file and sends its bytes (no shared file system is assumed); every rank
-    /// parses them and hands them to `load`, and all agree on the outcome.
-    func loadBroadcast<T>(_ path: String, _ load: (SafeTensors) throws -> T) throws -> T {
-        let bytes = comm.broadcast(try comm.rootDoes { try readFile(path) } ?? Data(), root: 0)
-        return try comm.everyRankDoes { try load(try SafeTensors(data: bytes, path: path)) }
-    }
-
-    /// A checkpoint's weights and buffers (and, for a resume, the optimizer's state).
-    func loadCheckpoint(_ path: String, withOptimizer: Bool) throws -> CheckpointInfo {
-        try loadBroadcast(path) { try model.load($0, path: path, optimizer: withOptimizer ? config.optimizer : nil) }
-    }
-
-    /// ImageNet weights for the encoder, read like a checkpoint.
-    func loadPretrained(_ path: String) throws {
-        try loadBroadcast(path) { st in
-            guard let resnet = model as? UNetResNet else {
-                throw FormatError(path, "--pretrained holds ResNet-18 weights, for --model unet-resnet only")
-            }
-            try resnet.loadPretrained(st, path: path)
-        }
-    }
-
-    /// Every rank starts from rank 0's parameters and buffers.
-    func broadcastState() {
-        let s = model.store
-        comm.broadcast(s.params, count: s.parameterCount)
-        comm.broadcast(s.bufferData, count: s.bufferCount)
-    }
-
-    public var stepsPerEpoch: Int { (trainIndices.count + config.batchSize - 1) / config.batchSize }
+    public var stepsPerEpoch: Int { sampler.stepsPerEpoch }
 
     public func run() throws {
         let classes = config.model.classes
@@ -352,7 +144,7 @@ public final class Trainer {
             let rates = learningRates
             var lastRate = rates.rate(step: info.step)
             model.store.frozen = epoch <= config.freezeEncoder ? frozenDuringWarmup : 0..<0
-            let order = epochOrder(count: trainIndices.count, seed: config.seed, epoch: epoch, shuffle: config.shuffle)
+            let order = sampler.order(epoch: epoch)
             var images = 0
             var stopped = false
             let firstStep = info.stepInEpoch
@@ -362,23 +154,23 @@ public final class Trainer {
             // evaluated and saved: one collective per epoch, on every rank.
             if comm.any(stopSignal() != 0) { try stop(epoch: epoch, sums: sums) }
             // The next batch is read on a background thread while this one computes.
-            var pending: PendingLoad? = prefetch(microBatch(order: order, step: firstStep, part: 0), epoch: epoch)
+            var pending: PendingLoad? = prefetch(sampler.microBatch(order, step: firstStep, part: 0), epoch: epoch)
             defer { pending?.wait() }
             for step in firstStep..<stepsPerEpoch {
                 Watchdog.at(epoch: epoch, step: step + 1, of: stepsPerEpoch)
-                let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
+                let global = sampler.globalBatch(order, step: step)
                 let last = step + 1 == stepsPerEpoch || config.maxSteps.map { info.step + 1 >= $0 } == true
                 optimizerSettings.lr = rates.rate(step: info.step)
                 lastRate = optimizerSettings.lr
                 // Each micro-batch is read while the one before it computes.
-                let parts = microBatchCount(global.count)
+                let parts = sampler.microBatchCount(global.count)
                 stepSums.reset()
                 for part in 0..<parts {
                     let loadError = pending!.wait()
                     swap(&batch, &spare)
                     try comm.everyRankDoes { if let loadError { throw loadError } }
-                    pending = part + 1 < parts ? prefetch(microBatch(order: order, step: step, part: part + 1), epoch: epoch)
-                        : last ? nil : prefetch(microBatch(order: order, step: step + 1, part: 0), epoch: epoch)
+                    pending = part + 1 < parts ? prefetch(sampler.microBatch(order, step: step, part: part + 1), epoch: epoch)
+                        : last ? nil : prefetch(sampler.microBatch(order, step: step + 1, part: 0), epoch: epoch)
                     accumulateGradients(globalCount: global.count, microCount: share(global, rank: part, size: parts).count,
                                         first: part == 0)
                 }
@@ -438,18 +230,6 @@ public final class Trainer {
         return finishStep()
     }
 
-    /// How many micro-batches a global batch of `count` samples is split into: `--accumulate`,
-    /// or fewer where a last partial batch has fewer samples.
-    func microBatchCount(_ count: Int) -> Int { min(config.accumulate, count) }
-
-    /// Part `part` of step `step`'s global batch: the global batch split into contiguous
-    /// micro-batches as the ranks split a batch, so that one rank accumulating K parts computes
-    /// what K ranks with per-rank BatchNorm statistics compute.
-    func microBatch(order: [Int], step: Int, part: Int) -> ArraySlice<Int> {
-        let global = globalBatch(order: order, step: step, batchSize: config.batchSize)
-        return share(global, rank: part, size: microBatchCount(global.count))
-    }
-
     /// Forward, loss and backward of this rank's share of the loaded micro-batch, its parameter
     /// gradients added to the step's (zeroed first when `first`). The loss is normalized by the
     /// whole step's element count (`globalCount` samples), so the sum over micro-batches and
@@ -475,26 +255,6 @@ public final class Trainer {
         stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "step scores") }
         stopAgreed = stepSums.values[vote] > 0
         return stepSums
-    }
-
-    /// Loads this rank's share of `global` (sample positions in the training set) into `target`
-    /// (the current batch by default), augmented for `epoch` when asked.
-    public func loadBatch(_ global: ArraySlice<Int>, epoch: Int = 1, into target: Batch? = nil) throws {
-        let mine = share(global, rank: comm.rank, size: comm.size).map { trainIndices[$0] }
-        let seed = config.seed
-        try (target ?? batch).load(mine, from: data, height: size.h, width: size.w,
-                                   augment: config.augment ? { Augmentation(seed: seed, epoch: epoch, sample: $0) } : nil)
-    }
-
-    /// Starts reading this rank's share of `global` (a global batch or a micro-batch of it) into
-    /// the spare batch on the loader thread.
-    func prefetch(_ global: ArraySlice<Int>, epoch: Int) -> PendingLoad {
-        let pending = PendingLoad(), target = spare
-        loader.async { [self] in
-            do { try loadBatch(global, epoch: epoch, into: target) } catch { pending.error = error }
-            pending.done.signal()
-        }
-        return pending
     }
 
     /// Rank 0 prints, appends to history.csv, and writes last (and best) checkpoints; all ranks
@@ -539,25 +299,6 @@ public final class Trainer {
                       waited, waited == 1 ? "" : "s", bestTestIoU, bestEpoch)
     }
 
-    /// The first epoch with the history's highest test IoU (for checkpoints that predate `best_epoch`).
-    static func bestEpoch(in history: [EpochRecord]) -> Int? {
-        history.max { $0.testIoU < $1.testIoU }?.epoch
-    }
-
-    /// `last.safetensors` at a step boundary inside an epoch: a resume continues from the next step.
-    func saveMidEpochCheckpoint() throws {
-        try comm.rootDoes { try writeFileAtomically(model.checkpoint(info), to: config.runDir + "/checkpoints/last.safetensors") }
-    }
-
-    /// Saves the position (and the epoch's sums so far) and ends the run on every rank.
-    func stop(epoch: Int, sums: EpochSums) throws -> Never {
-        info.epochSums = info.stepInEpoch == 0 ? "" : sums.encoded
-        try saveMidEpochCheckpoint()
-        throw Interrupted(signal: stopSignal(), epoch: epoch, step: info.step, stepInEpoch: info.stepInEpoch,
-                          stepsPerEpoch: stepsPerEpoch,
-                          checkpoint: config.runDir + "/checkpoints/last.safetensors")
-    }
-
     /// image | truth | prediction for the first few test slices (fixed across epochs).
     func samplePanel() throws -> RGBImage? {
         let picks = Array(testIndices.prefix(3))
@@ -569,18 +310,11 @@ public final class Trainer {
         let logits = model.forward(sampleBatch.images)
         let plane = size.h * size.w, classes = config.model.classes
         let predicted = classMasks(logits.data, count: picks.count, classes: classes, spatial: plane)
-        var rows: [[RGBImage]] = []
-        for n in 0..<picks.count {
-            let image = grayscale(UnsafeBufferPointer(start: sampleBatch.images.data + n * plane, count: plane),
-                                  width: size.w, height: size.h)
-            let truth = sampleBatch.labels.withUnsafeBufferPointer {
-                colorize(UnsafeBufferPointer(rebasing: $0[(n * plane)..<((n + 1) * plane)]), width: size.w, height: size.h)
+        let images = UnsafeBufferPointer(start: sampleBatch.images.data, count: picks.count * plane)
+        return sampleBatch.labels.withUnsafeBufferPointer { truth in
+            predicted.withUnsafeBufferPointer {
+                slicePanel(images: images, truth: truth, predicted: $0, count: picks.count, width: size.w, height: size.h)
             }
-            let prediction = predicted.withUnsafeBufferPointer {
-                colorize(UnsafeBufferPointer(rebasing: $0[(n * plane)..<((n + 1) * plane)]), width: size.w, height: size.h)
-            }
-            rows.append([image, truth, prediction])
         }
-        return panelGrid(rows, captions: ["image", "truth", "prediction"])
     }
 }

@@ -64,3 +64,18 @@ public func panelGrid(_ rows: [[RGBImage]], captions: [String]) -> RGBImage {
     }
     return out
 }
+
+/// image | truth | prediction, one row per slice: `count` H x W slices of `images`, their true
+/// and predicted class masks.
+public func slicePanel(images: UnsafeBufferPointer<Float>, truth: UnsafeBufferPointer<UInt8>,
+                       predicted: UnsafeBufferPointer<UInt8>, count: Int, width: Int, height: Int) -> RGBImage {
+    let plane = width * height
+    var rows: [[RGBImage]] = []
+    for n in 0..<count {
+        let pixels = (n * plane)..<((n + 1) * plane)
+        rows.append([grayscale(UnsafeBufferPointer(rebasing: images[pixels]), width: width, height: height),
+                     colorize(UnsafeBufferPointer(rebasing: truth[pixels]), width: width, height: height),
+                     colorize(UnsafeBufferPointer(rebasing: predicted[pixels]), width: width, height: height)])
+    }
+    return panelGrid(rows, captions: ["image", "truth", "prediction"])
+}

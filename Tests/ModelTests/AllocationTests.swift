@@ -20,8 +20,7 @@ final class AllocationTests: XCTestCase {
         let trainer = try Trainer(c, comm: SingleProcess()) { _ in }
         setBLASThreads(1)
         defer { setBLASThreads(ProcessInfo.processInfo.activeProcessorCount) }
-        let order = epochOrder(count: trainer.trainCount, seed: 0, epoch: 1, shuffle: true)
-        try trainer.loadBatch(globalBatch(order: order, step: 0, batchSize: 4))
+        try trainer.loadBatch(trainer.sampler.globalBatch(trainer.sampler.order(epoch: 1), step: 0))
         _ = trainer.computeStep(globalCount: 4)
         let before = malloc_counter_read()
         for _ in 0..<3 { _ = trainer.computeStep(globalCount: 4) }
