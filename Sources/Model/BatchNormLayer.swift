@@ -1,0 +1,135 @@
+import Foundation
+import Kernels
+
+final class BatchNorm2d {
+    let channels: Int
+    let weight: TensorView, bias: TensorView
+    let runningMean: TensorView, runningVar: TensorView
+    let counter: Int
+    private(set) var output = Tensor()
+    /// False once the output lives in the context's shared tensor (`shareOutput`).
+    private(set) var keepsOutput = true
+    private var saveMean: [Float], saveInvstd: [Float]
+    private unowned var input: Tensor!
+
+    init(_ name: String, _ channels: Int, store: ParameterStore) {
+        self.channels = channels
+        weight = store.addParameter(name + ".weight", [channels])
+        bias = store.addParameter(name + ".bias", [channels])
+        runningMean = store.addBuffer(name + ".running_mean", [channels])
+        runningVar = store.addBuffer(name + ".running_var", [channels])
+        counter = store.addCounter(name + ".num_batches_tracked")
+        saveMean = [Float](repeating: 0, count: channels)
+        saveInvstd = [Float](repeating: 0, count: channels)
+        outScale = .allocate(capacity: channels); outShift = .allocate(capacity: channels)
+    }
+
+    func initialize(_ store: ParameterStore) {
+        store.param(weight).update(repeating: 1, count: channels)
+        store.param(bias).update(repeating: 0, count: channels)
+        store.buffer(runningMean).update(repeating: 0, count: channels)
+        store.buffer(runningVar).update(repeating: 1, count: channels)
+        store.counters[counter] = 0
+    }
+
+    /// Writes the output into the context's shared tensor instead of a tensor of its own: for a
+    /// BN whose only reader is the convolution `reader`, whose backward then computes the output
+    /// again (`outputAffineReLU` or `rematerialize`). Saves one activation of this size per layer.
+    func shareOutput(_ ctx: LayerContext, reader: Conv2d) {
+        output = ctx.sharedActivation
+        keepsOutput = false
+        reader.inputBN = self
+    }
+
+    /// The input of the last training forward: what the output is computed again from.
+    var recomputedFrom: Tensor { input }
+
+    /// The last training forward's output as a function of its input: relu(x * scale + shift)
+    /// per channel, with scale and shift as `batchNormTrainOutput` computes them.
+    func outputAffineReLU(_ ctx: LayerContext) -> AffineReLU {
+        precondition(fusedReLU, "the output of a BatchNorm without its ReLU is not recomputed")
+        let w = ctx.store.param(weight), b = ctx.store.param(bias)
+        for c in 0..<channels {
+            let scale = w[c] * saveInvstd[c]
+            outScale[c] = scale; outShift[c] = b[c] - saveMean[c] * scale
+        }
+        return AffineReLU(scale: outScale, shift: outShift)
+    }
+    private let outScale: UnsafeMutablePointer<Float>, outShift: UnsafeMutablePointer<Float>
+    deinit { outScale.deallocate(); outShift.deallocate() }
+
+    /// Recomputes the last training forward's output (bit for bit) where it is not kept.
+    func rematerialize(_ ctx: LayerContext) {
+        guard !keepsOutput else { return }
+        let s = ctx.store
+        output.reshape(input.shape)
+        ctx.timed(.batchNorm, backward: true) {
+            saveMean.withUnsafeBufferPointer { mean in
+                saveInvstd.withUnsafeBufferPointer { invstd in
+                    batchNormTrainOutput(output.data, input.data, weight: s.param(weight), bias: s.param(bias),
+                                         saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
+                                         BatchNormShape(input.shape), relu: fusedReLU)
+                }
+            }
+        }
+    }
+
+    /// With `relu`, the output is max(BN(x), 0) (a ReLU in place, fused), and `backward` takes
+    /// the gradient after that ReLU.
+    func forward(_ x: Tensor, _ ctx: LayerContext, relu: Bool = false) -> Tensor {
+        ctx.timed(.batchNorm) { forwardBody(x, ctx, relu: relu) }
+    }
+
+    /// Whether the last forward applied the ReLU.
+    private var fusedReLU = false
+
+    private func forwardBody(_ x: Tensor, _ ctx: LayerContext, relu: Bool) -> Tensor {
+        input = x
+        fusedReLU = relu
+        output.reshape(x.shape)
+        let s = ctx.store
+        if ctx.training {
+            let sums = ctx.takeStatistics(of: x)
+            ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
+                saveMean.withUnsafeMutableBufferPointer { mean in
+                    saveInvstd.withUnsafeMutableBufferPointer { invstd in
+                        batchNormTrainForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
+                                              runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
+                                              saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
+                                              BatchNormShape(x.shape), scratch: scratch.baseAddress!,
+                                              reducer: ctx.statistics, relu: relu, partialSums: sums?.sums,
+                                              parts: sums?.parts ?? 0)
+                        globalCount = scratch[2 * channels]
+                    }
+                }
+            }
+            if globalCount > 0 { s.counters[counter] += 1 }
+        } else {
+            batchNormEvalForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
+                                 runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar), BatchNormShape(x.shape))
+            if relu { reluForward(output.data, count: output.count) }
+        }
+        return output
+    }
+
+    /// Elements per channel over every replica, from the last training forward.
+    private var globalCount = 0.0
+
+    func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        ctx.timed(.batchNorm, backward: true) { backwardBody(dy, ctx) }
+    }
+
+    private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        let inputGrad = ctx.bnGrad
+        inputGrad.reshape(input.shape)
+        let s = ctx.store
+        ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
+            batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
+                                   x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
+                                   BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
+                                   reducer: ctx.statistics,
+                                   reluBias: fusedReLU ? UnsafePointer(s.param(bias)) : nil)
+        }
+        return inputGrad
+    }
+}

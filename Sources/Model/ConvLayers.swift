@@ -1,0 +1,202 @@
+import Foundation
+import Kernels
+
+final class Conv2d {
+    let shape: Conv2dShape
+    let weight: TensorView
+    let bias: TensorView?
+    let output = Tensor()
+    fileprivate unowned var input: Tensor!
+    /// The second half of a concatenated input (`forward(_:concatenatedWith:)`).
+    fileprivate unowned var secondInput: Tensor?
+    /// The BatchNorm whose output, not kept (`BatchNorm2d.shareOutput`), is this layer's input:
+    /// the backward computes that output again from the BatchNorm's input, inside the weight
+    /// gradient's copy of the rows where the kernels allow, else into the shared tensor first.
+    unowned var inputBN: BatchNorm2d?
+    /// A BatchNorm reads the output next: a direct forward in training sums it as it goes.
+    var feedsBatchNorm = false
+
+    /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
+    private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil) -> UnsafeMutablePointer<Double>? {
+        guard ctx.training && feedsBatchNorm else { return nil }
+        let parts = runsBF16(ctx, split: split) ? self.shape.bf16StatisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+            : self.shape.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+        return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC) : nil
+    }
+
+    init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
+        self.shape = shape
+        weight = store.addParameter(name + ".weight", [shape.outC, shape.inC, shape.kernel, shape.kernel])
+        self.bias = bias ? store.addParameter(name + ".bias", [shape.outC]) : nil
+    }
+
+    /// Whether this layer runs in bf16 (`LayerContext.precision`); `split`: a concatenation's first part.
+    func runsBF16(_ ctx: LayerContext, split: Int? = nil) -> Bool {
+        ctx.precision == .bf16 && shape.runsBF16(split: split)
+    }
+
+    func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
+        let fanIn = shape.inC * shape.kernel * shape.kernel
+        initUniform(store.param(weight), count: weight.count, fanIn: fanIn, rng: &rng)
+        if let bias { initUniform(store.param(bias), count: bias.count, fanIn: fanIn, rng: &rng) }
+    }
+
+    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        input = x
+        output.reshape(shape.outputShape(x.shape))
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        let sums = statistics(ctx, output.shape)
+        let bf16 = runsBF16(ctx)
+        ctx.timed(.conv) {
+            if bf16 {
+                conv2dForwardBF16(output.data, x.data, weight: ctx.store.param(weight),
+                                  bias: bias.map { ctx.store.param($0) }, batch: x.shape.n, height: x.shape.h,
+                                  width: x.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+                return
+            }
+            conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
+                          batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace,
+                          statistics: sums)
+        }
+        return output
+    }
+
+    /// Accumulates parameter gradients; returns dx unless the input needs none.
+    @discardableResult
+    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
+        let inputGrad = ctx.convGrad
+        if needInputGrad { inputGrad.reshape(input.shape) }
+        if let p = ctx.profile {
+            p.convFlops += Double((needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
+        }
+        var x = input!, affine: AffineReLU? = nil
+        let bf16 = runsBF16(ctx)
+        if let bn = inputBN {
+            // The bf16 weight gradient always reads its input through its own copies.
+            if shape.unfoldsInputInBackward || bf16 {
+                affine = bn.outputAffineReLU(ctx)
+                x = bn.recomputedFrom
+            } else {
+                bn.rematerialize(ctx)
+            }
+        }
+        ctx.timed(.conv, backward: true) {
+            if bf16 {
+                conv2dBackwardBF16(dxA: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x.data,
+                                   weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
+                                   width: x.shape.w, shape, workspace: ctx.workspace, inputAffineReLU: affine)
+                return
+            }
+            conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
+                           dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: x.data,
+                           weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
+                           width: x.shape.w, shape, workspace: ctx.workspace, inputAffineReLU: affine)
+        }
+        return inputGrad
+    }
+}
+
+extension Conv2d {
+    /// conv(torch.cat([a, b], 1)) without the concatenation in memory (3x3 "same" kernels).
+    func forward(_ a: Tensor, concatenatedWith b: Tensor, _ ctx: LayerContext) -> Tensor {
+        precondition(a.shape.n == b.shape.n && a.shape.h == b.shape.h && a.shape.w == b.shape.w)
+        precondition(a.shape.c + b.shape.c == shape.inC)
+        input = a; secondInput = b
+        output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        let sums = statistics(ctx, output.shape, split: a.shape.c)
+        let bf16 = runsBF16(ctx, split: a.shape.c)
+        ctx.timed(.conv) {
+            if bf16 {
+                conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
+                                  bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
+                                  width: a.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+                return
+            }
+            conv2dForwardConcat(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
+                                bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
+                                width: a.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+        }
+        return output
+    }
+
+    /// The backward of `forward(_:concatenatedWith:)`: parameter gradients accumulated, the
+    /// input gradient written to `da` and `db`, reshaped to the two inputs.
+    func backward(_ dy: Tensor, _ ctx: LayerContext, into da: Tensor, _ db: Tensor) {
+        let a = input!, b = secondInput!
+        da.reshape(a.shape); db.reshape(b.shape)
+        if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * dy.shape.count / shape.outC) }
+        let bf16 = runsBF16(ctx, split: a.shape.c)
+        ctx.timed(.conv, backward: true) {
+            if bf16 {
+                conv2dBackwardBF16(dxA: da.data, dxB: db.data, dweight: ctx.store.grad(weight),
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
+                                   b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
+                                   width: a.shape.w, shape, workspace: ctx.workspace)
+                return
+            }
+            conv2dBackwardConcat(da: da.data, db: db.data, dweight: ctx.store.grad(weight),
+                                 dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
+                                 b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
+                                 width: a.shape.w, shape, workspace: ctx.workspace)
+        }
+    }
+}
+
+final class ConvTranspose2d {
+    let shape: ConvTranspose2dShape
+    let weight: TensorView
+    let bias: TensorView
+    /// Own, or the context's shared tensor where the only reader copies it away at once.
+    var output = Tensor()
+    private unowned var input: Tensor!
+
+    init(_ name: String, _ shape: ConvTranspose2dShape, store: ParameterStore) {
+        self.shape = shape
+        weight = store.addParameter(name + ".weight", [shape.inC, shape.outC, shape.kernel, shape.kernel])
+        bias = store.addParameter(name + ".bias", [shape.outC])
+    }
+
+    func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
+        let fanIn = shape.outC * shape.kernel * shape.kernel
+        initUniform(store.param(weight), count: weight.count, fanIn: fanIn, rng: &rng)
+        initUniform(store.param(bias), count: bias.count, fanIn: fanIn, rng: &rng)
+    }
+
+    func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
+        output.reshape(shape.outputShape(x.shape))
+        forward(x, ctx, into: output)
+        return output
+    }
+
+    /// The forward written into `y`, after `top` rows and `left` columns of zeros where given
+    /// (`convTranspose2dForwardPadded`, the direct kernel only).
+    func forward(_ x: Tensor, _ ctx: LayerContext, into y: Tensor, top: Int = 0, left: Int = 0) {
+        input = x
+        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
+        let w = ctx.store.param(weight), b = ctx.store.param(bias)
+        ctx.timed(.convTranspose) {
+            if top == 0 && left == 0 {
+                convTranspose2dForward(y.data, x.data, weight: w, bias: b, batch: x.shape.n, height: x.shape.h,
+                                       width: x.shape.w, shape, workspace: ctx.workspace)
+            } else {
+                convTranspose2dForwardPadded(y.data, x.data, weight: w, bias: b, batch: x.shape.n, height: x.shape.h,
+                                             width: x.shape.w, shape, top: top, left: left, workspace: ctx.workspace)
+            }
+        }
+    }
+
+    /// Returns dx in the context's conv gradient, as Conv2d does: it feeds a BatchNorm's backward.
+    func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+        let inputGrad = ctx.convGrad
+        inputGrad.reshape(input.shape)
+        if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * input.shape.count / shape.inC) }
+        ctx.timed(.convTranspose, backward: true) {
+            convTranspose2dBackward(dx: inputGrad.data, dweight: ctx.store.grad(weight), dbias: ctx.store.grad(bias),
+                                    dy: dy.data, x: input.data, weight: ctx.store.param(weight), batch: input.shape.n,
+                                    height: input.shape.h, width: input.shape.w, shape, workspace: ctx.workspace)
+        }
+        return inputGrad
+    }
+}
