@@ -38,140 +38,193 @@ struct Bench: ParsableCommand {
             if let bandFloats { Kernels.bandFloats = max(1, bandFloats) }
             if let minBandColumns { Kernels.minBandColumns = max(1, minBandColumns) }
             if let directPixels { Kernels.directPixels = max(1, directPixels) }
-
             // vdpbf16ps's single-thread peak beside it (0 without AVX512_BF16).
             let bf16Peak = sgemmSize > 0 ? measureBF16Peak() : 0
-            let net = makeModel(modelOptions.config, seed: 0)
-            let precisionLine = precision.apply(to: net)
-            let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
-            let classes = net.config.classes, plane = size * size
-            let images = Tensor(Shape(local, net.config.inChannels, size, size))
-            let targets = Tensor(Shape(local, classes, size, size))
-            var rng = SplitMix64(seed: UInt64(comm.rank) + 1)
-            for i in 0..<images.count { images.data[i] = rng.normal() }
-            for n in 0..<local {
-                for i in 0..<plane {
-                    let label = Int(rng.next() % UInt64(classes))
-                    for c in 0..<classes { targets.data[(n * classes + c) * plane + i] = c == label ? 1 : 0 }
-                }
-            }
-            let settings = OptimizerSettings(kind: .adam, lr: 3e-4)
-            let profile = LayerProfile()
-            net.context.profile = profile
-            var sync: SyncStatistics?
-            if comm.size > 1 {
-                sync = SyncStatistics(comm)
-                sync!.profile = profile
-            }
-            // The warm-up step's reductions are every step's: the same layers in the same order.
-            let recorder = RecordingStatistics(sync)
-            net.context.statistics = recorder
-
-            _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
-                              comm: comm, optimizer: settings)
-            recorder.recording = false
-            // Each step's allreduces as a run with more than one rank makes them: BatchNorm's
-            // per-channel sums in Float64, then the gradient of every parameter in Float32.
-            let doubleCounts = recorder.counts, floatCounts = [net.store.parameterCount]
-            profile.reset()
-            // Each step's time, and its seconds in collectives: under mpirun mostly waiting for
-            // the slowest rank, so every rank's row shows which rank held the others up when.
-            var times: [Double] = [], waits: [Double] = []
-            let cpu0 = processCPUSeconds()
-            for _ in 0..<steps {
-                comm.barrier()
-                let t0 = LayerProfile.now(), c0 = profile.collectiveSeconds
-                _ = net.trainStep(images: images, targets: targets, globalCount: batchSize,
-                                  comm: comm, optimizer: settings)
-                times.append(LayerProfile.now() - t0)
-                waits.append(profile.collectiveSeconds - c0)
-            }
-            // This process's CPU time per step (all its threads, user and system): on a loaded
-            // machine, what a step costs without the time the scheduler gave to others.
-            let cpuPerStep = (processCPUSeconds() - cpu0) / Double(steps)
-            let stepSeconds = times.sorted()[times.count / 2]
-            let perStep = 1 / Double(steps)
-            let forward = profile.forward.map { $0 * perStep }, backward = profile.backward.map { $0 * perStep }
-            let convKinds = [LayerProfile.Kind.conv.rawValue, LayerProfile.Kind.convTranspose.rawValue]
-            let convSeconds = convKinds.reduce(0.0) { $0 + forward[$1] + backward[$1] }
-            let flops = profile.convFlops * perStep
-
-            // Global figures: every rank contributes its own slot, then one sum.
-            var usage = rusage()
-            getrusage(RUSAGE_SELF.rawValue, &usage)
-            let rssMB = Double(usage.ru_maxrss) / 1024
-            let width = 4 + steps
-            var slots = [Double](repeating: 0, count: width * comm.size)
-            slots[width * comm.rank] = Double(local) / stepSeconds
-            slots[width * comm.rank + 1] = rssMB
-            slots[width * comm.rank + 2] = flops / max(convSeconds, 1e-12)
-            slots[width * comm.rank + 3] = flops
-            for (i, w) in waits.enumerated() { slots[width * comm.rank + 4 + i] = w * 1000 }
-            slots.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
-            let ranks = 0..<comm.size
-            let imagesPerSecond = ranks.reduce(0.0) { $0 + slots[width * $1] }
-            let maxRSS = ranks.map { slots[width * $0 + 1] }.max()!, totalRSS = ranks.reduce(0.0) { $0 + slots[width * $1 + 1] }
-            let convGflops = ranks.reduce(0.0) { $0 + slots[width * $1 + 2] } / Double(comm.size) / 1e9
-            let stepGflops = ranks.reduce(0.0) { $0 + slots[width * $1 + 3] } / stepSeconds / 1e9
-            let waitsByRank = ranks.map { Array(slots[(width * $0 + 4)..<(width * ($0 + 1))]) }
-            // The rank that spent the longest in collectives waited most for the others.
-            let collectiveMax = waitsByRank.map { $0.reduce(0, +) / Double(steps) }.max()!
+            let setup = makeSetup(comm)
+            let steps = timeSteps(setup, comm)
+            let r = BenchResult(steps, setup, comm, sgemm: sgemm, bf16Peak: bf16Peak, threads: threads)
             guard comm.isRoot else { return }
+            if json { try printJSON(r, comm: comm, threads: threads) } else { printText(r, comm: comm, threads: threads) }
+        }
+    }
 
-            let kinds = LayerProfile.Kind.allCases
-            // The convolution layers' rate against the bf16 peak of all of a rank's threads (the
-            // peak in CPU time, the layers in wall time: on a shared machine the share reads low).
-            let convShare = bf16Peak > 0 ? convGflops / (bf16Peak * Double(threads)) : 0
-            if json {
-                var object: [String: Any] = [
-                    "model": modelOptions.model, "size": size, "batch_size": batchSize, "steps": steps, "ranks": comm.size,
-                    "threads": threads, "blas_core": blasCoreName, "avx512_kernels": avx512Kernels,
-                    "images_per_s": imagesPerSecond, "step_ms": stepSeconds * 1000,
-                    "step_ms_all": times.map { $0 * 1000 }, "cpu_ms_per_step": cpuPerStep * 1000,
-                    "gflops": stepGflops, "conv_gflops": convGflops, "conv_gflop_per_step": flops * Double(comm.size) / 1e9,
-                    "sgemm_gflops": sgemm, "peak_rss_mb": maxRSS, "peak_rss_mb_total": totalRSS,
-                    "collectives_ms_max": collectiveMax, "collectives_ms_by_rank": waitsByRank,
-                    "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
-                    "bf16_peak_gflops": bf16Peak, "conv_share_of_bf16_peak": convShare,
-                    "allreduce_double_counts": doubleCounts, "allreduce_float_counts": floatCounts,
-                ]
-                var fw: [String: Double] = [:], bw: [String: Double] = [:]
-                for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }
-                object["forward_ms"] = fw; object["backward_ms"] = bw
-                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
-            } else {
-                print("unet-dist bench: \(modelOptions.model) \(size)x\(size), batch \(batchSize), \(comm.size) rank(s) x \(threads) thread(s), "
-                      + "\(kernelsDescription), OpenBLAS \(blasCoreName), \(steps) steps after 1 warm-up")
-                print(String(format: "images/s        %.2f", imagesPerSecond))
-                print(String(format: "step ms         %.1f (median; all: %@)", stepSeconds * 1000,
-                             times.map { String(format: "%.0f", $0 * 1000) }.joined(separator: " ")))
-                func pad(_ name: String) -> String { "  " + name + String(repeating: " ", count: max(0, 18 - name.count)) }
-                print("ms per step, rank 0   forward   backward")
-                for k in kinds {
-                    print(pad(k.name) + String(format: " %8.1f %10.1f", forward[k.rawValue] * 1000, backward[k.rawValue] * 1000))
-                }
-                print(pad("total") + String(format: " %8.1f %10.1f", forward.reduce(0, +) * 1000, backward.reduce(0, +) * 1000))
-                print(String(format: "conv FLOP/step  %.1f GFLOP (conv and conv-transpose, forward and backward)", flops * Double(comm.size) / 1e9))
-                print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", convGflops, stepGflops))
-                print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", sgemm, sgemmSize, sgemmSize))
-                print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); conv layers at %.0f%% of it x %d threads",
-                             bf16Peak, 100 * convShare, threads))
-                if let precisionLine { print("precision       " + precisionLine) }
-                print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", maxRSS, totalRSS))
-                print(String(format: "allreduces      %d per step: %d of Float64 (BatchNorm, %.1f KB in all), 1 of Float32 (gradients, %.1f MB)",
-                             doubleCounts.count + 1, doubleCounts.count, Double(doubleCounts.reduce(0, +) * 8) / 1e3,
-                             Double(floatCounts[0] * 4) / 1e6))
-                if comm.size > 1 {
-                    print(String(format: "collectives     %.1f ms per step on the rank that spent the longest in them (mostly waiting for the others)",
-                                 collectiveMax))
-                    print("collectives ms, each timed step, by rank:")
-                    for (r, row) in waitsByRank.enumerated() {
-                        print("  rank \(r): " + row.map { String(format: "%.0f", $0) }.joined(separator: " "))
-                    }
-                }
+    /// The model, this rank's share of a synthetic batch, and the profile the steps fill.
+    struct Setup {
+        let net: SegmentationModel
+        let images: Tensor, targets: Tensor
+        let local: Int
+        let profile: LayerProfile
+        let recorder: RecordingStatistics
+        let precisionLine: String?
+    }
+
+    func makeSetup(_ comm: Communicator) -> Setup {
+        let net = makeModel(modelOptions.config, seed: 0)
+        let precisionLine = precision.apply(to: net)
+        let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
+        let classes = net.config.classes, plane = size * size
+        let images = Tensor(Shape(local, net.config.inChannels, size, size))
+        let targets = Tensor(Shape(local, classes, size, size))
+        var rng = SplitMix64(seed: UInt64(comm.rank) + 1)
+        for i in 0..<images.count { images.data[i] = rng.normal() }
+        for n in 0..<local {
+            for i in 0..<plane {
+                let label = Int(rng.next() % UInt64(classes))
+                for c in 0..<classes { targets.data[(n * classes + c) * plane + i] = c == label ? 1 : 0 }
             }
         }
+        let profile = LayerProfile()
+        net.context.profile = profile
+        var sync: SyncStatistics?
+        if comm.size > 1 {
+            sync = SyncStatistics(comm)
+            sync!.profile = profile
+        }
+        // The warm-up step's reductions are every step's: the same layers in the same order.
+        let recorder = RecordingStatistics(sync)
+        net.context.statistics = recorder
+        return Setup(net: net, images: images, targets: targets, local: local, profile: profile, recorder: recorder,
+                     precisionLine: precisionLine)
+    }
+
+    /// Each timed step's seconds and its seconds in collectives, and the CPU seconds per step.
+    struct StepTimes {
+        var times: [Double] = [], waits: [Double] = []
+        var cpuPerStep = 0.0
+    }
+
+    /// One warm-up step, then `steps` timed ones.
+    func timeSteps(_ s: Setup, _ comm: Communicator) -> StepTimes {
+        let settings = OptimizerSettings(kind: .adam, lr: 3e-4)
+        _ = s.net.trainStep(images: s.images, targets: s.targets, globalCount: batchSize, comm: comm, optimizer: settings)
+        s.recorder.recording = false
+        s.profile.reset()
+        // Each step's time, and its seconds in collectives: under mpirun mostly waiting for
+        // the slowest rank, so every rank's row shows which rank held the others up when.
+        var t = StepTimes()
+        let cpu0 = processCPUSeconds()
+        for _ in 0..<steps {
+            comm.barrier()
+            let t0 = LayerProfile.now(), c0 = s.profile.collectiveSeconds
+            _ = s.net.trainStep(images: s.images, targets: s.targets, globalCount: batchSize, comm: comm, optimizer: settings)
+            t.times.append(LayerProfile.now() - t0)
+            t.waits.append(s.profile.collectiveSeconds - c0)
+        }
+        // This process's CPU time per step (all its threads, user and system): on a loaded
+        // machine, what a step costs without the time the scheduler gave to others.
+        t.cpuPerStep = (processCPUSeconds() - cpu0) / Double(steps)
+        return t
+    }
+
+    func printJSON(_ r: BenchResult, comm: Communicator, threads: Int) throws {
+        var object: [String: Any] = [
+            "model": modelOptions.model.rawValue, "size": size, "batch_size": batchSize, "steps": steps,
+            "ranks": comm.size, "threads": threads, "blas_core": blasCoreName, "avx512_kernels": avx512Kernels,
+            "images_per_s": r.imagesPerSecond, "step_ms": r.stepSeconds * 1000,
+            "step_ms_all": r.times.map { $0 * 1000 }, "cpu_ms_per_step": r.cpuPerStep * 1000,
+            "gflops": r.stepGflops, "conv_gflops": r.convGflops, "conv_gflop_per_step": r.flops * Double(comm.size) / 1e9,
+            "sgemm_gflops": r.sgemm, "peak_rss_mb": r.maxRSS, "peak_rss_mb_total": r.totalRSS,
+            "collectives_ms_max": r.collectiveMax, "collectives_ms_by_rank": r.waitsByRank,
+            "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
+            "bf16_peak_gflops": r.bf16Peak, "conv_share_of_bf16_peak": r.convShare,
+            "allreduce_double_counts": r.doubleCounts, "allreduce_float_counts": r.floatCounts,
+        ]
+        var fw: [String: Double] = [:], bw: [String: Double] = [:]
+        for k in LayerProfile.Kind.allCases {
+            fw[k.name] = r.forward[k.rawValue] * 1000
+            bw[k.name] = r.backward[k.rawValue] * 1000
+        }
+        object["forward_ms"] = fw
+        object["backward_ms"] = bw
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    func printText(_ r: BenchResult, comm: Communicator, threads: Int) {
+        print("unet-dist bench: \(modelOptions.model.rawValue) \(size)x\(size), batch \(batchSize), "
+              + "\(comm.size) rank(s) x \(threads) thread(s), "
+              + "\(kernelsDescription), OpenBLAS \(blasCoreName), \(steps) steps after 1 warm-up")
+        print(String(format: "images/s        %.2f", r.imagesPerSecond))
+        print(String(format: "step ms         %.1f (median; all: %@)", r.stepSeconds * 1000,
+                     r.times.map { String(format: "%.0f", $0 * 1000) }.joined(separator: " ")))
+        func pad(_ name: String) -> String { "  " + name + String(repeating: " ", count: max(0, 18 - name.count)) }
+        print("ms per step, rank 0   forward   backward")
+        for k in LayerProfile.Kind.allCases {
+            print(pad(k.name) + String(format: " %8.1f %10.1f", r.forward[k.rawValue] * 1000, r.backward[k.rawValue] * 1000))
+        }
+        print(pad("total") + String(format: " %8.1f %10.1f", r.forward.reduce(0, +) * 1000, r.backward.reduce(0, +) * 1000))
+        print(String(format: "conv FLOP/step  %.1f GFLOP (conv and conv-transpose, forward and backward)",
+                     r.flops * Double(comm.size) / 1e9))
+        print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", r.convGflops, r.stepGflops))
+        print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", r.sgemm, sgemmSize, sgemmSize))
+        print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); conv layers at %.0f%% of it x %d threads",
+                     r.bf16Peak, 100 * r.convShare, threads))
+        if let line = r.precisionLine { print("precision       " + line) }
+        print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", r.maxRSS, r.totalRSS))
+        print(String(format: "allreduces      %d per step: %d of Float64 (BatchNorm, %.1f KB in all), "
+                     + "1 of Float32 (gradients, %.1f MB)",
+                     r.doubleCounts.count + 1, r.doubleCounts.count, Double(r.doubleCounts.reduce(0, +) * 8) / 1e3,
+                     Double(r.floatCounts[0] * 4) / 1e6))
+        guard comm.size > 1 else { return }
+        print(String(format: "collectives     %.1f ms per step on the rank that spent the longest in them "
+                     + "(mostly waiting for the others)", r.collectiveMax))
+        print("collectives ms, each timed step, by rank:")
+        for (rank, row) in r.waitsByRank.enumerated() {
+            print("  rank \(rank): " + row.map { String(format: "%.0f", $0) }.joined(separator: " "))
+        }
+    }
+}
+
+/// The figures `bench` prints: rank 0's profile, and the ranks' rates, memory and waits gathered
+/// in one sum (every rank contributes its own slots).
+struct BenchResult {
+    let times: [Double], cpuPerStep: Double, stepSeconds: Double
+    let forward: [Double], backward: [Double], flops: Double
+    let imagesPerSecond: Double, maxRSS: Double, totalRSS: Double
+    let convGflops: Double, stepGflops: Double, sgemm: Double, bf16Peak: Double, convShare: Double
+    let waitsByRank: [[Double]], collectiveMax: Double
+    /// Each step's allreduces as a run with more than one rank makes them: BatchNorm's
+    /// per-channel sums in Float64, then the gradient of every parameter in Float32.
+    let doubleCounts: [Int], floatCounts: [Int]
+    let precisionLine: String?
+
+    init(_ t: Bench.StepTimes, _ s: Bench.Setup, _ comm: Communicator, sgemm: Double, bf16Peak: Double, threads: Int) {
+        let steps = t.times.count
+        times = t.times; cpuPerStep = t.cpuPerStep
+        stepSeconds = t.times.sorted()[t.times.count / 2]
+        let perStep = 1 / Double(steps)
+        forward = s.profile.forward.map { $0 * perStep }
+        backward = s.profile.backward.map { $0 * perStep }
+        let convKinds = [LayerProfile.Kind.conv.rawValue, LayerProfile.Kind.convTranspose.rawValue]
+        let convSeconds = convKinds.reduce(0.0) { [forward, backward] in $0 + forward[$1] + backward[$1] }
+        flops = s.profile.convFlops * perStep
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let rssMB = Double(usage.ru_maxrss) / 1024
+        let width = 4 + steps
+        var slots = [Double](repeating: 0, count: width * comm.size)
+        slots[width * comm.rank] = Double(s.local) / stepSeconds
+        slots[width * comm.rank + 1] = rssMB
+        slots[width * comm.rank + 2] = flops / max(convSeconds, 1e-12)
+        slots[width * comm.rank + 3] = flops
+        for (i, w) in t.waits.enumerated() { slots[width * comm.rank + 4 + i] = w * 1000 }
+        slots.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
+        let ranks = 0..<comm.size
+        imagesPerSecond = ranks.reduce(0.0) { $0 + slots[width * $1] }
+        maxRSS = ranks.map { slots[width * $0 + 1] }.max()!
+        totalRSS = ranks.reduce(0.0) { $0 + slots[width * $1 + 1] }
+        convGflops = ranks.reduce(0.0) { $0 + slots[width * $1 + 2] } / Double(comm.size) / 1e9
+        stepGflops = ranks.reduce(0.0) { $0 + slots[width * $1 + 3] } / stepSeconds / 1e9
+        waitsByRank = ranks.map { Array(slots[(width * $0 + 4)..<(width * ($0 + 1))]) }
+        // The rank that spent the longest in collectives waited most for the others.
+        collectiveMax = waitsByRank.map { $0.reduce(0, +) / Double(steps) }.max()!
+        self.sgemm = sgemm; self.bf16Peak = bf16Peak
+        // The convolution layers' rate against the bf16 peak of all of a rank's threads (the
+        // peak in CPU time, the layers in wall time: on a shared machine the share reads low).
+        convShare = bf16Peak > 0 ? convGflops / (bf16Peak * Double(threads)) : 0
+        doubleCounts = s.recorder.counts
+        floatCounts = [s.net.store.parameterCount]
+        precisionLine = s.precisionLine
     }
 }
 

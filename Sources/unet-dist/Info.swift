@@ -4,7 +4,8 @@ import Formats
 import Model
 
 struct Info: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Describe a checkpoint: model, size, position, metrics at save time.")
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a checkpoint: model, size, position, metrics at save time.")
 
     @Argument(help: "A checkpoint (.safetensors).") var checkpoint: String
     @Flag(help: "Print one JSON object.") var json = false

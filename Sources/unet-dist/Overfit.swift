@@ -6,12 +6,12 @@ import Model
 
 struct Overfit: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The seed's sanity check: fit one slice with Adam and watch its loss fall and IoU rise.")
+        abstract: "A sanity check: fit one slice with Adam and watch its loss fall and IoU rise.")
 
-    @Option(help: "Seed-layout data directory.") var data: String
+    @OptionGroup var dataOptions: DataOptions
     @Option(help: "Which pair, in file-name order.") var index = 0
     @Option(help: "Optimizer steps.") var steps = 100
-    @Option(help: "Learning rate (the seed's overfit uses 1e-3).") var lr = 1e-3
+    @Option(help: "Learning rate.") var lr = 1e-3
     @Option(help: "Seed for initialization.") var seed: UInt64 = 0
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -19,6 +19,7 @@ struct Overfit: ParsableCommand {
 
     func run() throws {
         runDistributed(threads: compute) { comm, _ in
+            let data = dataOptions.data
             let dataset = try SeedDataset(directory: data)
             guard index >= 0, index < dataset.count else {
                 throw FormatError(data, "--index \(index) is out of range (\(dataset.count) pairs)")

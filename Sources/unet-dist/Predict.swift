@@ -7,23 +7,35 @@ import Report
 
 struct Predict: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Segment slices (.npy) or NIfTI volumes with a checkpoint: masks, overlay pictures and white/gray matter amounts.")
+        abstract: "Segment slices (.npy) or NIfTI volumes with a checkpoint.",
+        discussion: "Writes masks, overlay pictures and white/gray matter amounts (volumes.csv).")
 
     @Option(help: "A checkpoint (ours or a PyTorch state_dict as safetensors).") var checkpoint: String
-    @Option(parsing: .upToNextOption, help: "Input .npy slices (H x W), directories of them, or NIfTI volumes (.nii, .nii.gz).")
+    @Option(parsing: .upToNextOption,
+            help: "Input .npy slices (H x W), directories of them, or NIfTI volumes (.nii, .nii.gz).")
     var input: [String]
-    @Option(help: "For volumes: segment slice by slice along these axes (comma-separated: axial, coronal, sagittal), averaging the class probabilities of the passes.")
+    @Option(help: ArgumentHelp(
+        "For volumes: segment slice by slice along these axes (comma-separated: axial, coronal, sagittal).",
+        discussion: "The class probabilities of the passes are averaged."))
     var axes = "axial"
     @Option(help: "The same as --axes with one axis.") var axis: String?
-    @Flag(help: "For volumes: also segment each slice flipped up-down and left-right, averaging the probabilities.") var tta = false
-    @Flag(help: "For volumes: keep only each tissue's largest 3-D connected component (6-connected).") var largestComponent = false
-    @Option(help: "For one volume: a label map of the true tissues (with --wm-labels and --gm-labels) to report Dice and volume errors against.")
+    @Flag(help: "For volumes: also segment each slice flipped up-down and left-right, averaging the probabilities.")
+    var tta = false
+    @Flag(help: "For volumes: keep only each tissue's largest 3-D connected component (6-connected).")
+    var largestComponent = false
+    @Option(help: ArgumentHelp(
+        "For one volume: a label map of the true tissues (with --wm-labels and --gm-labels).",
+        discussion: "Dice and volume errors are reported against it."))
     var truth: String?
-    @Option(help: "White-matter values of --truth, comma-separated (default 1, the masks' own code).") var wmLabels = "1"
+    @Option(help: "White-matter values of --truth, comma-separated (default 1, the masks' own code).")
+    var wmLabels = "1"
     @Option(help: "Gray-matter values of --truth, comma-separated (default 2).") var gmLabels = "2"
-    @Option(help: "For one volume: the true white-matter probability map (with --truth-gm), labelled as `prepare` labels.") var truthWm: String?
+    @Option(help: "For one volume: the true white-matter probability map (with --truth-gm), labelled as `prepare` labels.")
+    var truthWm: String?
     @Option(help: "The true gray-matter probability map (with --truth-wm).") var truthGm: String?
-    @Option(help: "For volumes: pad each slice to a square and resize it to this size for the model (the size it was trained at), then map the prediction back; default: the slice as it is.")
+    @Option(help: ArgumentHelp(
+        "For volumes: pad each slice to a square and resize it to this size for the model.",
+        discussion: "The size it was trained at; the prediction is mapped back. Default: the slice as it is."))
     var size: Int?
     @Option(help: "Output directory.") var out: String
     @Flag(help: "Also write each slice's logits (classes x H x W float32 .npy).") var saveLogits = false

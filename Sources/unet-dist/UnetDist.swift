@@ -20,26 +20,6 @@ struct UnetDist: ParsableCommand {
     }
 }
 
-/// Flags every compute subcommand takes.
-struct ComputeOptions: ParsableArguments {
-    @Option(help: "Threads per rank for OpenBLAS (default: the node's cores divided among its ranks).")
-    var threads: Int?
-    @Option(help: ArgumentHelp("With several ranks: a rank that sees no progress (no collective completed, no step begun) for this many seconds prints where it waits and ends the job with status 137, as a dead rank; 0 turns it off.",
-                               valueName: "seconds"))
-    var stallTimeout = 600.0
-
-    func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-        guard stallTimeout >= 0, stallTimeout.isFinite else { throw ValidationError("--stall-timeout must be 0 (off) or positive") }
-    }
-
-    func coresPerRank(_ comm: Communicator) -> Int {
-        max(1, ProcessInfo.processInfo.activeProcessorCount / max(comm.localSize, 1))
-    }
-
-    func resolvedThreads(_ comm: Communicator) -> Int { threads ?? coresPerRank(comm) }
-}
-
 /// Runs a subcommand's work on every rank: one communicator for the process, finalized on every
 /// path; an error becomes one line on stderr from rank 0 and exit status 1 on every rank; a stop
 /// on a signal, after its checkpoint, exit status 75 (`stoppedExitStatus`) on every rank.
@@ -82,20 +62,4 @@ func say(_ comm: Communicator, _ line: String) {
     guard comm.isRoot else { return }
     print(line)
     fflush(stdout)
-}
-
-/// Which model a subcommand builds: the seed's UNet or its ResNet-18 UNet, at the seed's widths
-/// unless told otherwise.
-struct ModelOptions: ParsableArguments {
-    @Option(help: "unet (the seed's UNet) or unet-resnet (the seed's UNet with a ResNet-18 encoder).")
-    var model = "unet"
-    @Option(help: "Base width; the others double from it (default: the seed's, 16 for unet, 64 for unet-resnet).")
-    var width: Int?
-
-    func validate() throws {
-        guard ModelKind(rawValue: model) != nil else { throw ValidationError("--model must be unet or unet-resnet") }
-        if let width, width < 1 { throw ValidationError("--width must be at least 1") }
-    }
-
-    var config: ModelConfig { ModelConfig(ModelKind(rawValue: model)!, width: width) }
 }
