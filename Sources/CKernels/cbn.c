@@ -28,6 +28,7 @@ AVX512 static void sums_avx512(const float *x, long n, double out[2]) {
 }
 #endif
 
+// x: [n] contiguous floats of one channel; out: {sum x, sum x^2}.
 void cbn_sums(const float *x, long n, double out[2], int avx512) {
 #if HAVE_AVX512
     if (avx512) return sums_avx512(x, n, out);
@@ -97,6 +98,8 @@ AVX512 static void gradient_sums_avx512(const float *dy, const float *x, int mas
 }
 #endif
 
+// dy, x: [n] contiguous floats of one channel; scale, shift, mean, invstd: that
+// channel's; out: {sum g, sum g * xhat}.
 void cbn_gradient_sums(const float *dy, const float *x, int masked, float scale, float shift,
                        long n, float mean, float invstd, double out[2], int avx512) {
 #if HAVE_AVX512
@@ -140,6 +143,7 @@ AVX512 static void output_avx512(float *y, const float *x, long n, float scale, 
 }
 #endif
 
+// y, x: [n] contiguous floats of one channel (y may be x); scale, shift: that channel's.
 void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512) {
 #if HAVE_AVX512
     if (avx512) return output_avx512(y, x, n, scale, shift, relu);
@@ -170,6 +174,8 @@ AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float
 }
 #endif
 
+// dx, dy, x: [n] contiguous floats of one channel; the other arguments: that
+// channel's statistics and gradient sums.
 void cbn_input_gradient(float *dx, const float *dy, const float *x, int masked, float scale,
                         float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
                         int avx512) {
@@ -197,6 +203,7 @@ AVX512 static double sum_avx512(const float *x, long n) {
 }
 #endif
 
+// x: [n] contiguous floats of one channel (a row of dy, for the bias gradient).
 double cbn_sum(const float *x, long n, int avx512) {
 #if HAVE_AVX512
     if (avx512) return sum_avx512(x, n);

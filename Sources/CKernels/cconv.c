@@ -5,6 +5,7 @@
 
 // Only the AVX512 functions are built for AVX-512; the Swift side calls them after cconv_available().
 
+_Static_assert(CCONV3X3_BLOCK_FLOATS == TAPS * OB, "a packed block is TAPS x OB floats per input channel");
 
 int cconv_available(void) {
 #if HAVE_AVX512
@@ -15,6 +16,8 @@ int cconv_available(void) {
 #endif
 }
 
+// Shapes: w is [O, C, 3, 3] (PyTorch). packed is [ceil(P / OB), Q, TAPS, OB] with P, Q = O, C
+// (or C, O for the adjoint), zero past output P; TAPS * OB = CCONV3X3_BLOCK_FLOATS.
 size_t cconv3x3_packed_count(int outputs, int inputs) {
     return (size_t)((outputs + OB - 1) / OB) * (size_t)inputs * TAPS * OB;
 }
@@ -42,7 +45,8 @@ void cconv3x3_pack(float *packed, const float *w, int O, int C, int adjoint) {
 /// `clean` (a constant where it is inlined): every vector is sixteen pixels whose three input
 /// rows are inside the image. Then only the left taps (of a row's first vector) and the right
 /// taps (of its last) need masks, six that stay in mask registers through the channel loop; the
-/// general case reloads 27 masks per channel, which costs about 15% of this kernel's time.
+/// general case reloads 27 masks per channel, a noticeable part of this kernel's time
+/// (docs/kernel-notes.md).
 AVX512 static INLINE void forward_tile(float *y, const float *x, const float *wb, const float *bias, int outputs,
                                        int inputs, size_t plane, const ptrdiff_t d[TAPS], const Vec v[TV],
                                        int accumulate, const int clean, const int tv) {
@@ -89,12 +93,15 @@ AVX512 static INLINE void forward_tile(float *y, const float *x, const float *wb
         for (int s = 0; s < tv; s++) _mm512_mask_storeu_ps(y + o * plane + v[s].offset, v[s].store, acc[o][s]);
 }
 
+// x: [inputs, height, width] and y: [outputs, height, width], one image, planes contiguous;
+// packed: blocks of [inputs, TAPS, OB] floats, block_stride apart; bias: [outputs] or NULL.
+// Writes (or adds to) y's rows [row0, row1).
 AVX512 void cconv3x3_forward(float *y, const float *x, const float *packed, size_t block_stride, const float *bias,
                              int inputs, int outputs, int height, int width, int row0, int row1, int accumulate) {
     size_t plane = (size_t)height * width;
     // Vectors are rows' pieces, or runs of sixteen pixels across rows where rows would leave much
     // of a vector empty: planes narrower than a vector, and rows of up to four vectors whose last
-    // is partial (49 wide: 0.84 of the time, 25: 0.80; 98 wide: 1.03, so not there).
+    // is partial; wider rows gain nothing from it (docs/kernel-notes.md).
     int narrow = width < LANES || (width % LANES != 0 && width < 4 * LANES);
     int per_row = (width + LANES - 1) / LANES;
     long pixels0 = (long)row0 * width, pixels1 = (long)row1 * width;
@@ -180,6 +187,8 @@ AVX512 static INLINE void weight_grad_block(float *dw, size_t ldw, const float *
         for (int t = 0; t < TAPS; t++) dw[p * ldw + t] += _mm512_reduce_add_ps(acc[p][t]);
 }
 
+// dy: images x [outputs, height, width], dy_image floats apart; x: images x [inputs, height,
+// width], x_image apart; dw: outputs rows ldw apart, each [inputs, TAPS], added to.
 AVX512 void cconv3x3_weight_grad(float *dw, size_t ldw, const float *dy, const float *x, int inputs, int outputs,
                                  int height, int width, int row0, int row1, int images, size_t dy_image,
                                  size_t x_image) {
@@ -201,6 +210,8 @@ AVX512 void cconv3x3_weight_grad(float *dw, size_t ldw, const float *dy, const f
     }
 }
 
+// t: [images, row1 - row0 + 2, width + 2, padded_channels], pixel-major with a border of one
+// pixel (zero outside the image); x: images x [channels, height, width], x_image floats apart.
 size_t cconv3x3_rows_count(int images, int padded_channels, int width, int row0, int row1) {
     return (size_t)images * (size_t)(row1 - row0 + 2) * (size_t)(width + 2) * (size_t)padded_channels;
 }
@@ -279,6 +290,9 @@ AVX512 static void weight_grad_tiles(float *g, size_t g_row, const float *dy, in
     }
 }
 
+// dy: [images, rows + 2, width + 2, padded_outputs] and t: [images, rows + 2, width + 2,
+// padded_channels], as cconv3x3_unfold_rows writes them; g: [TAPS, outputs, padded_channels],
+// added to.
 AVX512 void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outputs, const float *t, int images,
                                       int padded_channels, int outputs, int width, int row0, int row1) {
     int cp = padded_channels, op = padded_outputs, pw = width + 2, rows = row1 - row0;
@@ -302,6 +316,7 @@ AVX512 void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outp
 
 #endif
 
+// g: [TAPS, outputs, padded_channels]; dw: outputs rows ldw apart, each [inputs, TAPS], added to.
 void cconv3x3_weight_grad_add(float *dw, size_t ldw, const float *g, int inputs, int padded_channels, int outputs) {
     for (int o = 0; o < outputs; o++)
         for (int c = 0; c < inputs; c++)
@@ -309,6 +324,8 @@ void cconv3x3_weight_grad_add(float *dw, size_t ldw, const float *g, int inputs,
                 dw[o * ldw + c * TAPS + tap] += g[((size_t)tap * outputs + o) * padded_channels + c];
 }
 
+// a: [m, k], rows lda apart ([k, m] when transposed); packed: [ceil(m / OB), k, OB], zero past
+// row m.
 size_t cgemm_packed_count(int m, int k) { return (size_t)((m + OB - 1) / OB) * (size_t)k * OB; }
 
 void cgemm_pack(float *packed, const float *a, size_t lda, int m, int k, int transposed) {
@@ -323,6 +340,8 @@ void cgemm_pack(float *packed, const float *a, size_t lda, int m, int k, int tra
 }
 
 #if HAVE_AVX512
+// packed: A (m x k) from cgemm_pack; b: [k, n], rows ldb apart; c: [m, n], rows ldc apart,
+// assigned.
 AVX512 void cgemm_narrow(float *c, size_t ldc, const float *packed, const float *b, size_t ldb, int m, int n, int k) {
     // Columns outside, row blocks inside: a tile of B (k x 48) stays in L1 for every block of A.
     for (int j = 0; j < n; j += TV * LANES) {

@@ -44,6 +44,8 @@ AVX512 static double bce_avx512(float *dlogits, const float *logits, const float
 }
 #endif
 
+// logits, targets, dlogits: [n] floats in one layout (N x C x H x W, flattened); dlogits may
+// be NULL (no gradient).
 double closs_bce_with_logits(float *dlogits, const float *logits, const float *targets, long n, float grad_scale,
                              int avx512) {
 #if HAVE_AVX512

@@ -36,6 +36,7 @@ AVX512 static INLINE void join_columns(float *p, int n, __m512 even, __m512 odd,
     _mm512_mask_storeu_ps(p + LANES, mhi, hi);
 }
 
+// x: [height, width], one plane, row-major; y: [height / 2, width / 2].
 AVX512 void cpool2_forward(float *y, const float *x, int height, int width) {
     int oh = height / 2, ow = width / 2;
     for (int oy = 0; oy < oh; oy++) {
@@ -50,6 +51,7 @@ AVX512 void cpool2_forward(float *y, const float *x, int height, int width) {
     }
 }
 
+// x, dx: [height, width], one plane, row-major; dy: [height / 2, width / 2].
 AVX512 void cpool2_backward(float *dx, const float *dy, const float *x, int height, int width, int accumulate) {
     int oh = height / 2, ow = width / 2;
     const __m512 zero = _mm512_setzero_ps();

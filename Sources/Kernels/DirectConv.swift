@@ -97,13 +97,14 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
 #if arch(x86_64)
     let packed = workspace.floats(s.packedCount)
     cconv3x3_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
-    let plane = height * width, blockStride = s.inC * 72
+    let block = Int(CCONV3X3_BLOCK_FLOATS)
+    let plane = height * width, blockStride = s.inC * block
     let inputs = Parts(x, channels: s.inC)
     let plan = DirectPlan(batch: batch, height: height, width: width)
     plan.forEach { _, images, rows in
         for n in images {
             inputs.forEach { tensor, channels, first, i in
-                cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * 72, blockStride,
+                cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block, blockStride,
                                  i == 0 ? bias : nil, Int32(channels), Int32(s.outC), Int32(height), Int32(width),
                                  Int32(rows.lowerBound), Int32(rows.upperBound), i == 0 ? 0 : 1)
             }
@@ -135,8 +136,7 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     precondition(f == nil || (unfolded && x.b == nil), "an affine ReLU input needs the unfolded weight gradient")
     let cp = (s.inC + 15) / 16 * 16, op = (s.outC + 15) / 16 * 16
     // A thread's copies of x's and dy's rows stay within about 1 MiB, in its L2 through the nine
-    // taps' passes: past that the weight gradient runs at half speed (64 -> 128 channels at
-    // 16 x 16: 79 GFLOP/s on 2048-pixel bands, 172 on 1024).
+    // taps' passes: past that the weight gradient runs at about half speed (docs/kernel-notes.md).
     let plan = DirectPlan(batch: batch, height: height, width: width,
                           pixels: unfolded ? min(directPixels, max(256, (1 << 18) / (cp + op))) : directPixels)
     let threads = min(computeThreads, plan.items)
@@ -157,7 +157,7 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
         if cp > s.inC { (base + gCount + s.outC).update(repeating: 0, count: xCount) }
         if op > s.outC { (base + gCount + s.outC + xCount).update(repeating: 0, count: dyCount) }
     }
-    let adjointStride = s.outC * 72
+    let adjointStride = s.outC * Int(CCONV3X3_BLOCK_FLOATS)
     let inputs = Parts(x, channels: s.inC)
     let outputs = dx.map { Parts($0, channels: s.inC) }
     plan.forEach { t, images, rows in

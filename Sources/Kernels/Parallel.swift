@@ -40,7 +40,8 @@ nonisolated(unsafe) private var pool: WorkerPool?
 
 /// Worker threads that wait for the next parallel loop by spinning for a short while before they
 /// sleep. A training step runs a few hundred loops of a millisecond or less; waking a sleeping
-/// thread for each (as DispatchQueue.concurrentPerform does) cost 70-90 us apiece here.
+/// thread for each (as DispatchQueue.concurrentPerform does) costs tens of microseconds apiece
+/// (docs/kernel-notes.md).
 final class WorkerPool: @unchecked Sendable {
     private let workers: Int
     /// Bumped once per loop; a worker runs chunk (its index + 1) of each new generation.
@@ -56,10 +57,9 @@ final class WorkerPool: @unchecked Sendable {
     private let sleep = NSCondition()
 
     /// Spins of a worker before it sleeps: about 1 ms, longer than the serial work between the
-    /// loops of a step (a worker woken from sleep joins a loop 70-90 us late, and the caller
-    /// waits for it at the end), short enough not to hold a core long once a step is done. 50 us
-    /// before: steps at 128x128 on 2 threads took 0.93 of the time with 1 ms (medians of 16
-    /// alternated runs; 11 of the 16 faster).
+    /// loops of a step (a worker woken from sleep joins a loop late, and the caller waits for it
+    /// at the end), short enough not to hold a core long once a step is done
+    /// (docs/kernel-notes.md).
     private static let spins = 400_000
 
     init(workers: Int) {

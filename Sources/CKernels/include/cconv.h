@@ -13,6 +13,9 @@
 /// 1 where the CPU runs AVX-512F (the kernels below may be called), else 0.
 int cconv_available(void);
 
+/// Floats per input channel in one block of packed weights: nine taps times eight outputs.
+enum { CCONV3X3_BLOCK_FLOATS = 9 * 8 };
+
 /// Floats `cconv3x3_pack` writes for a convolution with `outputs` and `inputs` channels.
 size_t cconv3x3_packed_count(int outputs, int inputs);
 
