@@ -8,6 +8,8 @@ import CKernels
 /// line up with im2col's rows.
 public struct Conv2dShape: Equatable {
     public var inC: Int, outC: Int, kernel: Int, stride: Int, padding: Int
+    /// How a banded convolution of this shape cuts its work.
+    public var tuning = KernelTuning()
     public init(inC: Int, outC: Int, kernel: Int, stride: Int = 1, padding: Int = 0) {
         self.inC = inC; self.outC = outC; self.kernel = kernel; self.stride = stride; self.padding = padding
     }
@@ -39,10 +41,10 @@ public struct Conv2dShape: Equatable {
     /// gradient as a convolution of dy with the flipped kernel (no col2im).
     var isBanded: Bool { stride == 1 && kernel > 1 && 2 * padding == kernel - 1 }
 
-    /// Output rows per band: a band's column matrix holds about `bandFloats` floats.
+    /// Output rows per band: a band's column matrix holds about `tuning.bandFloats` floats.
     func bandRows(height: Int, width: Int) -> Int {
         let k = max(inC, outC) * kernel * kernel
-        let inCache = bandFloats / max(k * width, 1), wideEnough = (minBandColumns + width - 1) / width
+        let inCache = tuning.bandFloats / max(k * width, 1), wideEnough = (tuning.minBandColumns + width - 1) / width
         return max(1, min(height, max(inCache, wideEnough)))
     }
 
@@ -52,7 +54,7 @@ public struct Conv2dShape: Equatable {
         let k = max(inC, outC) * kernel * kernel
         guard bandRows(height: height, width: width) == height else { return 1 }
         let plane = height * width
-        return max(1, bandFloats / max(k * plane, 1), (minBandColumns + plane - 1) / plane)
+        return max(1, tuning.bandFloats / max(k * plane, 1), (tuning.minBandColumns + plane - 1) / plane)
     }
 
     /// Per thread: one band's columns, a band of outputs for grouped images, a private
@@ -67,13 +69,6 @@ public struct Conv2dShape: Equatable {
         computeThreads * bandedPerThread(height: height, width: width) + weightCount
     }
 }
-
-/// Floats in one band of the column matrix (512 KiB: the band is written and read back in cache).
-nonisolated(unsafe) public var bandFloats = 1 << 17
-/// Columns a band's GEMM gets at least, even where its column matrix then outgrows the cache:
-/// wide layers at low resolution (512 channels at 8x8) would otherwise make GEMMs a few dozen
-/// columns wide, far below what OpenBLAS's kernels need to run at speed.
-nonisolated(unsafe) public var minBandColumns = 512
 
 /// y = conv(x, weight) + bias. With `statistics` (where `statisticsParts` is not 0), also the
 /// per-channel sums of y and y^2 in parts (see `statisticsParts`).
@@ -179,7 +174,8 @@ public func conv2dBackwardConcat(da: UnsafeMutablePointer<Float>, db: UnsafeMuta
 
 /// Adds bias[c] to `count` values of each channel c, whose rows start `stride` apart.
 @inline(__always)
-func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, channels: Int, count: Int, stride: Int) {
+func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, channels: Int, count: Int,
+                    stride: Int) {
     for c in 0..<channels {
         let row = y + c * stride, v = bias[c]
         for i in 0..<count { row[i] += v }
@@ -187,7 +183,8 @@ func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Floa
 }
 
 /// sums[r] += sum of row r (rows `stride` apart), accumulated in Double so long rows keep their precision.
-func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows: Int, columns: Int, stride: Int? = nil) {
+func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows: Int, columns: Int,
+                stride: Int? = nil) {
     for r in 0..<rows { sums[r] += Float(cbn_sum(m + r * (stride ?? columns), columns, avx512Kernels ? 1 : 0)) }
 }
 

@@ -19,7 +19,8 @@ final class Conv2d {
     /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
     private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil) -> UnsafeMutablePointer<Double>? {
         guard ctx.training && feedsBatchNorm else { return nil }
-        let parts = runsBF16(ctx, split: split) ? self.shape.bf16StatisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+        let parts = runsBF16(ctx, split: split) ? self.shape.bf16StatisticsParts(batch: shape.n, height: shape.h,
+                                                                                 width: shape.w)
             : self.shape.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
         return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC) : nil
     }
@@ -51,12 +52,12 @@ final class Conv2d {
             if bf16 {
                 conv2dForwardBF16(output.data, x.data, weight: ctx.store.param(weight),
                                   bias: bias.map { ctx.store.param($0) }, batch: x.shape.n, height: x.shape.h,
-                                  width: x.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+                                  width: x.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)
                 return
             }
             conv2dForward(output.data, x.data, weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
-                          batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape, workspace: ctx.workspace,
-                          statistics: sums)
+                          batch: x.shape.n, height: x.shape.h, width: x.shape.w, shape.tuned(ctx.tuning),
+                          workspace: ctx.workspace, statistics: sums)
         }
         return output
     }
@@ -85,13 +86,14 @@ final class Conv2d {
                 conv2dBackwardBF16(dxA: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
                                    dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x.data,
                                    weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
-                                   width: x.shape.w, shape, workspace: ctx.workspace, inputAffineReLU: affine)
+                                   width: x.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace,
+                                   inputAffineReLU: affine)
                 return
             }
             conv2dBackward(dx: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
                            dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x: x.data,
                            weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
-                           width: x.shape.w, shape, workspace: ctx.workspace, inputAffineReLU: affine)
+                           width: x.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, inputAffineReLU: affine)
         }
         return inputGrad
     }
@@ -111,12 +113,12 @@ extension Conv2d {
             if bf16 {
                 conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
                                   bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
-                                  width: a.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+                                  width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)
                 return
             }
             conv2dForwardConcat(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
                                 bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
-                                width: a.shape.w, shape, workspace: ctx.workspace, statistics: sums)
+                                width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)
         }
         return output
     }
@@ -133,13 +135,13 @@ extension Conv2d {
                 conv2dBackwardBF16(dxA: da.data, dxB: db.data, dweight: ctx.store.grad(weight),
                                    dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
                                    b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
-                                   width: a.shape.w, shape, workspace: ctx.workspace)
+                                   width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace)
                 return
             }
             conv2dBackwardConcat(da: da.data, db: db.data, dweight: ctx.store.grad(weight),
                                  dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
                                  b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
-                                 width: a.shape.w, shape, workspace: ctx.workspace)
+                                 width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace)
         }
     }
 }

@@ -13,6 +13,8 @@ public final class LayerContext {
     /// The convolutions' arithmetic: with bf16, the 3x3 convolutions that `runsBF16` take bf16
     /// operands and sum in float32; parameters, gradients and activations stay float32.
     public var precision = Precision.fp32
+    /// How the banded convolutions cut their work (`bench` varies it).
+    public var tuning = KernelTuning()
     /// Input gradients of every Conv2d and ConvTranspose2d and of every BatchNorm2d, shared: each
     /// is read only by the backward of the layer before it, which writes the other one
     /// (conv -> BN -> conv ...). An up block's padded-gradient step borrows the BN one.

@@ -35,8 +35,6 @@ struct Bench: ParsableCommand {
             let sgemm = sgemmSize > 0 ? measureSGEMM(size: sgemmSize, threads: 1) : 0
             setComputeThreads(threads)
             setBLASThreads(1)
-            if let bandFloats { Kernels.bandFloats = max(1, bandFloats) }
-            if let minBandColumns { Kernels.minBandColumns = max(1, minBandColumns) }
             if let directPixels { Kernels.directPixels = max(1, directPixels) }
             // vdpbf16ps's single-thread peak beside it (0 without AVX512_BF16).
             let bf16Peak = sgemmSize > 0 ? measureBF16Peak() : 0
@@ -44,7 +42,11 @@ struct Bench: ParsableCommand {
             let steps = timeSteps(setup, comm)
             let r = BenchResult(steps, setup, comm, sgemm: sgemm, bf16Peak: bf16Peak, threads: threads)
             guard comm.isRoot else { return }
-            if json { try printJSON(r, comm: comm, threads: threads) } else { printText(r, comm: comm, threads: threads) }
+            if json {
+                try printJSON(r, comm: comm, threads: threads)
+            } else {
+                printText(r, comm: comm, threads: threads)
+            }
         }
     }
 
@@ -61,6 +63,9 @@ struct Bench: ParsableCommand {
     func makeSetup(_ comm: Communicator) -> Setup {
         let net = makeModel(modelOptions.config, seed: 0)
         let precisionLine = precision.apply(to: net)
+        let defaults = KernelTuning()
+        net.context.tuning = KernelTuning(bandFloats: bandFloats ?? defaults.bandFloats,
+                                          minBandColumns: minBandColumns ?? defaults.minBandColumns)
         let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
         let classes = net.config.classes, plane = size * size
         let images = Tensor(Shape(local, net.config.inChannels, size, size))
@@ -96,7 +101,8 @@ struct Bench: ParsableCommand {
     /// One warm-up step, then `steps` timed ones.
     func timeSteps(_ s: Setup, _ comm: Communicator) -> StepTimes {
         let settings = OptimizerSettings(kind: .adam, lr: 3e-4)
-        _ = s.net.trainStep(images: s.images, targets: s.targets, globalCount: batchSize, comm: comm, optimizer: settings)
+        _ = s.net.trainStep(images: s.images, targets: s.targets, globalCount: batchSize, comm: comm,
+                            optimizer: settings)
         s.recorder.recording = false
         s.profile.reset()
         // Each step's time, and its seconds in collectives: under mpirun mostly waiting for
@@ -106,7 +112,8 @@ struct Bench: ParsableCommand {
         for _ in 0..<steps {
             comm.barrier()
             let t0 = LayerProfile.now(), c0 = s.profile.collectiveSeconds
-            _ = s.net.trainStep(images: s.images, targets: s.targets, globalCount: batchSize, comm: comm, optimizer: settings)
+            _ = s.net.trainStep(images: s.images, targets: s.targets, globalCount: batchSize, comm: comm,
+                                optimizer: settings)
             t.times.append(LayerProfile.now() - t0)
             t.waits.append(s.profile.collectiveSeconds - c0)
         }
@@ -122,7 +129,8 @@ struct Bench: ParsableCommand {
             "ranks": comm.size, "threads": threads, "blas_core": blasCoreName, "avx512_kernels": avx512Kernels,
             "images_per_s": r.imagesPerSecond, "step_ms": r.stepSeconds * 1000,
             "step_ms_all": r.times.map { $0 * 1000 }, "cpu_ms_per_step": r.cpuPerStep * 1000,
-            "gflops": r.stepGflops, "conv_gflops": r.convGflops, "conv_gflop_per_step": r.flops * Double(comm.size) / 1e9,
+            "gflops": r.stepGflops, "conv_gflops": r.convGflops,
+            "conv_gflop_per_step": r.flops * Double(comm.size) / 1e9,
             "sgemm_gflops": r.sgemm, "peak_rss_mb": r.maxRSS, "peak_rss_mb_total": r.totalRSS,
             "collectives_ms_max": r.collectiveMax, "collectives_ms_by_rank": r.waitsByRank,
             "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
@@ -150,14 +158,18 @@ struct Bench: ParsableCommand {
         func pad(_ name: String) -> String { "  " + name + String(repeating: " ", count: max(0, 18 - name.count)) }
         print("ms per step, rank 0   forward   backward")
         for k in LayerProfile.Kind.allCases {
-            print(pad(k.name) + String(format: " %8.1f %10.1f", r.forward[k.rawValue] * 1000, r.backward[k.rawValue] * 1000))
+            print(pad(k.name) + String(format: " %8.1f %10.1f", r.forward[k.rawValue] * 1000,
+                                       r.backward[k.rawValue] * 1000))
         }
-        print(pad("total") + String(format: " %8.1f %10.1f", r.forward.reduce(0, +) * 1000, r.backward.reduce(0, +) * 1000))
+        print(pad("total") + String(format: " %8.1f %10.1f", r.forward.reduce(0, +) * 1000,
+                                    r.backward.reduce(0, +) * 1000))
         print(String(format: "conv FLOP/step  %.1f GFLOP (conv and conv-transpose, forward and backward)",
                      r.flops * Double(comm.size) / 1e9))
-        print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", r.convGflops, r.stepGflops))
+        print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", r.convGflops,
+                     r.stepGflops))
         print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", r.sgemm, sgemmSize, sgemmSize))
-        print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); conv layers at %.0f%% of it x %d threads",
+        print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); "
+                     + "conv layers at %.0f%% of it x %d threads",
                      r.bf16Peak, 100 * r.convShare, threads))
         if let line = r.precisionLine { print("precision       " + line) }
         print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", r.maxRSS, r.totalRSS))

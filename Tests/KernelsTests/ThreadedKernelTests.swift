@@ -19,7 +19,7 @@ final class ThreadedKernelTests: XCTestCase {
     /// (threads, band floats) settings to compare, the first being the reference.
     let settings = [(1, 1 << 18), (2, 1 << 18), (1, 64), (3, 64), (2, 200)]
 
-    override func tearDown() { setComputeThreads(1); bandFloats = 1 << 18; minBandColumns = 512 }
+    override func tearDown() { setComputeThreads(1) }
 
     /// torch.cat([a, b], 1) of NCHW tensors with `sa` and `sb` floats per image.
     func interleave(_ a: [Float], _ sa: Int, _ b: [Float], _ sb: Int, images: Int) -> [Float] {
@@ -34,13 +34,14 @@ final class ThreadedKernelTests: XCTestCase {
     /// An up block's convolution over torch.cat([a, b], 1) read where a and b lie equals the
     /// convolution of the materialized concatenation, in grouped, banded and threaded settings.
     func testConvolutionOfAConcatenationNeverStored() {
-        let conv = Conv2dShape(inC: 5, outC: 4, kernel: 3, padding: 1)
+        let shape = Conv2dShape(inC: 5, outC: 4, kernel: 3, padding: 1)
         let ca = 2, cb = 3, n = 3, h = 9, w = 7, plane = h * w
         let a = random(n * ca * plane), b = random(n * cb * plane)
         let joined = interleave(a, ca * plane, b, cb * plane, images: n)
-        let weight = random(conv.weightCount, scale: 0.3), bias = random(4), dy = random(n * 4 * plane)
+        let weight = random(shape.weightCount, scale: 0.3), bias = random(4), dy = random(n * 4 * plane)
         for (threads, band, columns) in [(1, 1 << 18, 512), (2, 40, 1), (3, 1 << 18, 1), (1, 60, 8)] {
-            setComputeThreads(threads); bandFloats = band; minBandColumns = columns
+            setComputeThreads(threads)
+            let conv = shape.tuned(KernelTuning(bandFloats: band, minBandColumns: columns))
             let ws = Workspace()
             var y = [Float](repeating: 0, count: dy.count), ySplit = y
             conv2dForward(&y, joined, weight: weight, bias: bias, batch: n, height: h, width: w, conv, workspace: ws)
@@ -71,12 +72,14 @@ final class ThreadedKernelTests: XCTestCase {
                       Conv2dShape(inC: 4, outC: 6, kernel: 1, stride: 2),
                       Conv2dShape(inC: 6, outC: 3, kernel: 1),
                       Conv2dShape(inC: 6, outC: 5, kernel: 3, padding: 1)]
-        for conv in shapes {
+        for shape in shapes {
+            let conv = shape
             let xs = Shape(5, conv.inC, 13, 9), ys = conv.outputShape(xs)
             let x = random(xs.count), w = random(conv.weightCount, scale: 0.3), b = random(conv.outC), dy = random(ys.count)
             var reference: [[Float]] = []
             for (threads, columns) in [(1, 512), (2, 512), (3, 1), (2, 40), (1, 100_000)] {
-                setComputeThreads(threads); minBandColumns = columns
+                setComputeThreads(threads)
+                let conv = shape.tuned(KernelTuning(minBandColumns: columns))
                 let ws = Workspace()
                 var y = [Float](repeating: 0, count: ys.count)
                 conv2dForward(&y, x, weight: w, bias: b, batch: xs.n, height: xs.h, width: xs.w, conv, workspace: ws)
@@ -94,9 +97,9 @@ final class ThreadedKernelTests: XCTestCase {
     }
 
     func testConvAndConvTransposeAndBatchNorm() {
-        let conv = Conv2dShape(inC: 3, outC: 5, kernel: 3, padding: 1)
-        let xs = Shape(3, 3, 11, 7), ys = conv.outputShape(xs)
-        let x = random(xs.count), w = random(conv.weightCount, scale: 0.3), b = random(5), dy = random(ys.count)
+        let shape = Conv2dShape(inC: 3, outC: 5, kernel: 3, padding: 1)
+        let xs = Shape(3, 3, 11, 7), ys = shape.outputShape(xs)
+        let x = random(xs.count), w = random(shape.weightCount, scale: 0.3), b = random(5), dy = random(ys.count)
         let up = ConvTranspose2dShape(inC: 5, outC: 2)
         let us = up.outputShape(ys)
         let wu = random(up.weightCount, scale: 0.3), bu = random(2), dyu = random(us.count)
@@ -104,7 +107,8 @@ final class ThreadedKernelTests: XCTestCase {
         let gamma = random(5), beta = random(5)
         var reference: [[Float]] = []
         for (threads, band) in settings {
-            setComputeThreads(threads); bandFloats = band
+            setComputeThreads(threads)
+            let conv = shape.tuned(KernelTuning(bandFloats: band))
             let ws = Workspace()
             var y = [Float](repeating: 0, count: ys.count)
             conv2dForward(&y, x, weight: w, bias: b, batch: xs.n, height: xs.h, width: xs.w, conv, workspace: ws)

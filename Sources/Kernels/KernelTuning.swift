@@ -1,0 +1,25 @@
+/// How the banded convolutions cut their work: the model context holds one (the defaults, in
+/// training), `bench` sets it from its hidden flags, and tests pass small ones to exercise many
+/// bands. Any setting gives the same results up to the order of float additions.
+public struct KernelTuning: Equatable {
+    /// Floats in one band of the column matrix (512 KiB: the band is written and read back in cache).
+    public var bandFloats: Int
+    /// Columns a band's GEMM gets at least, even where its column matrix then outgrows the cache:
+    /// wide layers at low resolution (512 channels at 8x8) would otherwise make GEMMs a few dozen
+    /// columns wide, far below what OpenBLAS's kernels need to run at speed.
+    public var minBandColumns: Int
+
+    public init(bandFloats: Int = 1 << 17, minBandColumns: Int = 512) {
+        self.bandFloats = max(1, bandFloats)
+        self.minBandColumns = max(1, minBandColumns)
+    }
+}
+
+extension Conv2dShape {
+    /// This shape computed with `tuning`.
+    public func tuned(_ tuning: KernelTuning) -> Conv2dShape {
+        var s = self
+        s.tuning = tuning
+        return s
+    }
+}
