@@ -33,7 +33,8 @@ void cconv3x3_pack(float *packed, const float *w, int O, int C, int adjoint) {
                     // The adjoint's output p is the layer's input channel, its input q the layer's
                     // output channel, and its taps run backwards.
                     if (p < P)
-                        v = adjoint ? w[((size_t)q * C + p) * TAPS + (TAPS - 1 - t)] : w[((size_t)p * C + q) * TAPS + t];
+                        v = adjoint ? w[((size_t)q * C + p) * TAPS + (TAPS - 1 - t)]
+                                    : w[((size_t)p * C + q) * TAPS + t];
                     packed[(((size_t)b * Q + q) * TAPS + t) * OB + j] = v;
                 }
 }
@@ -119,7 +120,8 @@ AVX512 void cconv3x3_forward(float *y, const float *x, const float *packed, size
                 long k = i + s;
                 int oy = (int)(k / per_row), ox = (int)(k % per_row) * LANES;
                 if (k >= end) nothing(&v[s]);
-                else if (narrow) describe_pixels(&v[s], pixels0 + k * LANES, (int)(pixels1 - pixels0 - k * LANES), height, width);
+                else if (narrow) describe_pixels(&v[s], pixels0 + k * LANES, (int)(pixels1 - pixels0 - k * LANES),
+                                                 height, width);
                 else describe(&v[s], oy, ox, height, width);
                 clean &= k < end && oy > 0 && oy + 1 < height && ox + LANES <= width;
             }
@@ -240,7 +242,8 @@ AVX512 void cconv3x3_unfold_rows(float *t, const float *x, size_t x_image, int i
                         for (int i = 0; i < nc; i++) v[i] = bn_relu(v[i], scale[c0 + i], shift[c0 + i], inside);
                     transpose16(v);
                     __mmask16 lanes = low_lanes(nc);
-                    for (int j = 0; j < pixels; j++) _mm512_mask_storeu_ps(trow + (size_t)(px + j) * cp + c0, lanes, v[j]);
+                    for (int j = 0; j < pixels; j++) _mm512_mask_storeu_ps(trow + (size_t)(px + j) * cp + c0, lanes,
+                                                                           v[j]);
                 }
             }
         }

@@ -17,7 +17,8 @@ AVX512 static INLINE __m512 swift_max(__m512 x, __m512 y) {
 AVX512 static INLINE void split_columns(const float *p, int n, __m512 *even, __m512 *odd) {
     const __m512i e = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i o = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    __m512 lo = _mm512_maskz_loadu_ps(low_lanes(2 * n), p), hi = _mm512_maskz_loadu_ps(low_lanes(2 * n - LANES), p + LANES);
+    __m512 lo = _mm512_maskz_loadu_ps(low_lanes(2 * n), p), hi = _mm512_maskz_loadu_ps(low_lanes(2 * n - LANES),
+                                                                                       p + LANES);
     *even = _mm512_permutex2var_ps(lo, e, hi);
     *odd = _mm512_permutex2var_ps(lo, o, hi);
 }

@@ -13,7 +13,9 @@ extension Communicator {
     public func agree(on error: Error?) -> String? {
         var failed = [Double](repeating: 0, count: size)
         if error != nil { failed[rank] = 1 }
-        failed.withUnsafeMutableBufferPointer { allreduceSum($0.baseAddress!, count: size, what: "agreement on errors") }
+        failed.withUnsafeMutableBufferPointer {
+            allreduceSum($0.baseAddress!, count: size, what: "agreement on errors")
+        }
         guard let first = failed.firstIndex(where: { $0 > 0 }) else { return nil }
         let message = rank == first ? (first == 0 ? "\(error!)" : "rank \(first): \(error!)") : ""
         return String(decoding: broadcast(Data(message.utf8), root: first, what: "error message"), as: UTF8.self)

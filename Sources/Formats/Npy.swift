@@ -18,7 +18,9 @@ public struct NpyArray {
 
     public init(data: Data, path: String) throws {
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
-        guard data.count >= 10, Array(data.prefix(6)) == magic else { throw FormatError(path, "not a .npy file (bad magic)") }
+        guard data.count >= 10, Array(data.prefix(6)) == magic else {
+            throw FormatError(path, "not a .npy file (bad magic)")
+        }
         let major = data[data.startIndex + 6]
         let headerLength: Int, headerStart: Int
         switch major {
@@ -33,7 +35,8 @@ public struct NpyArray {
             throw FormatError(path, "unsupported .npy version \(major)")
         }
         guard data.count >= headerStart + headerLength else { throw FormatError(path, "truncated .npy header") }
-        let headerBytes = data.subdata(in: data.startIndex + headerStart ..< data.startIndex + headerStart + headerLength)
+        let headerStartIndex = data.startIndex + headerStart
+        let headerBytes = data.subdata(in: headerStartIndex ..< headerStartIndex + headerLength)
         guard let header = String(data: headerBytes, encoding: major == 3 ? .utf8 : .isoLatin1) else {
             throw FormatError(path, "unreadable .npy header")
         }
@@ -50,7 +53,8 @@ public struct NpyArray {
         }
         // Every .npy this program reads is an image or a mask (or a stack of them).
         if let side = shape.first(where: { $0 > maxImageSide }) {
-            throw FormatError(path, ".npy shape \(shape) has a dimension of \(side), above the largest image side \(maxImageSide)")
+            throw FormatError(path, ".npy shape \(shape) has a dimension of \(side), above the largest image side "
+                              + "\(maxImageSide)")
         }
         let quoted = descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\" "))
         guard let kindChar = quoted.dropFirst().first, let size = Int(quoted.dropFirst(2)) else {
@@ -73,7 +77,8 @@ public struct NpyArray {
             throw FormatError(path, ".npy shape \(shape) \(quoted) is too large (its size overflows 64 bits)")
         }
         guard data.endIndex - start >= total else {
-            throw FormatError(path, "truncated .npy data: \(shape) \(quoted) needs \(total) bytes, file has \(data.endIndex - start)")
+            throw FormatError(path, "truncated .npy data: \(shape) \(quoted) needs \(total) bytes, file has "
+                              + "\(data.endIndex - start)")
         }
         let count = total / size
         var bytes = data.subdata(in: start ..< start + total)
@@ -82,7 +87,8 @@ public struct NpyArray {
                 for i in 0..<count {
                     let p = raw.baseAddress! + i * size
                     for j in 0..<size / 2 { let t = p.load(fromByteOffset: j, as: UInt8.self)
-                        p.storeBytes(of: p.load(fromByteOffset: size - 1 - j, as: UInt8.self), toByteOffset: j, as: UInt8.self)
+                        p.storeBytes(of: p.load(fromByteOffset: size - 1 - j, as: UInt8.self), toByteOffset: j,
+                                     as: UInt8.self)
                         p.storeBytes(of: t, toByteOffset: size - 1 - j, as: UInt8.self) }
                 }
             }
@@ -139,7 +145,8 @@ public struct NpyArray {
                 for c in 0..<count {
                     var f = 0
                     for d in 0..<shape.count { f += index[d] * fStrides[d] }
-                    (dst.baseAddress! + c * elementSize).copyMemory(from: src.baseAddress! + f * elementSize, byteCount: elementSize)
+                    (dst.baseAddress! + c * elementSize).copyMemory(from: src.baseAddress! + f * elementSize,
+                                                                    byteCount: elementSize)
                     var d = shape.count - 1
                     while d >= 0 { index[d] += 1; if index[d] < shape[d] { break }; index[d] = 0; d -= 1 }
                 }

@@ -24,7 +24,9 @@ public struct SafeTensors {
     public init(path: String) throws { try self.init(data: try readFile(path), path: path) }
 
     public init(data: Data, path: String) throws {
-        guard data.count >= 8 else { throw FormatError(path, "not a safetensors file (shorter than its 8-byte header length)") }
+        guard data.count >= 8 else {
+            throw FormatError(path, "not a safetensors file (shorter than its 8-byte header length)")
+        }
         let n = data.prefix(8).enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         guard n <= UInt64(data.count - 8) else {
             throw FormatError(path, "truncated or not a safetensors file (header of \(n) bytes, file of \(data.count))")
@@ -38,15 +40,20 @@ public struct SafeTensors {
         var spans: [String: (String, [Int], Int, Int)] = [:]
         for (name, value) in header {
             if name == "__metadata__" {
-                guard let meta = value as? [String: String] else { throw FormatError(path, "corrupt safetensors metadata") }
+                guard let meta = value as? [String: String] else {
+                    throw FormatError(path, "corrupt safetensors metadata")
+                }
                 metadata = meta
                 continue
             }
             guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int], offsets.count == 2 else {
+                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int],
+                  offsets.count == 2 else {
                 throw FormatError(path, "corrupt safetensors entry for tensor \(name)")
             }
-            guard let size = Self.elementSize[dtype] else { throw FormatError(path, "tensor \(name) has unsupported dtype \(dtype)") }
+            guard let size = Self.elementSize[dtype] else {
+                throw FormatError(path, "tensor \(name) has unsupported dtype \(dtype)")
+            }
             guard shape.allSatisfy({ $0 >= 0 }), offsets[0] >= 0, offsets[0] <= offsets[1] else {
                 throw FormatError(path, "tensor \(name) has a bad shape \(shape) or data_offsets \(offsets)")
             }
@@ -54,7 +61,8 @@ public struct SafeTensors {
                 throw FormatError(path, "tensor \(name): shape \(shape) is too large (its size overflows 64 bits)")
             }
             guard offsets[1] - offsets[0] == bytes else {
-                throw FormatError(path, "tensor \(name): shape \(shape) does not match its \(offsets[1] - offsets[0]) bytes")
+                throw FormatError(path,
+                                  "tensor \(name): shape \(shape) does not match its \(offsets[1] - offsets[0]) bytes")
             }
             spans[name] = (dtype, shape, offsets[0], offsets[1])
         }
@@ -81,8 +89,14 @@ public struct SafeTensors {
             switch e.dtype {
             case "F32": return (0..<e.count).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
             case "F64": return (0..<e.count).map { Float(raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self)) }
-            case "F16": return (0..<e.count).map { Float(float16Bits: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
-            case "BF16": return (0..<e.count).map { Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) << 16) }
+            case "F16":
+                return (0..<e.count).map {
+                    Float(float16Bits: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))
+                }
+            case "BF16":
+                return (0..<e.count).map {
+                    Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) << 16)
+                }
             default: throw FormatError(path, "tensor \(name) is \(e.dtype), expected a floating-point type")
             }
         }
@@ -92,7 +106,9 @@ public struct SafeTensors {
     public func doubles(_ name: String, path: String = "") throws -> [Double] {
         let e = try entry(name, path: path)
         if e.dtype == "F64" {
-            return e.bytes.withUnsafeBytes { raw in (0..<e.count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) } }
+            return e.bytes.withUnsafeBytes { raw in
+                (0..<e.count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) }
+            }
         }
         return try floats(name, path: path).map(Double.init)
     }
@@ -134,7 +150,8 @@ public struct SafeTensors {
         for name in names {
             let e = entries[name]!
             let shape = e.shape.map(String.init).joined(separator: ",")
-            parts.append("\(jsonQuote(name)):{\"dtype\":\"\(e.dtype)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}")
+            parts.append("\(jsonQuote(name)):{\"dtype\":\"\(e.dtype)\",\"shape\":[\(shape)],"
+                         + "\"data_offsets\":[\(offset),\(offset + e.bytes.count)]}")
             offset += e.bytes.count
         }
         var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The seed's data layout: DIR/MRIs/<name>_<ix>.npy (float images) paired with
+/// The data layout of docs/design.md, section 3: DIR/MRIs/<name>_<ix>.npy (float images) paired with
 /// DIR/Segmentations/segm_<ix>.npy (class masks), in the order of the image file names.
 public struct SeedDataset {
     public struct Pair: Equatable {
@@ -28,7 +28,9 @@ public struct SeedDataset {
             let stem = name.dropLast(4)
             let ix = stem.split(separator: "_", omittingEmptySubsequences: false).last!
             let mask = "\(masks)/segm_\(ix).npy"
-            guard fm.fileExists(atPath: mask) else { throw FormatError("\(images)/\(name)", "has no mask (expected \(mask))") }
+            guard fm.fileExists(atPath: mask) else {
+                throw FormatError("\(images)/\(name)", "has no mask (expected \(mask))")
+            }
             return Pair(image: "\(images)/\(name)", mask: mask)
         }
     }
@@ -53,7 +55,8 @@ public struct Sample {
             throw FormatError(pair.image, "image has shape \(img.shape), expected H x W")
         }
         guard hw.allSatisfy({ $0 >= minImageSide }) else {
-            throw FormatError(pair.image, "image is \(hw[0])x\(hw[1]), smaller than the \(minImageSide)x\(minImageSide) the models take")
+            throw FormatError(pair.image, "image is \(hw[0])x\(hw[1]), smaller than the "
+                              + "\(minImageSide)x\(minImageSide) the models take")
         }
         let mask = try NpyArray(path: pair.mask)
         guard mask.count == img.count, Array(mask.shape.drop(while: { $0 == 1 }).suffix(2)) == hw else {

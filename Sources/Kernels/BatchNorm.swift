@@ -9,7 +9,9 @@ public protocol StatisticsReducer: AnyObject {
 
 public struct BatchNormShape {
     public var batch: Int, channels: Int, spatial: Int
-    public init(batch: Int, channels: Int, spatial: Int) { self.batch = batch; self.channels = channels; self.spatial = spatial }
+    public init(batch: Int, channels: Int, spatial: Int) {
+        self.batch = batch; self.channels = channels; self.spatial = spatial
+    }
     public init(_ s: Shape) { self.init(batch: s.n, channels: s.c, spatial: s.spatial) }
 }
 
@@ -125,7 +127,9 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
 @inline(__always)
 func sumAndSquares(_ p: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
     var out = (0.0, 0.0)
-    withUnsafeMutableBytes(of: &out) { cbn_sums(p, n, $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0) }
+    withUnsafeMutableBytes(of: &out) {
+        cbn_sums(p, n, $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0)
+    }
     return out
 }
 

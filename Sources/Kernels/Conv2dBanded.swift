@@ -40,7 +40,8 @@ extension ChannelBlocks where Pointer == UnsafeMutablePointer<Float> {
     /// Channel c of image n, of a tensor of `channels` channels.
     func plane(image n: Int, channel c: Int, channels: Int, plane: Int) -> UnsafeMutablePointer<Float> {
         guard let b else { return a + (n * channels + c) * plane }
-        return c < channelsA ? a + (n * channelsA + c) * plane : b + (n * (channels - channelsA) + c - channelsA) * plane
+        return c < channelsA ? a + (n * channelsA + c) * plane
+            : b + (n * (channels - channelsA) + c - channelsA) * plane
     }
 }
 
@@ -127,7 +128,8 @@ func conv2dBackwardBanded(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
 /// The banded backward pass's buffers and its two kinds of work item: a group of whole images
 /// side by side (small planes) or one band of an image's output rows.
 private struct BandedBackward {
-    let dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dy: UnsafePointer<Float>, x: ChannelBlocks<UnsafePointer<Float>>
+    let dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dy: UnsafePointer<Float>
+    let x: ChannelBlocks<UnsafePointer<Float>>
     let s: Conv2dShape, batch: Int, height: Int, width: Int
     /// The im2col windows of x and of dy as the input of the adjoint convolution (outC channels,
     /// padding k - 1 - p, which is p).

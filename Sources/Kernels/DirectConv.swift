@@ -104,7 +104,8 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
     plan.forEach { _, images, rows in
         for n in images {
             inputs.forEach { tensor, channels, first, i in
-                cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block, blockStride,
+                cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block,
+                                 blockStride,
                                  i == 0 ? bias : nil, Int32(channels), Int32(s.outC), Int32(height), Int32(width),
                                  Int32(rows.lowerBound), Int32(rows.upperBound), i == 0 ? 0 : 1)
             }

@@ -1,20 +1,24 @@
 import CKernels
 
-/// ReLU in place (PyTorch's inplace=True, as the seed uses it).
+/// ReLU in place (PyTorch's inplace=True, as docs/design.md, section 1 uses it).
 public func reluForward(_ x: UnsafeMutablePointer<Float>, count: Int) {
     for i in 0..<count { x[i] = max(x[i], 0) }
 }
 
 /// dx = dy where the ReLU's output y was positive; dx may alias dy.
-public func reluBackward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, y: UnsafePointer<Float>, count: Int) {
+public func reluBackward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, y: UnsafePointer<Float>,
+                         count: Int) {
     for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
 }
 
 /// MaxPool2d(2): 2x2 windows at stride 2; an odd last row or column is dropped (floor).
-public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, planes: Int, height: Int, width: Int) {
+public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, planes: Int, height: Int,
+                            width: Int) {
     let oh = height / 2, ow = width / 2
     if avx512Kernels {
-        return parallelFor(planes) { p in cpool2_forward(y + p * oh * ow, x + p * height * width, Int32(height), Int32(width)) }
+        return parallelFor(planes) { p in
+            cpool2_forward(y + p * oh * ow, x + p * height * width, Int32(height), Int32(width))
+        }
     }
     parallelFor(planes) { p in
         let src = x + p * height * width, dst = y + p * oh * ow
@@ -49,7 +53,8 @@ public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<
     let oh = height / 2, ow = width / 2
     if avx512Kernels {
         return parallelFor(planes) { p in
-            cpool2_backward(dx + p * height * width, dy + p * oh * ow, x + p * height * width, Int32(height), Int32(width),
+            cpool2_backward(dx + p * height * width, dy + p * oh * ow, x + p * height * width, Int32(height),
+                            Int32(width),
                             accumulate ? 1 : 0)
         }
     }
@@ -78,7 +83,8 @@ public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<
 }
 
 /// Adds `top` rows and `left` columns of zeros at the top/left of every plane, or, where negative,
-/// cuts that many away: the seed's F.pad(up, (d, 0, d, 0)) before the skip concatenation.
+/// cuts that many away: F.pad(up, (d, 0, d, 0)) before the skip concatenation
+/// (docs/design.md, section 1).
 public func padTopLeftForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, planes: Int,
                               height: Int, width: Int, top: Int, left: Int) {
     let oh = height + top, ow = width + left

@@ -65,9 +65,10 @@ public enum DiceLoss {
 
     /// Adds this rank's sums into `sums`: [I_0..I_{C-1}, P_0.., T_0..] (3 x classes Doubles).
     /// `logits` and `targets` are N x classes x spatial.
-    public static func addSums(_ sums: UnsafeMutablePointer<Double>, logits: UnsafePointer<Float>, targets: UnsafePointer<Float>,
-                               batch: Int, classes: Int, spatial: Int, softmax: Bool) {
-        withProbabilities(logits: logits, batch: batch, classes: classes, spatial: spatial, softmax: softmax) { n, i, p in
+    public static func addSums(_ sums: UnsafeMutablePointer<Double>, logits: UnsafePointer<Float>,
+                               targets: UnsafePointer<Float>, batch: Int, classes: Int, spatial: Int, softmax: Bool) {
+        withProbabilities(logits: logits, batch: batch, classes: classes, spatial: spatial,
+                          softmax: softmax) { n, i, p in
             for c in 0..<classes {
                 let t = Double(targets[(n * classes + c) * spatial + i]), q = Double(p[c])
                 sums[c] += q * t; sums[classes + c] += q; sums[2 * classes + c] += t
@@ -85,10 +86,12 @@ public enum DiceLoss {
     /// Adds weight x d(loss)/d(logits) of this rank's share into `dlogits`, from the global sums.
     /// dL/dp_c = -(2 t (P_c + T_c + s) - (2 I_c + s)) / (C (P_c + T_c + s)^2), then through the
     /// sigmoid (p (1 - p)) or the softmax (p_k (g_k - sum_c p_c g_c)).
-    public static func addGradient(_ dlogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>, targets: UnsafePointer<Float>,
-                                   sums: UnsafePointer<Double>, batch: Int, classes: Int, spatial: Int, softmax: Bool, weight: Double) {
+    public static func addGradient(_ dlogits: UnsafeMutablePointer<Float>, logits: UnsafePointer<Float>,
+                                   targets: UnsafePointer<Float>, sums: UnsafePointer<Double>, batch: Int, classes: Int,
+                                   spatial: Int, softmax: Bool, weight: Double) {
         withUnsafeTemporaryAllocation(of: Double.self, capacity: classes) { g in
-            withProbabilities(logits: logits, batch: batch, classes: classes, spatial: spatial, softmax: softmax) { n, i, p in
+            withProbabilities(logits: logits, batch: batch, classes: classes, spatial: spatial,
+                              softmax: softmax) { n, i, p in
                 var pg = 0.0
                 for c in 0..<classes {
                     let i_c = sums[c], d = sums[classes + c] + sums[2 * classes + c] + smooth
@@ -106,7 +109,8 @@ public enum DiceLoss {
     }
 
     /// Calls `body(image, pixel, probabilities)` for every pixel, in a fixed order.
-    private static func withProbabilities(logits: UnsafePointer<Float>, batch: Int, classes: Int, spatial: Int, softmax: Bool,
+    private static func withProbabilities(logits: UnsafePointer<Float>, batch: Int, classes: Int, spatial: Int,
+                                          softmax: Bool,
                                           _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: classes) { p in
             let p = p.baseAddress!

@@ -33,10 +33,14 @@ public struct Augmentation: Equatable {
     }
 
     /// Transforms one image and its labels in place (the labels only geometrically).
-    public func apply(image: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<UInt8>, height h: Int, width w: Int,
+    public func apply(image: UnsafeMutablePointer<Float>, labels: UnsafeMutablePointer<UInt8>, height h: Int,
+                      width w: Int,
                       scratch: inout [Float], labelScratch: inout [UInt8]) {
         let n = h * w
-        if scratch.count < n { scratch = [Float](repeating: 0, count: n); labelScratch = [UInt8](repeating: 0, count: n) }
+        if scratch.count < n {
+            scratch = [Float](repeating: 0, count: n)
+            labelScratch = [UInt8](repeating: 0, count: n)
+        }
         for i in 0..<n { scratch[i] = image[i]; labelScratch[i] = labels[i] }
         for r in 0..<h {
             for c in 0..<w {

@@ -24,8 +24,8 @@ public final class Batch {
         for (slot, index) in pairs.enumerated() {
             let sample = try Sample(data.pairs[index], classes: classes)
             guard sample.height == height, sample.width == width else {
-                throw FormatError(data.pairs[index].image,
-                                  "image is \(sample.height)x\(sample.width), the data set's first is \(height)x\(width)")
+                throw FormatError(data.pairs[index].image, "image is \(sample.height)x\(sample.width), "
+                                  + "the data set's first is \(height)x\(width)")
             }
             (images.data + slot * plane).update(from: sample.image, count: plane)
             labels.replaceSubrange(slot * plane ..< (slot + 1) * plane, with: sample.labels)
@@ -35,7 +35,7 @@ public final class Batch {
                                          height: height, width: width, scratch: &scratch, labelScratch: &labelScratch)
                 }
             }
-            // One-hot targets built on the fly, as the seed's Dataset does.
+            // One-hot targets built on the fly, as the specification's Dataset builds them (docs/design.md, section 1).
             let t = targets.data + slot * classes * plane
             for c in 0..<classes {
                 let row = t + c * plane

@@ -20,8 +20,9 @@ extension Trainer {
     public func loadBatch(_ global: ArraySlice<Int>, epoch: Int = 1, into target: Batch? = nil) throws {
         let mine = share(global, rank: comm.rank, size: comm.size).map { trainIndices[$0] }
         let seed = config.seed
-        try (target ?? batch).load(mine, from: data, height: size.h, width: size.w,
-                                   augment: config.augment ? { Augmentation(seed: seed, epoch: epoch, sample: $0) } : nil)
+        let augment: ((Int) -> Augmentation)?
+        augment = config.augment ? { Augmentation(seed: seed, epoch: epoch, sample: $0) } : nil
+        try (target ?? batch).load(mine, from: data, height: size.h, width: size.w, augment: augment)
     }
 
     /// Starts reading this rank's share of `global` (a global batch or a micro-batch of it) into

@@ -106,7 +106,8 @@ final class BatchNorm2d {
             if globalCount > 0 { s.counters[counter] += 1 }
         } else {
             batchNormEvalForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
-                                 runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar), BatchNormShape(x.shape))
+                                 runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
+                                 BatchNormShape(x.shape))
             if relu { reluForward(output.data, count: output.count) }
         }
         return output

@@ -1,7 +1,7 @@
 import Foundation
 import Kernels
 
-/// The seed's conv3x3_bn: Conv2d(3x3, padding 1) -> BatchNorm2d -> ReLU (in place).
+/// conv3x3_bn (docs/design.md, section 1): Conv2d(3x3, padding 1) -> BatchNorm2d -> ReLU (in place).
 final class ConvBNReLU {
     let conv: Conv2d
     let bn: BatchNorm2d
@@ -27,7 +27,8 @@ final class ConvBNReLU {
     }
 }
 
-/// Two conv3x3_bn in a row, optionally after a MaxPool2d(2): the seed's first block and encoder_conv.
+/// Two conv3x3_bn in a row, optionally after a MaxPool2d(2): the first block and encoder_conv
+/// (docs/design.md, section 1).
 final class ConvBlock {
     let pooled: Bool
     let first: ConvBNReLU, second: ConvBNReLU
@@ -67,7 +68,8 @@ final class ConvBlock {
     /// Returns dx; a pooled block adds its dx into `skipGrad` (the gradient its input already
     /// has from an up block) and returns that.
     @discardableResult
-    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true, addingTo skipGrad: Tensor? = nil) -> Tensor {
+    func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true,
+                  addingTo skipGrad: Tensor? = nil) -> Tensor {
         let g = second.bn.backward(dy, ctx)
         let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
         if pooled { poolInput(ctx) }
@@ -82,7 +84,7 @@ final class ConvBlock {
     }
 }
 
-/// The seed's deconv: ConvTranspose2d(2, stride 2) on x, padded or cropped at the top/left to
+/// deconv (docs/design.md, section 1): ConvTranspose2d(2, stride 2) on x, padded or cropped at the top/left to
 /// the skip's size, concatenated after the skip, then two conv3x3_bn. The first convolution
 /// reads the skip and the padded up-sampling where they lie: the concatenation is never stored.
 final class UpBlock {
@@ -116,7 +118,7 @@ final class UpBlock {
     private func upsampleAndPad(_ ctx: LayerContext) -> Tensor {
         upShape = upsample.shape.outputShape(input.shape)
         // The seed pads width by the height difference and height by the width difference
-        // (F.pad's order); the two are equal whenever the seed's own concatenation works.
+        // (F.pad's order); the two are equal whenever the specified concatenation works.
         top = skip.shape.h - upShape.h; left = skip.shape.w - upShape.w
         let padded = ctx.sharedUpsampled
         padded.reshape(Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w))

@@ -60,7 +60,7 @@ public struct CheckpointInfo: Equatable {
 }
 
 extension SegmentationModel {
-    /// The model's tensors under the seed's PyTorch state_dict() names.
+    /// The model's tensors under the PyTorch state_dict() names of docs/design.md, section 3.
     public func stateDict() -> SafeTensors {
         var st = SafeTensors()
         for v in store.parameters {
@@ -81,14 +81,17 @@ extension SegmentationModel {
             for (i, state) in names.enumerated() {
                 let base = i == 0 ? store.firstMoment : store.secondMoment
                 for v in store.parameters {
-                    st.set("optimizer.\(state).\(v.name)", floats: UnsafeBufferPointer(start: base + v.offset, count: v.count),
+                    st.set("optimizer.\(state).\(v.name)",
+                           floats: UnsafeBufferPointer(start: base + v.offset, count: v.count),
                            shape: v.shape)
                 }
             }
             // One count, as long as every parameter has taken every step; per tensor after a freeze.
             st.set("optimizer.step", int64s: [Int64(store.steps.max() ?? 0)], shape: [])
             if Set(store.steps).count > 1 {
-                for (v, n) in zip(store.parameters, store.steps) { st.set("optimizer.step.\(v.name)", int64s: [Int64(n)], shape: []) }
+                for (v, n) in zip(store.parameters, store.steps) {
+                    st.set("optimizer.step.\(v.name)", int64s: [Int64(n)], shape: [])
+                }
             }
         }
         st.metadata = info.metadata
@@ -103,7 +106,9 @@ extension SegmentationModel {
         let info = try CheckpointInfo(metadata: st.metadata, path: path)
         // A plain PyTorch state_dict names no model; its tensors must fit all the same.
         let kind = config.kind.rawValue
-        guard st.metadata["model"] == nil || info.model == kind else { throw FormatError(path, "is a \(info.model) checkpoint, not \(kind)") }
+        guard st.metadata["model"] == nil || info.model == kind else {
+            throw FormatError(path, "is a \(info.model) checkpoint, not \(kind)")
+        }
         func read(_ name: String, _ shape: [Int], into p: UnsafeMutablePointer<Float>) throws {
             let e = try st.entry(name, path: path)
             guard e.shape == shape else {
@@ -139,7 +144,7 @@ extension SegmentationModel {
 extension UNetResNet {
     /// Loads ImageNet weights of torchvision's resnet18 (its own state_dict names, as
     /// tools/convert_resnet18.py writes them) into the encoder. A stem conv for another number of
-    /// input channels is kept as initialized, as the seed does. Returns whether the stem was loaded.
+    /// input channels is kept as initialized (docs/design.md, section 1). Returns whether the stem was loaded.
     @discardableResult
     public func loadPretrained(_ st: SafeTensors, path: String) throws -> Bool {
         let prefix = "encoder."
@@ -157,7 +162,8 @@ extension UNetResNet {
                 return
             }
             guard shape == v.shape else {
-                throw FormatError(path, "tensor \(key) has shape \(shape), the encoder of width \(config.width) needs \(v.shape)")
+                throw FormatError(path, "tensor \(key) has shape \(shape), the encoder of width \(config.width) "
+                                  + "needs \(v.shape)")
             }
             let values = try st.floats(key, path: path)
             p.update(from: values, count: values.count)

@@ -11,7 +11,8 @@ public struct EpochRecord {
 
     static let header = "epoch,loss,iou,test_loss,test_iou,test_iou_wm,test_iou_gm,dice,seconds,images_per_s,lr"
     var csv: String {
-        let fields = [String(epoch)] + [loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice].map { String(format: "%.6f", $0) }
+        let fields = [String(epoch)]
+            + [loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice].map { String(format: "%.6f", $0) }
             + [String(format: "%.2f", seconds), String(format: "%.2f", imagesPerSecond), String(format: "%.6g", lr)]
         return fields.joined(separator: ",")
     }
@@ -20,7 +21,8 @@ public struct EpochRecord {
 extension EpochRecord {
     var json: String {
         String(format: "{\"epoch\": %d, \"loss\": %.6f, \"iou\": %.6f, \"test_loss\": %.6f, \"test_iou\": %.6f, "
-               + "\"test_iou_wm\": %.6f, \"test_iou_gm\": %.6f, \"dice\": %.6f, \"seconds\": %.2f, \"images_per_s\": %.2f, \"lr\": %.6g}",
+               + "\"test_iou_wm\": %.6f, \"test_iou_gm\": %.6f, \"dice\": %.6f, \"seconds\": %.2f, "
+               + "\"images_per_s\": %.2f, \"lr\": %.6g}",
                epoch, loss, iou, testLoss, testIoU, testIoUWM, testIoUGM, dice, seconds, imagesPerSecond, lr)
     }
 

@@ -5,7 +5,8 @@ import Kernels
 
 /// Scores a model in eval mode on the given pairs, sharded over the ranks; every rank returns the
 /// combined sums. Makes exactly one collective call, so ranks with no pairs still join it.
-public func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int, size: (h: Int, w: Int),
+public func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int,
+                     size: (h: Int, w: Int),
                      batch: Batch, comm: Communicator) throws -> ScoreSums {
     try evaluate(model, data: data, indices: indices, batchSize: batchSize, size: size, batch: batch, comm: comm,
                  perImage: nil).sums
@@ -58,8 +59,10 @@ public struct ImageScores {
 /// index order, so that any number of ranks gives one rank's figures exactly.
 public func evaluateImages(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int,
                            size: (h: Int, w: Int), batch: Batch, comm: Communicator,
-                           spacing: @escaping (Int) -> (rows: Double, columns: Double)) throws -> (ScoreSums, [ImageScores]) {
-    let r = try evaluate(model, data: data, indices: indices, batchSize: batchSize, size: size, batch: batch, comm: comm,
+                           spacing: @escaping (Int) -> (rows: Double, columns: Double))
+    throws -> (ScoreSums, [ImageScores]) {
+    let r = try evaluate(model, data: data, indices: indices, batchSize: batchSize, size: size, batch: batch,
+                         comm: comm,
                          perImage: spacing)
     return (r.sums, r.images)
 }
@@ -68,7 +71,8 @@ public func evaluateImages(_ model: SegmentationModel, data: SeedDataset, indice
 /// allreduce, the figures gathered from every rank in one broadcast each.
 func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], batchSize: Int, size: (h: Int, w: Int),
               batch: Batch, comm: Communicator,
-              perImage spacing: ((Int) -> (rows: Double, columns: Double))?) throws -> (sums: ScoreSums, images: [ImageScores]) {
+              perImage spacing: ((Int) -> (rows: Double, columns: Double))?)
+    throws -> (sums: ScoreSums, images: [ImageScores]) {
     let wasTraining = model.training
     model.training = false
     defer { model.training = wasTraining }
@@ -86,9 +90,11 @@ func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], bat
             let lossSum = bceWithLogits(dlogits: nil, logits: logits.data, targets: batch.targets.data,
                                         count: logits.count, gradScale: 0)
             batch.labels.withUnsafeBufferPointer {
-                sums.add(logits: logits.data, labels: $0.baseAddress!, batch: chunk.count, spatial: plane, lossSum: lossSum)
+                sums.add(logits: logits.data, labels: $0.baseAddress!, batch: chunk.count, spatial: plane,
+                         lossSum: lossSum)
             }
-            let predicted = spacing == nil ? [] : classMasks(logits.data, count: chunk.count, classes: classes, spatial: plane)
+            let predicted = spacing == nil ? [] : classMasks(logits.data, count: chunk.count, classes: classes,
+                                                             spatial: plane)
             for (slot, index) in chunk.enumerated() where spacing != nil {
                 var s = ImageScores(index: index, dice: [], iou: [], hd95: [], asd: [])
                 for c in 0..<(classes - 1) {
@@ -108,12 +114,15 @@ func evaluate(_ model: SegmentationModel, data: SeedDataset, indices: [Int], bat
             Watchdog.progress()
         }
     }
-    sums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "test scores") }
+    sums.values.withUnsafeMutableBufferPointer {
+        comm.allreduceSum($0.baseAddress!, count: $0.count, what: "test scores")
+    }
     // The shards are contiguous and in rank order: concatenated, in index order.
     var all: [ImageScores] = []
     for r in 0..<comm.size where spacing != nil {
         let text = comm.broadcast(Data(mine.map(\.encoded).joined(separator: "\n").utf8), root: r)
-        all += String(decoding: text, as: UTF8.self).split(separator: "\n").compactMap { ImageScores(encoded: $0, classes: classes - 1) }
+        all += String(decoding: text, as: UTF8.self).split(separator: "\n")
+            .compactMap { ImageScores(encoded: $0, classes: classes - 1) }
     }
     return (sums, all)
 }

@@ -17,7 +17,8 @@ public struct Interrupted: Error, CustomStringConvertible {
 
     public var description: String {
         let name = signal == 0 ? "a stop signal on another rank" : (signalNames[signal] ?? "signal \(signal)")
-        let position = stepInEpoch == 0 ? "after epoch \(epoch - 1)" : "at epoch \(epoch), step \(stepInEpoch)/\(stepsPerEpoch)"
+        let position = stepInEpoch == 0 ? "after epoch \(epoch - 1)"
+            : "at epoch \(epoch), step \(stepInEpoch)/\(stepsPerEpoch)"
         return "stopped on \(name) \(position); wrote \(checkpoint); continue with --resume \(checkpoint)"
     }
 }
@@ -46,7 +47,8 @@ struct EpochSums: Equatable {
             guard kv.count == 2 else { return nil }
             fields[String(kv[0].filter { $0 != "\"" })] = kv[1]
         }
-        guard let loss = fields["loss_sum"].flatMap({ Double($0) }), let iou = fields["iou_sum"].flatMap({ Double($0) }),
+        guard let loss = fields["loss_sum"].flatMap({ Double($0) }),
+              let iou = fields["iou_sum"].flatMap({ Double($0) }),
               let steps = fields["steps"].flatMap({ Int($0) })
         else { return nil }
         self.loss = loss; self.iou = iou; self.steps = steps
@@ -60,13 +62,15 @@ extension TrainConfig {
     /// as a straight one; `--patience` only decides where a run ends, as `--max-steps` does.
     /// `--threads` stays: the per-thread partial sums change the bits.
     /// config.json keeps every flag.
-    static let notInCheckpoint: Set<String> = ["runDir", "resume", "overwrite", "quiet", "maxSteps", "checkpointEvery", "patience"]
+    static let notInCheckpoint: Set<String> = ["runDir", "resume", "overwrite", "quiet", "maxSteps", "checkpointEvery",
+                                               "patience"]
 
     /// The settings that determine training, as sorted-key JSON.
     public var checkpointJSON: String {
         var object = (try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]) ?? [:]
         for key in Self.notInCheckpoint { object.removeValue(forKey: key) }
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        guard let data = try? JSONSerialization.data(withJSONObject: object,
+                                                     options: [.sortedKeys, .withoutEscapingSlashes])
         else { return json }
         return String(decoding: data, as: UTF8.self)
     }
@@ -77,7 +81,8 @@ extension TrainConfig {
 func removeAbandonedTemporaryFiles(in dir: String) {
     let fm = FileManager.default
     guard let names = try? fm.contentsOfDirectory(atPath: dir) else { return }
-    for name in names where name.hasPrefix(".") && name.range(of: #"\.tmp-[0-9]+$"#, options: .regularExpression) != nil {
+    for name in names where name.hasPrefix(".") && name.range(of: #"\.tmp-[0-9]+$"#,
+                                                              options: .regularExpression) != nil {
         try? fm.removeItem(atPath: dir + "/" + name)
     }
 }
@@ -88,7 +93,9 @@ func removeAbandonedTemporaryFiles(in dir: String) {
 extension Trainer {
     /// `last.safetensors` at a step boundary inside an epoch: a resume continues from the next step.
     func saveMidEpochCheckpoint() throws {
-        try comm.rootDoes { try writeFileAtomically(model.checkpoint(info), to: config.runDir + "/checkpoints/last.safetensors") }
+        try comm.rootDoes {
+            try writeFileAtomically(model.checkpoint(info), to: config.runDir + "/checkpoints/last.safetensors")
+        }
     }
 
     /// Saves the position (and the epoch's sums so far) and ends the run on every rank.

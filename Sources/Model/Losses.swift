@@ -33,7 +33,8 @@ public enum LossKind: String, Codable, CaseIterable {
 /// `scratch` holds the Dice gradient meanwhile; `sums` the Dice sums, added over the ranks with
 /// one allreduce (run through `collective`, which may time it), on every rank alike.
 public func lossAndGradient(_ kind: LossKind, logits: Tensor, targets: Tensor, labels: UnsafePointer<UInt8>?,
-                            globalCount: Int, microCount: Int, comm: Communicator, scratch: Tensor, sums: inout [Double],
+                            globalCount: Int, microCount: Int, comm: Communicator, scratch: Tensor,
+                            sums: inout [Double],
                             collective: (() -> Void) -> Void = { $0() }) -> Double {
     let n = logits.shape.n, classes = logits.shape.c, plane = logits.shape.spatial
     let elements = Double(globalCount * classes * plane)
@@ -60,7 +61,8 @@ public func lossAndGradient(_ kind: LossKind, logits: Tensor, targets: Tensor, l
                                gradScale: Float(1 / elements))
     case .ce:
         // Cross-entropy is a mean over pixels, not over pixels x classes.
-        share += Double(classes) * softmaxCrossEntropy(dlogits: logits.data, logits: logits.data, classes: labels!, batch: n,
+        share += Double(classes) * softmaxCrossEntropy(dlogits: logits.data, logits: logits.data, classes: labels!,
+                                                       batch: n,
                                                        channels: classes, spatial: plane,
                                                        gradScale: Float(1 / Double(globalCount * plane)))
     case nil:

@@ -1,6 +1,6 @@
 import Kernels
 
-/// Running sums of per-image scores: the seed's IoU (sigmoid > 0.5 against the one-hot mask,
+/// Running sums of per-image scores: the IoU of docs/design.md, section 1 (sigmoid > 0.5 against the one-hot mask,
 /// per image and class, background skipped, (inter + 1e-6) / (union + 1e-6)), Dice likewise,
 /// and the BCE loss. Laid out as one Double vector so ranks combine them with one allreduce.
 public struct ScoreSums {

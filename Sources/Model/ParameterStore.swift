@@ -11,7 +11,7 @@ public struct TensorView {
 /// One allocation each for parameters, gradients and the optimizer's two moments, so that a
 /// data-parallel gradient sum is a single allreduce; a second for BN running statistics.
 ///
-/// Names and shapes are those of the seed's PyTorch `state_dict()`.
+/// Names and shapes are PyTorch's `state_dict()` ones (docs/design.md, section 3).
 public final class ParameterStore {
     public private(set) var parameters: [TensorView] = []
     public private(set) var buffers: [TensorView] = []

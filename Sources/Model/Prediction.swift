@@ -13,7 +13,8 @@ public final class Predictor {
 
     /// Logits (N x classes x H x W, owned by the model until the next call) and class masks for
     /// `count` images of H x W stored one after another in `images`.
-    public func predict(_ images: UnsafeBufferPointer<Float>, count: Int, height: Int, width: Int) -> (logits: Tensor, masks: [UInt8]) {
+    public func predict(_ images: UnsafeBufferPointer<Float>, count: Int, height: Int,
+                        width: Int) -> (logits: Tensor, masks: [UInt8]) {
         input.reshape(Shape(count, model.config.inChannels, height, width))
         input.data.update(from: images.baseAddress!, count: input.count)
         let logits = model.forward(input)
@@ -21,7 +22,7 @@ public final class Predictor {
     }
 }
 
-/// The seed's prediction: per pixel, the class with the largest logit (the first on ties).
+/// The prediction (docs/design.md, section 1): per pixel, the class with the largest logit (the first on ties).
 /// `logits` are count x classes x spatial; the result count x spatial.
 public func classMasks(_ logits: UnsafePointer<Float>, count: Int, classes: Int, spatial: Int) -> [UInt8] {
     var masks = [UInt8](repeating: 0, count: count * spatial)

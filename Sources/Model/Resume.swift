@@ -17,34 +17,42 @@ struct ResumePlan: Equatable {
         let savedSteps = saved.stepsPerEpoch ?? stepsPerEpoch
         stepInEpoch = saved.stepsPerEpoch != nil ? saved.stepInEpoch : saved.step - saved.epoch * stepsPerEpoch
         guard saved.stepsPerEpoch != nil || (0..<stepsPerEpoch).contains(stepInEpoch) else {
-            throw FormatError(path, "its position (step \(saved.step), \(saved.epoch) epochs) does not fit \(stepsPerEpoch) steps per epoch")
+            throw FormatError(path, "its position (step \(saved.step), \(saved.epoch) epochs) does not fit "
+                              + "\(stepsPerEpoch) steps per epoch")
         }
         let next = completedEpochs + 1
         if stepInEpoch == 0 {
             guard completedEpochs < c.epochs else {
                 throw FormatError(path, completedEpochs == c.epochs
-                    ? "the run is finished (\(completedEpochs) of \(c.epochs) epochs); pass --epochs above \(completedEpochs) to train further"
+                    ? "the run is finished (\(completedEpochs) of \(c.epochs) epochs); pass --epochs above "
+                        + "\(completedEpochs) to train further"
                     : "holds \(completedEpochs) completed epochs, more than --epochs \(c.epochs)")
             }
         } else {
             guard savedSteps == stepsPerEpoch else {
-                throw FormatError(path, "stopped at epoch \(next), step \(stepInEpoch)/\(savedSteps), but this data set and "
-                                  + "--batch-size give \(stepsPerEpoch) steps per epoch: an epoch can only be continued with the "
-                                  + "data and batch size it started with (or resume from a checkpoint written at an epoch's end)")
+                throw FormatError(path,
+                                  "stopped at epoch \(next), step \(stepInEpoch)/\(savedSteps), but this data set and "
+                                  + "--batch-size give \(stepsPerEpoch) steps per epoch: an epoch can only be "
+                                  + "continued with the data and batch size it started with (or resume from a "
+                                  + "checkpoint written at an epoch's end)")
             }
             guard next <= c.epochs else {
-                throw FormatError(path, "stopped inside epoch \(next), after --epochs \(c.epochs) ends the run; pass --epochs \(next) or more")
+                throw FormatError(path, "stopped inside epoch \(next), after --epochs \(c.epochs) ends the run; "
+                                  + "pass --epochs \(next) or more")
             }
         }
         if let maxSteps = c.maxSteps, saved.step >= maxSteps {
-            throw FormatError(path, "has taken \(saved.step) steps already, --max-steps \(maxSteps) leaves none to take")
+            throw FormatError(path,
+                              "has taken \(saved.step) steps already, --max-steps \(maxSteps) leaves none to take")
         }
         notes = ["resuming \(c.runDir) at epoch \(next), step \(stepInEpoch)/\(stepsPerEpoch) (from \(path))"]
         let differences = Self.differences(saved: saved.config, now: c.checkpointJSON)
-        if !differences.isEmpty { notes.append("flags that differ from the checkpoint's: " + differences.joined(separator: ", ")) }
+        if !differences.isEmpty {
+            notes.append("flags that differ from the checkpoint's: " + differences.joined(separator: ", "))
+        }
         if stepInEpoch == 0 && savedSteps != stepsPerEpoch {
-            notes.append("the data or --batch-size differ from the checkpoint's (\(stepsPerEpoch) steps per epoch, was \(savedSteps)): "
-                         + "continuing at the epoch boundary")
+            notes.append("the data or --batch-size differ from the checkpoint's (\(stepsPerEpoch) steps per epoch, "
+                         + "was \(savedSteps)): continuing at the epoch boundary")
         }
     }
 
@@ -72,7 +80,8 @@ struct ResumePlan: Equatable {
     /// Strings as they are, other values as JSON (true/false, objects with sorted keys).
     private static func describe(_ value: Any) -> String {
         if let text = value as? String { return text }
-        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
+        guard let data = try? JSONSerialization.data(withJSONObject: value,
+                                                     options: [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes])
         else { return "\(value)" }
         return String(decoding: data, as: UTF8.self)
     }

@@ -23,7 +23,9 @@ struct RunDirectory {
                 .filter { $0.range(of: pattern, options: .regularExpression) != nil }.map { dir + "/" + $0 }
         }
         var doomed = Self.files.map { path + "/" + $0 } + names(path + "/samples", matching: Self.samplePicture)
-        for dir in [path] + Self.folders.map({ path + "/" + $0 }) { doomed += names(dir, matching: #"^\..*\.tmp-[0-9]+$"#) }
+        for dir in [path] + Self.folders.map({ path + "/" + $0 }) {
+            doomed += names(dir, matching: #"^\..*\.tmp-[0-9]+$"#)
+        }
         for file in doomed where fm.fileExists(atPath: file) {
             do { try fm.removeItem(atPath: file) } catch {
                 throw FormatError(file, "cannot remove it for --overwrite: \(error.localizedDescription)")
@@ -45,12 +47,14 @@ struct RunDirectory {
         try writeFileAtomically(Self.plot(history).pngData(), to: path + "/history.png")
     }
 
-    /// Train and test loss and IoU against epoch: the seed's `pd.DataFrame(hist).plot(grid=True)`.
+    /// Train and test loss and IoU against epoch, one line each, on a grid.
     static func plot(_ history: [EpochRecord]) -> RGBImage {
-        let columns: [(String, KeyPath<EpochRecord, Double>)] = [("loss", \.loss), ("iou", \.iou), ("test_loss", \.testLoss),
+        let columns: [(String, KeyPath<EpochRecord, Double>)] = [("loss", \.loss), ("iou", \.iou),
+                                                                 ("test_loss", \.testLoss),
                                                                  ("test_iou", \.testIoU)]
         let series = columns.enumerated().map { i, c in
-            LinePlot.Series(name: c.0, color: LinePlot.palette[i], points: history.map { (Double($0.epoch), $0[keyPath: c.1]) })
+            LinePlot.Series(name: c.0, color: LinePlot.palette[i],
+                            points: history.map { (Double($0.epoch), $0[keyPath: c.1]) })
         }
         return LinePlot(series: series, xLabel: "epoch").render()
     }
@@ -62,7 +66,8 @@ struct RunDirectory {
         return png
     }
 
-    func writeReport(config: TrainConfig, worldSize: Int, history: [EpochRecord], samples: Data?, notes: [String] = []) throws {
+    func writeReport(config: TrainConfig, worldSize: Int, history: [EpochRecord], samples: Data?,
+                     notes: [String] = []) throws {
         var r = HTMLReport(title: "unet-dist run: " + URL(fileURLWithPath: path).lastPathComponent)
         r.notes = notes
         if let data = try? JSONSerialization.jsonObject(with: Data(config.json.utf8)) as? [String: Any] {
@@ -72,9 +77,13 @@ struct RunDirectory {
         if let samples { r.pictures.append(("Test slices: image | truth | prediction (last epoch)", samples)) }
         if let last = history.last, let best = history.max(by: { $0.testIoU < $1.testIoU }) {
             let f = { (v: Double) in String(format: "%.4f", v) }
-            r.tables.append((heading: "Per-class test scores", columns: ["", "epoch", "white matter IoU", "gray matter IoU", "mean IoU", "Dice", "test loss"],
-                             rows: [["last", "\(last.epoch)", f(last.testIoUWM), f(last.testIoUGM), f(last.testIoU), f(last.dice), f(last.testLoss)],
-                                    ["best", "\(best.epoch)", f(best.testIoUWM), f(best.testIoUGM), f(best.testIoU), f(best.dice), f(best.testLoss)]]))
+            r.tables.append((heading: "Per-class test scores",
+                             columns: ["", "epoch", "white matter IoU", "gray matter IoU", "mean IoU", "Dice",
+                                       "test loss"],
+                             rows: [["last", "\(last.epoch)", f(last.testIoUWM), f(last.testIoUGM), f(last.testIoU),
+                                     f(last.dice), f(last.testLoss)],
+                                    ["best", "\(best.epoch)", f(best.testIoUWM), f(best.testIoUGM), f(best.testIoU),
+                                     f(best.dice), f(best.testLoss)]]))
         }
         r.tables.append((heading: "History", columns: EpochRecord.header.split(separator: ",").map(String.init),
                          rows: history.map { $0.csv.split(separator: ",").map(String.init) }))
@@ -89,12 +98,15 @@ extension RunDirectory {
         let fm = FileManager.default
         let last = c.runDir + "/checkpoints/last.safetensors"
         if fm.fileExists(atPath: last) && c.resume == nil && !c.overwrite {
-            throw FormatError(c.runDir, "already holds a checkpoint; pass --resume \(last) to continue or --overwrite to start over")
+            throw FormatError(c.runDir, "already holds a checkpoint; pass --resume \(last) to continue or --overwrite "
+                              + "to start over")
         }
         // The nearest existing ancestor must be writable.
         var dir = URL(fileURLWithPath: c.runDir).standardizedFileURL
         while !fm.fileExists(atPath: dir.path) && dir.path != "/" { dir.deleteLastPathComponent() }
-        guard fm.isWritableFile(atPath: dir.path) else { throw FormatError(c.runDir, "cannot be written (\(dir.path) is not writable)") }
+        guard fm.isWritableFile(atPath: dir.path) else {
+            throw FormatError(c.runDir, "cannot be written (\(dir.path) is not writable)")
+        }
     }
 
     /// Creates the run directory and writes config.json; with --overwrite, first removes what an
@@ -111,7 +123,8 @@ extension RunDirectory {
         settings["version"] = unetDistVersion
         settings["world_size"] = worldSize
         settings["threads_per_rank"] = c.threads
-        let json = try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        let json = try JSONSerialization.data(withJSONObject: settings,
+                                              options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try writeFileAtomically(json + Data("\n".utf8), to: c.runDir + "/config.json")
         for dir in [c.runDir, c.runDir + "/checkpoints"] { removeAbandonedTemporaryFiles(in: dir) }
     }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// How `--lr` grows with the global batch: it is the rate for the seed's batch of 16.
+/// How `--lr` grows with the global batch: it is the rate for a batch of 16 (docs/design.md, section 1).
 public enum LRScale: String, Codable, CaseIterable {
     case none, linear, sqrt
 }

@@ -18,12 +18,14 @@ public struct SurfaceDistance: Equatable {
 
     /// `pred` and `truth` are height x width masks (true: the class); `spacing` the distance
     /// between rows and between columns.
-    public init(pred: [Bool], truth: [Bool], height: Int, width: Int, spacing: (rows: Double, columns: Double) = (1, 1)) {
+    public init(pred: [Bool], truth: [Bool], height: Int, width: Int,
+                spacing: (rows: Double, columns: Double) = (1, 1)) {
         let ep = Self.edges(pred, height: height, width: width), et = Self.edges(truth, height: height, width: width)
         if ep.isEmpty && et.isEmpty { self.init(hd95: 0, asd: 0); return }
         if ep.isEmpty || et.isEmpty { self.init(hd95: .nan, asd: .nan); return }
         // Edge to edge directly: a few hundred to a few thousand edge pixels per slice.
-        let forward = Self.nearest(from: ep, to: et, spacing: spacing), backward = Self.nearest(from: et, to: ep, spacing: spacing)
+        let forward = Self.nearest(from: ep, to: et, spacing: spacing)
+        let backward = Self.nearest(from: et, to: ep, spacing: spacing)
         let hd95 = max(Self.percentile95(forward), Self.percentile95(backward))
         let asd = (forward.reduce(0, +) + backward.reduce(0, +)) / Double(forward.count + backward.count)
         self.init(hd95: hd95, asd: asd)
@@ -44,7 +46,8 @@ public struct SurfaceDistance: Equatable {
         return out
     }
 
-    static func nearest(from a: [(Int, Int)], to b: [(Int, Int)], spacing: (rows: Double, columns: Double)) -> [Double] {
+    static func nearest(from a: [(Int, Int)], to b: [(Int, Int)],
+                        spacing: (rows: Double, columns: Double)) -> [Double] {
         a.map { p in
             var best = Double.infinity
             for q in b {

@@ -29,7 +29,10 @@ extension RunDirectory {
     /// One epoch's scalars and sample picture.
     func appendEvents(_ r: EpochRecord, samples: RGBImage?, png: Data?) throws {
         var images: [EventImage] = []
-        if let samples, let png { images.append(EventImage(tag: Self.sampleTag, width: samples.width, height: samples.height, png: png)) }
-        try events.append(step: r.epoch, scalars: Self.scalarTags.map { ($0.tag, r[keyPath: $0.value]) }, images: images)
+        if let samples, let png {
+            images.append(EventImage(tag: Self.sampleTag, width: samples.width, height: samples.height, png: png))
+        }
+        try events.append(step: r.epoch, scalars: Self.scalarTags.map { ($0.tag, r[keyPath: $0.value]) },
+                          images: images)
     }
 }

@@ -42,7 +42,7 @@ public struct TrainConfig: Codable, Equatable {
     /// Micro-batches per optimizer step: the global batch split this many ways, their
     /// gradients summed before one update.
     public var accumulate = 1
-    /// The training loss: the seed's BCE on one-hot targets, softmax cross-entropy, soft Dice over
+    /// The training loss: BCE on one-hot targets (docs/design.md, section 1), softmax cross-entropy, soft Dice over
     /// the global batch, or a sum of two.
     public var loss = LossKind.bce
     /// Stop when the test IoU has not improved for this many epochs.

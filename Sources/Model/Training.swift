@@ -36,7 +36,8 @@ public final class Trainer {
     var optimizerSettings: OptimizerSettings
     /// The rate of every step (`--lr`, `--lr-scale`, `--warmup-epochs`, `--schedule`).
     public var learningRates: LearningRates {
-        LearningRates(lr: config.lr, scale: config.lrScale, globalBatch: config.batchSize, warmupEpochs: config.warmupEpochs,
+        LearningRates(lr: config.lr, scale: config.lrScale, globalBatch: config.batchSize,
+                      warmupEpochs: config.warmupEpochs,
                       epochs: config.epochs, stepsPerEpoch: stepsPerEpoch, schedule: config.schedule)
     }
     var stepSums: ScoreSums
@@ -65,7 +66,8 @@ public final class Trainer {
         let data = try comm.everyRankDoes { () throws -> SeedDataset in
             let d = try SeedDataset(directory: config.data)
             guard config.testCount >= 0, config.testCount < d.count else {
-                throw FormatError(config.data, "--test-count \(config.testCount) leaves no training data (\(d.count) pairs)")
+                throw FormatError(config.data,
+                                  "--test-count \(config.testCount) leaves no training data (\(d.count) pairs)")
             }
             let trainCount = d.count - config.testCount
             guard trainCount >= config.batchSize else {
@@ -169,9 +171,11 @@ public final class Trainer {
                     let loadError = pending!.wait()
                     swap(&batch, &spare)
                     try comm.everyRankDoes { if let loadError { throw loadError } }
-                    pending = part + 1 < parts ? prefetch(sampler.microBatch(order, step: step, part: part + 1), epoch: epoch)
+                    pending = part + 1 < parts ? prefetch(sampler.microBatch(order, step: step, part: part + 1),
+                                                          epoch: epoch)
                         : last ? nil : prefetch(sampler.microBatch(order, step: step + 1, part: 0), epoch: epoch)
-                    accumulateGradients(globalCount: global.count, microCount: share(global, rank: part, size: parts).count,
+                    accumulateGradients(globalCount: global.count,
+                                        microCount: share(global, rank: part, size: parts).count,
                                         first: part == 0)
                 }
                 let scores = finishStep()
@@ -186,8 +190,10 @@ public final class Trainer {
                 info.stepInEpoch = step + 1
                 // Every rank holds the same combined loss, so all stop together.
                 guard scores.loss.isFinite else {
-                    throw RunError(String(format: "the loss became %@ at epoch %d, step %d; stopping (the last good checkpoint, if any, is kept: %@)",
-                                          scores.loss.isNaN ? "NaN" : "infinite", epoch, step + 1, config.runDir + "/checkpoints/last.safetensors"))
+                    throw RunError(String(format: "the loss became %@ at epoch %d, step %d; stopping (the last good "
+                                          + "checkpoint, if any, is kept: %@)",
+                                          scores.loss.isNaN ? "NaN" : "infinite", epoch, step + 1,
+                                          config.runDir + "/checkpoints/last.safetensors"))
                 }
                 if let maxSteps = config.maxSteps, info.step >= maxSteps { stopped = true; break }
                 // After an epoch's last step the epoch is evaluated and saved first; the check at
@@ -206,7 +212,8 @@ public final class Trainer {
                                     batch: batch, comm: comm)
             if info.stepInEpoch == stepsPerEpoch { info.epoch = epoch; info.stepInEpoch = 0 }
             info.epochSums = info.stepInEpoch == 0 ? "" : sums.encoded
-            let record = EpochRecord(epoch: epoch, loss: sums.loss / Double(max(sums.steps, 1)), iou: sums.iou / Double(max(sums.steps, 1)),
+            let record = EpochRecord(epoch: epoch, loss: sums.loss / Double(max(sums.steps, 1)),
+                                     iou: sums.iou / Double(max(sums.steps, 1)),
                                      testLoss: test.loss, testIoU: test.iou, testIoUWM: test.iou(0),
                                      testIoUGM: classes > 2 ? test.iou(1) : test.iou(0), dice: test.dice,
                                      seconds: Date().timeIntervalSince(started),
@@ -240,7 +247,8 @@ public final class Trainer {
             model.accumulateGradients(images: batch.images, targets: batch.targets, labels: labels.baseAddress,
                                       globalCount: globalCount, microCount: microCount, loss: config.loss, comm: comm,
                                       zeroFirst: first) { logits in
-                stepSums.add(logits: logits.data, labels: labels.baseAddress!, batch: logits.shape.n, spatial: plane, lossSum: 0)
+                stepSums.add(logits: logits.data, labels: labels.baseAddress!, batch: logits.shape.n, spatial: plane,
+                             lossSum: 0)
             }
         }
         stepSums.values[0] += lossSum
@@ -252,7 +260,9 @@ public final class Trainer {
         model.applyGradients(comm: comm, optimizer: optimizerSettings)
         let vote = stepSums.values.count - 1
         stepSums.values[vote] = stopSignal() != 0 ? 1 : 0
-        stepSums.values.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count, what: "step scores") }
+        stepSums.values.withUnsafeMutableBufferPointer {
+            comm.allreduceSum($0.baseAddress!, count: $0.count, what: "step scores")
+        }
         stopAgreed = stepSums.values[vote] > 0
         return stepSums
     }
@@ -279,9 +289,10 @@ public final class Trainer {
             try run.writeReport(config: config, worldSize: comm.size, history: history, samples: png,
                                 notes: earlyStop.map { [$0] } ?? [])
             try run.appendEvents(r, samples: samples, png: png)
-            info.metrics = String(format: "{\"best_epoch\":%d,\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,"
-                                  + "\"test_iou\":%.17g,\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
-                                  bestEpoch, bestTestIoU, r.dice, r.loss, r.testIoU, r.testIoUGM, r.testIoUWM, r.testLoss)
+            info.metrics = String(
+                format: "{\"best_epoch\":%d,\"best_test_iou\":%.17g,\"dice\":%.17g,\"loss\":%.17g,"
+                    + "\"test_iou\":%.17g,\"test_iou_gm\":%.17g,\"test_iou_wm\":%.17g,\"test_loss\":%.17g}",
+                bestEpoch, bestTestIoU, r.dice, r.loss, r.testIoU, r.testIoUGM, r.testIoUWM, r.testLoss)
             let bytes = model.checkpoint(info)
             try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/last.safetensors")
             if improved { try writeFileAtomically(bytes, to: config.runDir + "/checkpoints/best.safetensors") }
@@ -292,7 +303,8 @@ public final class Trainer {
     /// IoU is N or more epochs old and epochs remain. Rank 0 decides and the others follow (see
     /// run): it alone holds a resumed run's history.
     func patienceNote(epoch: Int) -> String? {
-        guard let patience = config.patience, info.stepInEpoch == 0, epoch < config.epochs, epoch - bestEpoch >= patience
+        guard let patience = config.patience, info.stepInEpoch == 0, epoch < config.epochs,
+              epoch - bestEpoch >= patience
         else { return nil }
         let waited = epoch - bestEpoch
         return String(format: "stopping early: test IoU has not improved for %d epoch%@ (best %.4f at epoch %d)",
@@ -313,7 +325,8 @@ public final class Trainer {
         let images = UnsafeBufferPointer(start: sampleBatch.images.data, count: picks.count * plane)
         return sampleBatch.labels.withUnsafeBufferPointer { truth in
             predicted.withUnsafeBufferPointer {
-                slicePanel(images: images, truth: truth, predicted: $0, count: picks.count, width: size.w, height: size.h)
+                slicePanel(images: images, truth: truth, predicted: $0, count: picks.count, width: size.w,
+                           height: size.h)
             }
         }
     }

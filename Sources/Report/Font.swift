@@ -64,7 +64,9 @@ extension RGBImage {
             if let rows = Font.glyphs[ch] {
                 for (r, bits) in rows.enumerated() {
                     for c in 0..<Font.width where bits & (1 << (Font.width - 1 - c)) != 0 {
-                        for dy in 0..<scale { for dx in 0..<scale { set(cx + c * scale + dx, y + r * scale + dy, color) } }
+                        for dy in 0..<scale {
+                            for dx in 0..<scale { set(cx + c * scale + dx, y + r * scale + dy, color) }
+                        }
                     }
                 }
             }

@@ -34,16 +34,20 @@ public struct HTMLReport {
         """
         for note in notes { h += "<p class=\"note\">\(Self.escape(note))</p>\n" }
         for (heading, png) in pictures {
-            h += "<h2>\(Self.escape(heading))</h2>\n<img alt=\"\(Self.escape(heading))\" src=\"data:image/png;base64,\(png.base64EncodedString())\">\n"
+            h += "<h2>\(Self.escape(heading))</h2>\n<img alt=\"\(Self.escape(heading))\" "
+                + "src=\"data:image/png;base64,\(png.base64EncodedString())\">\n"
         }
         for t in tables {
-            h += "<h2>\(Self.escape(t.heading))</h2>\n<table><tr>" + t.columns.map { "<th>\(Self.escape($0))</th>" }.joined() + "</tr>\n"
+            h += "<h2>\(Self.escape(t.heading))</h2>\n<table><tr>"
+                + t.columns.map { "<th>\(Self.escape($0))</th>" }.joined() + "</tr>\n"
             for row in t.rows { h += "<tr>" + row.map { "<td>\(Self.escape($0))</td>" }.joined() + "</tr>\n" }
             h += "</table>\n"
         }
         if !configuration.isEmpty {
             h += "<h2>Configuration</h2>\n<table>\n"
-            for (k, v) in configuration { h += "<tr><td class=\"k\">\(Self.escape(k))</td><td class=\"k\">\(Self.escape(v))</td></tr>\n" }
+            for (k, v) in configuration {
+                h += "<tr><td class=\"k\">\(Self.escape(k))</td><td class=\"k\">\(Self.escape(v))</td></tr>\n"
+            }
             h += "</table>\n"
         }
         return h + "</body></html>\n"

@@ -19,7 +19,7 @@ public struct LinePlot {
 
     public init(series: [Series], xLabel: String) { self.series = series; self.xLabel = xLabel }
 
-    /// matplotlib's default cycle, so the colors look like the seed's plot.
+    /// matplotlib's default color cycle.
     public static let palette: [(UInt8, UInt8, UInt8)] = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
 
     /// Tick values at 1, 2 or 5 x 10^k covering lo...hi with about `target` ticks.
@@ -67,21 +67,26 @@ public struct LinePlot {
         }
         img.line(left, top, left, bottom, black); img.line(left, bottom, right, bottom, black)
         img.line(right, top, right, bottom, black); img.line(left, top, right, top, black)
-        img.text(xLabel, x: (left + right) / 2 - Font.textWidth(xLabel, scale: 2) / 2, y: height - 22, color: black, scale: 2)
+        img.text(xLabel, x: (left + right) / 2 - Font.textWidth(xLabel, scale: 2) / 2, y: height - 22, color: black,
+                 scale: 2)
 
         for s in series {
             for (a, b) in zip(s.points, s.points.dropFirst()) {
                 img.line(px(a.x), py(a.y), px(b.x), py(b.y), s.color, thickness: 2)
             }
-            if s.points.count == 1 { img.fillRect(x: px(s.points[0].x) - 2, y: py(s.points[0].y) - 2, w: 5, h: 5, s.color) }
+            if s.points.count == 1 {
+                img.fillRect(x: px(s.points[0].x) - 2, y: py(s.points[0].y) - 2, w: 5, h: 5, s.color)
+            }
         }
 
         // Legend, top right, on white with a frame.
         let rowH = 18, boxW = 40 + (series.map { Font.textWidth($0.name, scale: 2) }.max() ?? 0)
         let lx = right - boxW - 10, ly = top + 10
         img.fillRect(x: lx, y: ly, w: boxW, h: rowH * series.count + 8, (255, 255, 255))
-        img.line(lx, ly, lx + boxW, ly, black); img.line(lx, ly + rowH * series.count + 8, lx + boxW, ly + rowH * series.count + 8, black)
-        img.line(lx, ly, lx, ly + rowH * series.count + 8, black); img.line(lx + boxW, ly, lx + boxW, ly + rowH * series.count + 8, black)
+        img.line(lx, ly, lx + boxW, ly, black); img.line(lx, ly + rowH * series.count + 8, lx + boxW,
+                                                         ly + rowH * series.count + 8, black)
+        img.line(lx, ly, lx, ly + rowH * series.count + 8, black); img.line(lx + boxW, ly, lx + boxW,
+                                                                            ly + rowH * series.count + 8, black)
         for (i, s) in series.enumerated() {
             let y = ly + 6 + i * rowH
             img.line(lx + 6, y + 7, lx + 28, y + 7, s.color, thickness: 3)

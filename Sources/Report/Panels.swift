@@ -34,7 +34,8 @@ public func overlay(_ image: RGBImage, _ labels: UnsafeBufferPointer<UInt8>, bac
             let c = Int(labels[y * image.width + x])
             guard c != background, c < classColors.count else { continue }
             let p = image.get(x, y), k = classColors[c]
-            out.set(x, y, (UInt8((Int(p.0) + Int(k.0)) / 2), UInt8((Int(p.1) + Int(k.1)) / 2), UInt8((Int(p.2) + Int(k.2)) / 2)))
+            let mix = { (a: UInt8, b: UInt8) in UInt8((Int(a) + Int(b)) / 2) }
+            out.set(x, y, (mix(p.0, k.0), mix(p.1, k.1), mix(p.2, k.2)))
         }
     }
     return out
@@ -60,7 +61,9 @@ public func panelGrid(_ rows: [[RGBImage]], captions: [String]) -> RGBImage {
         out.text(caption, x: gap + c * (w + gap), y: 6, color: (0, 0, 0), scale: 2)
     }
     for (r, row) in rows.enumerated() {
-        for (c, panel) in row.enumerated() { out.draw(panel.scaled(by: k), at: gap + c * (w + gap), head + r * (h + gap)) }
+        for (c, panel) in row.enumerated() {
+            out.draw(panel.scaled(by: k), at: gap + c * (w + gap), head + r * (h + gap))
+        }
     }
     return out
 }

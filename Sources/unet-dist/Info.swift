@@ -17,19 +17,23 @@ struct Info: ParsableCommand {
             let model = makeModel(config)
             try model.load(st, path: checkpoint)
             let m = st.metadata
-            let metrics = (try? JSONSerialization.jsonObject(with: Data((m["metrics"] ?? "{}").utf8)) as? [String: Any]) ?? [:]
+            let metricsJSON = Data((m["metrics"] ?? "{}").utf8)
+            let metrics = (try? JSONSerialization.jsonObject(with: metricsJSON) as? [String: Any]) ?? [:]
             if json {
                 var object: [String: Any] = ["model": config.kind.rawValue, "parameters": model.store.parameterCount,
                                              "epoch": Int(m["epoch"] ?? "0") ?? 0, "step": Int(m["step"] ?? "0") ?? 0,
-                                             "width": config.width, "channels": config.widths, "in_channels": config.inChannels,
-                                             "classes": config.classes, "metrics": metrics]
+                                             "width": config.width, "channels": config.widths,
+                                             "in_channels": config.inChannels, "classes": config.classes,
+                                             "metrics": metrics]
                 if let o = m["optimizer"] { object["optimizer"] = o }
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
-                print("model \(config.kind.rawValue) (widths \(config.widths), \(config.inChannels) in, \(config.classes) classes)")
+                print("model \(config.kind.rawValue) (widths \(config.widths), \(config.inChannels) in, "
+                      + "\(config.classes) classes)")
                 print("parameters \(model.store.parameterCount)")
-                print("epoch \(m["epoch"] ?? "-") step \(m["step"] ?? "-")" + (m["optimizer"].map { " optimizer \($0)" } ?? ""))
+                let optimizer = m["optimizer"].map { " optimizer \($0)" } ?? ""
+                print("epoch \(m["epoch"] ?? "-") step \(m["step"] ?? "-")" + optimizer)
                 if m.isEmpty { print("no metadata (a plain state_dict, e.g. saved by PyTorch)") }
                 for key in metrics.keys.sorted() {
                     if key == "best_epoch", let e = metrics[key] as? Int { print("best_epoch \(e)") }

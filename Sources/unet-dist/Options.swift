@@ -65,6 +65,7 @@ struct ProgressOptions: ParsableArguments {
 
     /// Whether this rank draws a bar.
     func drawsBar(_ comm: Communicator, quiet: Bool) -> Bool {
-        !quiet && comm.isRoot && (progress == .bar || (progress == .auto && ProgressBar.stdoutIsTerminal && !launchedByMPI))
+        !quiet && comm.isRoot
+            && (progress == .bar || (progress == .auto && ProgressBar.stdoutIsTerminal && !launchedByMPI))
     }
 }

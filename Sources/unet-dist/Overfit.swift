@@ -39,7 +39,8 @@ struct Overfit: ParsableCommand {
                                         count: logits.count, gradScale: 1 / Float(logits.count))
                 scores.reset()
                 batch.labels.withUnsafeBufferPointer {
-                    scores.add(logits: logits.data, labels: $0.baseAddress!, batch: 1, spatial: sample.height * sample.width,
+                    scores.add(logits: logits.data, labels: $0.baseAddress!, batch: 1,
+                               spatial: sample.height * sample.width,
                                lossSum: sum)
                 }
                 model.store.zeroGradients()

@@ -30,7 +30,7 @@ struct Predict: ParsableCommand {
     @Option(help: "White-matter values of --truth, comma-separated (default 1, the masks' own code).")
     var wmLabels = "1"
     @Option(help: "Gray-matter values of --truth, comma-separated (default 2).") var gmLabels = "2"
-    @Option(help: "For one volume: the true white-matter probability map (with --truth-gm), labelled as `prepare` labels.")
+    @Option(help: "For one volume: the true white-matter probability map (with --truth-gm), labelled as `prepare`.")
     var truthWm: String?
     @Option(help: "The true gray-matter probability map (with --truth-wm).") var truthGm: String?
     @Option(help: ArgumentHelp(
@@ -43,14 +43,20 @@ struct Predict: ParsableCommand {
     @OptionGroup var precision: PrecisionOptions
 
     func validate() throws {
-        guard SliceAxis.list(axis ?? axes) != nil else { throw ValidationError("--axes must list axial, coronal or sagittal, comma-separated") }
+        guard SliceAxis.list(axis ?? axes) != nil else {
+            throw ValidationError("--axes must list axial, coronal or sagittal, comma-separated")
+        }
         if (truthWm == nil) != (truthGm == nil) { throw ValidationError("--truth-wm and --truth-gm go together") }
-        if truth != nil && truthWm != nil { throw ValidationError("--truth and --truth-wm/--truth-gm exclude each other") }
+        if truth != nil && truthWm != nil {
+            throw ValidationError("--truth and --truth-wm/--truth-gm exclude each other")
+        }
         for (flag, text) in [("--wm-labels", wmLabels), ("--gm-labels", gmLabels)]
-        where text.split(separator: ",").isEmpty || text.split(separator: ",").contains(where: { Int($0.trimmingCharacters(in: .whitespaces)) == nil }) {
+        where text.split(separator: ",").isEmpty || integers(text).count != text.split(separator: ",").count {
             throw ValidationError("\(flag) must be comma-separated integers")
         }
-        if let size, !(minImageSide...4096).contains(size) { throw ValidationError("--size must be \(minImageSide) to 4096") }
+        if let size, !(minImageSide...4096).contains(size) {
+            throw ValidationError("--size must be \(minImageSide) to 4096")
+        }
     }
 
     /// One input and where its outputs go: `OUT/<name>_mask...`, `name` being its path relative
@@ -89,7 +95,8 @@ struct Predict: ParsableCommand {
             let rows = try comm.everyRankDoes { () throws -> [String] in
                 var rows: [String] = []
                 for i in mine {
-                    rows += try jobs[i].isVolume ? predictVolume(jobs[i], axes: SliceAxis.list(axis ?? axes)!, predictor)
+                    rows += try jobs[i].isVolume ? predictVolume(jobs[i], axes: SliceAxis.list(axis ?? axes)!,
+                                                                 predictor)
                                                  : predictSlice(jobs[i], predictor)
                 }
                 return rows
@@ -97,7 +104,8 @@ struct Predict: ParsableCommand {
             // The shares are contiguous and in rank order: their rows, concatenated, are in input order.
             var all = [Self.volumesHeader]
             for r in 0..<comm.size {
-                let text = String(decoding: comm.broadcast(Data(rows.joined(separator: "\n").utf8), root: r), as: UTF8.self)
+                let text = String(decoding: comm.broadcast(Data(rows.joined(separator: "\n").utf8), root: r),
+                                  as: UTF8.self)
                 if !text.isEmpty { all += text.split(separator: "\n").map(String.init) }
             }
             try comm.rootDoes {
@@ -112,7 +120,7 @@ struct Predict: ParsableCommand {
     static let volumesHeader = "file,slice,wm_pixels,gm_pixels,background_pixels,wm_mm2,gm_mm2,wm_mm3,gm_mm3"
 
     /// The NIfTI masks' codes: 0 background (what viewers leave clear), 1 white matter, 2 gray
-    /// matter. The model's classes are the seed's: 0 white matter, 1 gray matter, the last background.
+    /// matter. The model's classes (docs/design.md, section 3): 0 white matter, 1 gray matter, the last background.
     static func niftiCode(_ label: UInt8, classes: Int) -> Float {
         Int(label) == classes - 1 ? 0 : Float(label) + 1
     }
@@ -127,13 +135,16 @@ struct Predict: ParsableCommand {
         for (i, name) in names.enumerated() {
             let (r, g, b) = classColors[i]
             snap += "\(i + 1) \(r) \(g) \(b) 1 1 1 \"\(name)\"\n"
-            lut += String(format: "%d %.4f %.4f %.4f %@\n", i + 1, Double(r) / 255, Double(g) / 255, Double(b) / 255, name)
+            lut += String(format: "%d %.4f %.4f %.4f %@\n", i + 1, Double(r) / 255, Double(g) / 255, Double(b) / 255,
+                          name)
         }
         return (snap, lut)
     }
 
     func makeOutputFolders(_ jobs: [Job]) throws {
-        let folders = Set([out] + jobs.map { URL(fileURLWithPath: out + "/" + $0.name).deletingLastPathComponent().path })
+        let folders = Set([out] + jobs.map {
+            URL(fileURLWithPath: out + "/" + $0.name).deletingLastPathComponent().path
+        })
         for folder in folders.sorted() {
             do { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
             catch { throw FormatError(folder, "cannot create the output folder: \(error.localizedDescription)") }
@@ -148,7 +159,9 @@ struct Predict: ParsableCommand {
     /// Output names: each input's path relative to the folder that holds them all, so that
     /// `a/s.npy` and `b/s.npy` write `a/s_mask.npy` and `b/s_mask.npy`.
     static func jobs(_ files: [String]) throws -> [Job] {
-        let absolute = files.map { URL(fileURLWithPath: $0).standardizedFileURL.resolvingSymlinksInPath().pathComponents }
+        let absolute = files.map {
+            URL(fileURLWithPath: $0).standardizedFileURL.resolvingSymlinksInPath().pathComponents
+        }
         var common = Array(absolute[0].dropLast())
         for parts in absolute.dropFirst() {
             let folder = Array(parts.dropLast())
@@ -178,10 +191,12 @@ struct Predict: ParsableCommand {
         let array = try NpyArray(path: file)
         let dims = array.shape.filter { $0 != 1 }
         guard dims.count == 2, array.isFloatingPoint || array.type == .int(bytes: 1, signed: false) else {
-            throw FormatError(file, "expected an H x W image (float or uint8), found shape \(array.shape) \(array.type)")
+            throw FormatError(file,
+                              "expected an H x W image (float or uint8), found shape \(array.shape) \(array.type)")
         }
         guard dims.allSatisfy({ $0 >= minImageSide }) else {
-            throw FormatError(file, "image is \(dims[0])x\(dims[1]), smaller than the \(minImageSide)x\(minImageSide) the models take")
+            throw FormatError(file, "image is \(dims[0])x\(dims[1]), smaller than the "
+                              + "\(minImageSide)x\(minImageSide) the models take")
         }
         let image = array.floats()
         if let bad = image.firstIndex(where: { !$0.isFinite }) {
@@ -208,7 +223,7 @@ struct Predict: ParsableCommand {
         return volume
     }
 
-    /// Segments one .npy slice: `<name>_mask.npy` (the seed's codes, like its training masks),
+    /// Segments one .npy slice: `<name>_mask.npy` (the class codes of the training masks),
     /// the overlay, and the logits when asked.
     func predictSlice(_ job: Job, _ predictor: Predictor) throws -> [String] {
         let (image, h, w) = try loadSlice(job.path)
@@ -222,7 +237,8 @@ struct Predict: ParsableCommand {
         }
         let picture = image.withUnsafeBufferPointer { grayscale($0, width: w, height: h) }
         let overlaid = mask.withUnsafeBufferPointer { overlay(picture, $0) }
-        try writeFileAtomically(panelGrid([[picture, overlaid]], captions: ["image", "prediction"]).pngData(), to: base + "_overlay.png")
+        try writeFileAtomically(panelGrid([[picture, overlaid]], captions: ["image", "prediction"]).pngData(),
+                                to: base + "_overlay.png")
         Watchdog.progress()
         var counts = [Int](repeating: 0, count: max(classes, 3))
         for m in mask { counts[Int(m)] += 1 }
@@ -230,187 +246,13 @@ struct Predict: ParsableCommand {
         return ["\(job.name).npy,,\(counts[0]),\(counts[1]),\(counts[2]),,,,"]
     }
 
-    /// Segments a volume slice by slice along each of `--axes`, averaging the class probabilities
-    /// of every pass (and of the flipped passes with `--tta`); keeps each tissue's largest
-    /// connected component with `--largest-component`. Writes `<name>_mask.nii.gz` (uint8,
-    /// `niftiCode`s, the input's dimensions and affine) and `<name>_overlay.png` (nine evenly
-    /// spaced slices along the first axis); returns the volumes.csv rows: one per slice of the
-    /// first axis with areas in mm^2, and a total row with volumes in mm^3.
-    func predictVolume(_ job: Job, axes: [SliceAxis], _ predictor: Predictor) throws -> [String] {
-        let volume = try loadVolume(job.path)
-        let peak = volume.values.max() ?? 0
-        // Intensities scaled to [0, 1] by the volume's maximum, as `prepare` scales training slices.
-        let scaled = peak > 0 ? volume.values.map { $0 / peak } : volume.values
-        let classes = predictor.model.config.classes
-        var probabilities = [[Float]](repeating: [Float](repeating: 0, count: volume.count), count: classes)
-        for axis in axes {
-            let g = SliceGeometry(axis: axis, dims: volume.dims, affine: volume.affine)
-            for index in 0..<g.count {
-                let slice = g.extract(scaled, index: index), plane = slice.height * slice.width
-                let p = classProbabilities(slice, predictor)
-                for c in 0..<classes {
-                    var sum = g.extract(probabilities[c], index: index)
-                    for i in 0..<plane { sum.pixels[i] += p[c * plane + i] }
-                    g.insert(sum, into: &probabilities[c], index: index)
-                }
-                Watchdog.progress()
-            }
-        }
-        // The seed's codes per voxel: the class of the largest summed probability (the first on ties).
-        var seed = [UInt8](repeating: 0, count: volume.count)
-        for i in 0..<volume.count {
-            var best = 0
-            for c in 1..<classes where probabilities[c][i] > probabilities[best][i] { best = c }
-            seed[i] = UInt8(best)
-        }
-        if largestComponent {
-            for tissue in 0..<(classes - 1) { keepLargestComponent(&seed, label: UInt8(tissue), background: UInt8(classes - 1), dims: volume.dims) }
-        }
-        if let truth = try truthLabels(like: volume) { report(seed, truth: truth, volume: volume, name: job.name) }
-
-        let g = SliceGeometry(axis: axes[0], dims: volume.dims, affine: volume.affine)
-        let name = job.path.hasSuffix(".nii.gz") ? job.name + ".nii.gz" : job.name + ".nii"
-        let pixelArea = g.rowSpacing * g.columnSpacing, voxelVolume = volume.spacing.reduce(1, *)
-        let codes = seed.map { Float($0) }
-        var rows: [String] = [], totals = [0, 0, 0]
-        var pictures: [[RGBImage]] = []
-        let shown = Set((0..<9).map { g.count > 1 ? $0 * (g.count - 1) / 8 : 0 })
-        for index in 0..<g.count {
-            let mask = g.extract(codes, index: index).pixels.map { UInt8($0) }
-            var counts = [0, 0, 0]
-            for m in mask { counts[min(Int(m), 2)] += 1 }
-            for c in 0..<3 { totals[c] += counts[c] }
-            rows.append(String(format: "%@,%d,%d,%d,%d,%.2f,%.2f,,", name, index, counts[0], counts[1], counts[2],
-                               Double(counts[0]) * pixelArea, Double(counts[1]) * pixelArea))
-            if shown.contains(index) {
-                let slice = g.extract(scaled, index: index)
-                let picture = slice.pixels.withUnsafeBufferPointer { grayscale($0, width: slice.width, height: slice.height) }
-                pictures.append([picture, mask.withUnsafeBufferPointer { overlay(picture, $0) }])
-            }
-        }
-        rows.append(String(format: "%@,,%d,%d,%d,,,%.1f,%.1f", name, totals[0], totals[1], totals[2],
-                           Double(totals[0]) * voxelVolume, Double(totals[1]) * voxelVolume))
-        let base = out + "/" + job.name
-        let labels = seed.map { Self.niftiCode($0, classes: classes) }
-        try NIfTIVolume(dims: volume.dims, values: labels, affine: volume.affine).writeGzip(to: base + "_mask.nii.gz", as: .uint8)
-        try writeFileAtomically(panelGrid(pictures, captions: ["image", "prediction"]).pngData(), to: base + "_overlay.png")
-        return rows
-    }
-
-    /// The true tissue of every voxel (the seed's codes), from `--truth` label maps or
-    /// `--truth-wm`/`--truth-gm` probability maps, as `prepare` labels its slices; nil without.
-    func truthLabels(like volume: NIfTIVolume) throws -> [UInt8]? {
-        func read(_ path: String) throws -> NIfTIVolume {
-            let v = try NIfTIVolume(path: path)
-            guard v.dims == volume.dims else {
-                throw FormatError(path, "\(v.dims.map(String.init).joined(separator: "x")) voxels, the input has "
-                                  + volume.dims.map(String.init).joined(separator: "x"))
-            }
-            return v
-        }
-        let maps: TissueMaps
-        if let truth {
-            maps = TissueMaps(labels: try read(truth), wmLabels: integers(wmLabels), gmLabels: integers(gmLabels))
-        } else if let truthWm, let truthGm {
-            maps = TissueMaps(wm: try read(truthWm), gm: try read(truthGm))
-        } else {
-            return nil
-        }
-        return tissueLabels(wm: maps.wm, gm: maps.gm)
-    }
-
-    /// Dice and the volume error per tissue against the truth, printed and written to
-    /// `<name>_truth.csv`.
-    func report(_ predicted: [UInt8], truth: [UInt8], volume: NIfTIVolume, name: String) {
-        let voxel = volume.spacing.reduce(1, *)
-        var lines = ["tissue,dice,predicted_mm3,true_mm3,volume_error_percent"]
-        for (tissue, label) in [("white matter", UInt8(0)), ("gray matter", UInt8(1))] {
-            var inter = 0, p = 0, t = 0
-            for i in 0..<predicted.count {
-                let a = predicted[i] == label, b = truth[i] == label
-                if a { p += 1 }; if b { t += 1 }; if a && b { inter += 1 }
-            }
-            let dice = p + t == 0 ? 1 : 2 * Double(inter) / Double(p + t)
-            let error = t == 0 ? Double.nan : 100 * Double(p - t) / Double(t)
-            lines.append(String(format: "%@,%.6f,%.1f,%.1f,%.2f", tissue, dice, Double(p) * voxel, Double(t) * voxel, error))
-            print(String(format: "%@: %@ Dice %.4f, volume %.0f mm3 against %.0f mm3 (%+.1f%%)", name, tissue, dice,
-                         Double(p) * voxel, Double(t) * voxel, error))
-        }
-        fflush(stdout)
-        try? writeFileAtomically(Data((lines.joined(separator: "\n") + "\n").utf8), to: out + "/" + name + "_truth.csv")
-    }
-
-    func integers(_ text: String) -> [Int] { text.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
-
-    /// Softmax probabilities (classes x H x W) for one slice, at its own size or through a square
-    /// of `--size`, averaged with the up-down and left-right flipped passes under `--tta`.
-    func classProbabilities(_ slice: Image2D, _ predictor: Predictor) -> [Float] {
-        let classes = predictor.model.config.classes, (h, w) = (slice.height, slice.width), plane = h * w
-        var sum = [Float](repeating: 0, count: classes * plane)
-        let flips: [(rows: Bool, columns: Bool)] = tta ? [(false, false), (true, false), (false, true)] : [(false, false)]
-        for flip in flips {
-            let z = logits(flipped(slice, flip), predictor)
-            // Each class's map back to the slice's orientation.
-            let maps = (0..<classes).map { c in flipped(Image2D(height: h, width: w, pixels: Array(z[c * plane ..< (c + 1) * plane])), flip).pixels }
-            for i in 0..<plane {
-                var m = -Float.infinity
-                for c in 0..<classes { m = max(m, maps[c][i]) }
-                var total: Float = 0
-                for c in 0..<classes { total += exp(maps[c][i] - m) }
-                for c in 0..<classes { sum[c * plane + i] += exp(maps[c][i] - m) / total / Float(flips.count) }
-            }
-        }
-        return sum
-    }
-
-    /// The image mirrored top to bottom and/or left to right (its own inverse).
-    func flipped(_ image: Image2D, _ flip: (rows: Bool, columns: Bool)) -> Image2D {
-        guard flip.rows || flip.columns else { return image }
-        var pixels = image.pixels
-        for r in 0..<image.height {
-            for c in 0..<image.width {
-                let sr = flip.rows ? image.height - 1 - r : r, sc = flip.columns ? image.width - 1 - c : c
-                pixels[r * image.width + c] = image.pixels[sr * image.width + sc]
-            }
-        }
-        return Image2D(height: image.height, width: image.width, pixels: pixels)
-    }
-
-    /// The logits (classes x H x W) for one slice, at its own size or through a square of
-    /// `--size` (padded, resized, and each class's logits resized back and cropped).
-    func logits(_ slice: Image2D, _ predictor: Predictor) -> [Float] {
-        let classes = predictor.model.config.classes
-        guard let size else {
-            let z = slice.pixels.withUnsafeBufferPointer { predictor.predict($0, count: 1, height: slice.height, width: slice.width).logits }
-            return Array(UnsafeBufferPointer(start: z.data, count: z.count))
-        }
-        let square = padToSquare(slice), n = square.height
-        let small = resizeBilinear(square, size: size)
-        let z = small.pixels.withUnsafeBufferPointer { predictor.predict($0, count: 1, height: size, width: size).logits }
-        let maps = (0..<classes).map { c in
-            resizeBilinear(Image2D(height: size, width: size,
-                                   pixels: Array(UnsafeBufferPointer(start: z.data + c * size * size, count: size * size))),
-                           height: n, width: n)
-        }
-        // The slice's window of the square, class after class.
-        let top = (n - slice.height) / 2, left = (n - slice.width) / 2
-        var window = [Float](repeating: 0, count: classes * slice.height * slice.width)
-        for c in 0..<classes {
-            for r in 0..<slice.height {
-                for col in 0..<slice.width {
-                    window[(c * slice.height + r) * slice.width + col] = maps[c].pixels[(top + r) * n + left + col]
-                }
-            }
-        }
-        return window
-    }
-
     /// Files as given; directories contribute their .npy files in name order.
     func expandInputs(_ paths: [String]) throws -> [String] {
         var files: [String] = []
         for p in paths {
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: p, isDirectory: &isDir) else { throw FormatError(p, "no such file") }
+            guard FileManager.default.fileExists(atPath: p,
+                                                 isDirectory: &isDir) else { throw FormatError(p, "no such file") }
             if isDir.boolValue {
                 let names = (try? FileManager.default.contentsOfDirectory(atPath: p)) ?? []
                 files += names.filter { $0.hasSuffix(".npy") }.sorted().map { "\(p)/\($0)" }

@@ -10,14 +10,16 @@ struct ProgressBar {
         let filled = p.steps > 0 ? p.step * width / p.steps : width
         let rate = p.elapsed > 0 ? Double(p.step) / p.elapsed : 0
         let remaining = rate > 0 ? Double(p.steps - p.step) / rate : 0
-        return String(format: "Epoch %d/%d loss %.5f iou %.5f |%@%@| %d/%d [%@<%@, %.2fit/s]", p.epoch, p.epochs, p.loss, p.iou,
+        return String(format: "Epoch %d/%d loss %.5f iou %.5f |%@%@| %d/%d [%@<%@, %.2fit/s]", p.epoch, p.epochs,
+                      p.loss, p.iou,
                       String(repeating: "#", count: filled), String(repeating: " ", count: width - filled),
                       p.step, p.steps, clock(p.elapsed), clock(remaining), rate)
     }
 
     static func clock(_ seconds: Double) -> String {
         let s = Int(seconds.rounded())
-        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%02d:%02d", s / 60, s % 60)
+        return s >= 3600 ? String(format: "%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60) : String(format: "%02d:%02d",
+                                                                                                  s / 60, s % 60)
     }
 
     static func draw(_ p: StepProgress) {

@@ -71,7 +71,9 @@ struct Train: ParsableCommand {
         if batchSize != nil && batchPerRank != nil {
             throw ValidationError("--batch-size and --batch-per-rank exclude each other")
         }
-        guard warmupEpochs >= 0, warmupEpochs.isFinite else { throw ValidationError("--warmup-epochs must be 0 or more") }
+        guard warmupEpochs >= 0, warmupEpochs.isFinite else {
+            throw ValidationError("--warmup-epochs must be 0 or more")
+        }
         guard accumulate >= 1 else { throw ValidationError("--accumulate must be at least 1") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive") }
         guard testCount >= 0 else { throw ValidationError("--test-count must not be negative") }

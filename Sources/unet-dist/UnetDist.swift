@@ -11,7 +11,8 @@ struct UnetDist: ParsableCommand {
         commandName: "unet-dist",
         abstract: "Train a UNet to segment brain MRI slices, data-parallel over MPI ranks.",
         version: "0.1.0",
-        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Bench.self, Prepare.self, Synth.self, Overfit.self])
+        subcommands: [Train.self, Eval.self, Predict.self, Info.self, Bench.self, Prepare.self, Synth.self,
+                      Overfit.self])
 
     static func main() {
         selectBLASKernelsOrReexec()
@@ -31,8 +32,9 @@ func runDistributed(threads: ComputeOptions, _ body: (Communicator, Int) throws 
     let n = threads.resolvedThreads(comm)
     if comm.isRoot, n > threads.coresPerRank(comm) {
         let cores = ProcessInfo.processInfo.activeProcessorCount
-        FileHandle.standardError.write(Data(("warning: --threads \(n) is more than the \(threads.coresPerRank(comm)) core(s) per rank "
-            + "(\(cores) cores, \(comm.localSize) rank(s) on this node): the threads will share cores\n").utf8))
+        FileHandle.standardError.write(Data(("warning: --threads \(n) is more than the "
+            + "\(threads.coresPerRank(comm)) core(s) per rank (\(cores) cores, \(comm.localSize) rank(s) on this "
+            + "node): the threads will share cores\n").utf8))
     }
     // Our kernels spread images and bands of rows over the threads, one OpenBLAS thread each.
     setComputeThreads(n)
