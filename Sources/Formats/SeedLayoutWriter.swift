@@ -1,9 +1,9 @@
 import Foundation
 
 /// Writes a data set in the layout of docs/design.md, section 3 (DIR/MRIs/<stem>_<ix>.npy,
-/// DIR/Segmentations/segm_<ix>.npy, optionally DIR/manifest.csv). Everything goes to a staging folder inside DIR first and is moved
-/// into place by `commit()`, so a failed or interrupted run leaves DIR as it was: never a partial set
-/// mixed with an older one.
+/// DIR/Segmentations/segm_<ix>.npy, optionally DIR/manifest.csv). Everything goes to a staging
+/// folder inside DIR first and is moved into place by `commit()`, so a failed or interrupted run
+/// leaves DIR as it was: never a partial set mixed with an older one.
 public final class SeedLayoutWriter {
     public let directory: String
     private let staging: String
