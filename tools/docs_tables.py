@@ -73,7 +73,7 @@ def vs_pytorch(name):
                      f"{r['ours_images_per_s']:.2f}", f"**{ratio(r):.2f}x**", f"{r['torch_peak_rss_mb']:.0f} MB",
                      f"{r['ours_peak_rss_mb']:.0f} MB ({100 * r['ours_peak_rss_mb'] / r['torch_peak_rss_mb']:.0f}%)", gf])
     hdr = ["size", "ranks", "threads per rank", "PyTorch img/s", "ours img/s", "ours / PyTorch",
-           "PyTorch peak RSS", "ours peak RSS", "conv GFLOP/s / sgemm GFLOP/s"]
+           "PyTorch peak RSS", "ours peak RSS", "conv GFLOP/s (all threads) / one thread's sgemm"]
     return table(hdr, rows) + [""] + caption(d)
 
 
