@@ -47,8 +47,9 @@ def cpu_text(cpu):
 
 def caption(d, commands=None):
     cmds = commands if commands is not None else d.get("commands") or [d["command"]]
-    soft = f" ({d['software']})" if d.get("software") else ""
-    lines = [f"CPU: {cpu_text(d['cpu'])}{soft}."]
+    soft = f" Software: {d['software']}." if d.get("software") else ""
+    load = f" Load average {d['load_average']:g} when measured." if "load_average" in d else ""
+    lines = [f"CPU: {cpu_text(d['cpu'])}.{soft}{load}"]
     lines += ["", *[f"    {c}" for c in cmds]]
     return lines
 
@@ -82,7 +83,8 @@ def scaling_two_ranks():
     rows = [[f"`{m['command']}`", m["workload"], f"**{m['speedup']:.2f}x**", f"{100 * m['of_reference']:.0f}%"]
             for m in d["measurements"]]
     return (table(["command", "workload", "`-n 2` / `-n 1`", "`-n 2` / two independent runs"], rows)
-            + ["", f"CPU: {cpu_text(d['cpu'])}; {d['what']}."])
+            + ["", f"CPU: {cpu_text(d['cpu'])}; {d['what']}."]
+            + ([f"Load average {d['load_average']:g} when measured."] if "load_average" in d else []))
 
 
 def spread(xs, fmt):
