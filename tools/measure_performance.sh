@@ -31,11 +31,12 @@ bin="${UNET_DIST_BIN:-$PWD/.build/release/unet-dist}"
 [ -x "$bin" ] || { echo "error: $bin: no release build (swift build -c release)" >&2; exit 1; }
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 
-# record FILE WHAT SOFTWARE COMMAND... < body.json: FILE = the body's keys plus what, cpu,
+# record FILE WHAT SOFTWARE COMMAND... < body.json (one JSON object): FILE = the body's keys plus what, cpu,
 # software, commands and the load average, written whole or not at all.
 record() {
-  local file="$1" what="$2" software="$3"; shift 3
-  python3 - "$out/$file" "$what" "$software" "$@" <<'EOF'
+  local file="$1" what="$2" software="$3" body; shift 3
+  body="$(cat)"
+  BODY="$body" python3 - "$out/$file" "$what" "$software" "$@" <<'EOF'
 import json, os, sys
 path, what, software, commands = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 info = open("/proc/cpuinfo").read().splitlines()
@@ -44,7 +45,7 @@ flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags"))
 wanted = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
 cpu = {"model": model, "vcpus": os.cpu_count(), "flags": [f for f in wanted if f in flags],
        "amx": any(f.startswith("amx") for f in flags), "flags_complete": True}
-body = json.load(sys.stdin)
+body = json.loads(os.environ["BODY"])
 doc = {"what": what, "cpu": cpu, "software": software, "commands": commands,
        "load_average": round(os.getloadavg()[0], 1), **body}
 tmp = path + ".tmp"
