@@ -72,7 +72,8 @@ def vs_pytorch(name):
               if "conv_gflops" in r else "-")
         rows.append([r["size"], r["ranks"], r["threads"], f"{r['torch_images_per_s']:.2f}",
                      f"{r['ours_images_per_s']:.2f}", f"**{ratio(r):.2f}x**", f"{r['torch_peak_rss_mb']:.0f} MB",
-                     f"{r['ours_peak_rss_mb']:.0f} MB ({100 * r['ours_peak_rss_mb'] / r['torch_peak_rss_mb']:.0f}%)", gf])
+                     f"{r['ours_peak_rss_mb']:.0f} MB ({100 * r['ours_peak_rss_mb'] / r['torch_peak_rss_mb']:.0f}%)",
+                     gf])
     hdr = ["size", "ranks", "threads per rank", "PyTorch img/s", "ours img/s", "ours / PyTorch",
            "PyTorch peak RSS", "ours peak RSS", "conv GFLOP/s (all threads) / one thread's sgemm"]
     return table(hdr, rows) + [""] + caption(d)
@@ -118,6 +119,10 @@ def machine_standin():
     return table(hdr, rows) + [""] + caption(d)
 
 
+def share(bf16, peak, fp32):
+    return f"{bf16:.1f} ({100 * bf16 / peak:.0f}%, {bf16 / fp32:.2f}x)"
+
+
 def bf16_kernels():
     d = load("precision_kernels.json")
     rows = []
@@ -125,9 +130,9 @@ def bf16_kernels():
         pk = l["peak"]
         rows.append([f"{l['channels']} -> {l['channels']}, {l['size']} x {l['size']}", f"{pk:.1f}",
                      f"{l['forward_fp32']:.1f}",
-                     f"{l['forward_bf16']:.1f} ({100 * l['forward_bf16'] / pk:.0f}%, {l['forward_bf16'] / l['forward_fp32']:.2f}x)",
+                     share(l['forward_bf16'], pk, l['forward_fp32']),
                      f"{l['wgrad_fp32']:.1f}",
-                     f"{l['wgrad_bf16']:.1f} ({100 * l['wgrad_bf16'] / pk:.0f}%, {l['wgrad_bf16'] / l['wgrad_fp32']:.2f}x)"])
+                     share(l['wgrad_bf16'], pk, l['wgrad_fp32'])])
     hdr = ["layer", "vdpbf16ps peak", "forward fp32", "forward bf16", "weight grad fp32", "weight grad bf16"]
     return (table(hdr, rows) + ["", "(GFLOP/s; percentages of the measured vdpbf16ps peak.)", ""]
             + caption(d))
@@ -141,7 +146,8 @@ def bf16_step(name):
         ratios.append(r)
         conv.append(p["conv_ms_bf16"] / p["conv_ms_fp32"])
         label = f"{i} ({p['note']})" if p.get("note") else str(i)
-        rows.append([label, f"{p['fp32']:.2f}", f"{p['bf16']:.2f}", f"{r:.2f}x", f"{p['conv_ms_fp32']} / {p['conv_ms_bf16']}"])
+        rows.append([label, f"{p['fp32']:.2f}", f"{p['bf16']:.2f}", f"{r:.2f}x",
+                     f"{p['conv_ms_fp32']} / {p['conv_ms_bf16']}"])
     hdr = ["pair", "fp32 images/s", "bf16 images/s", "ratio", "conv fwd+bwd ms fp32 / bf16"]
     rss = d["peak_rss_mb"]
     return (table(hdr, rows)
@@ -179,7 +185,8 @@ def icbm_fusion():
     rows = [[r["passes"], bold(r["wm_dice"], best_wm), bold(r["gm_dice"], best_gm),
              f"{100 * r['wm_volume_error']:+.1f}%", f"{100 * r['gm_volume_error']:+.1f}%"] for r in d["rows"]]
     return (table(["axes", "WM Dice", "GM Dice", "WM volume error", "GM volume error"], rows)
-            + ["", f"(True volumes: white matter {d['true_mm3']['wm']:,} mm^3, gray matter {d['true_mm3']['gm']:,} mm^3.)"])
+            + ["", f"(True volumes: white matter {d['true_mm3']['wm']:,} mm^3, "
+                   f"gray matter {d['true_mm3']['gm']:,} mm^3.)"])
 
 
 def headline():
@@ -204,7 +211,8 @@ def headline():
     train = [m for m in sc["measurements"] if m["workload"] == "train"]
     rows = [
         ["UNet training step against PyTorch, 128 x 128, 1 / 2 threads",
-         pair(u[128, 1], u[128, 2], ratio) + f" ({u[128, 1]['ours_images_per_s']:.1f} / {u[128, 2]['ours_images_per_s']:.1f} img/s)",
+         pair(u[128, 1], u[128, 2], ratio)
+         + f" ({u[128, 1]['ours_images_per_s']:.1f} / {u[128, 2]['ours_images_per_s']:.1f} img/s)",
          cpu("vs_pytorch_unet.json"), "`tools/measure_performance.sh vs-torch`"],
         ["UNet training step against PyTorch, 394 x 394, 1 / 2 threads; peak RSS", pair(u[394, 1], u[394, 2], ratio)
          + f"; {100 * u[394, 2]['ours_peak_rss_mb'] / u[394, 2]['torch_peak_rss_mb']:.0f}% of PyTorch's",
@@ -295,7 +303,8 @@ def main():
     if a.check:
         for rel, name, old, new in stale:
             print(f"{rel}: table {name} differs from what docs/data gives:", file=sys.stderr)
-            sys.stderr.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "in the file", "from the data"))
+            sys.stderr.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True),
+                                                       "in the file", "from the data"))
         if stale:
             print("run python3 tools/docs_tables.py to rewrite them", file=sys.stderr)
     elif stale:

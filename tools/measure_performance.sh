@@ -38,7 +38,7 @@ record() {
   body="$(cat)"
   BODY="$body" python3 - "$out/$file" "$what" "$software" "$@" <<'EOF'
 import json, os, sys
-path, what, software, commands = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+path, what, software, commands = sys.argv[1], " ".join(sys.argv[2].split()), sys.argv[3], sys.argv[4:]
 info = open("/proc/cpuinfo").read().splitlines()
 model = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), "unknown")
 flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags")), [])
@@ -57,33 +57,42 @@ print(f"wrote {path}")
 EOF
 }
 
+# {"results": [...]}: the lists that tools/bench_vs_torch.py --json wrote, joined.
+results() {
+  python3 -c 'import json, sys; print(json.dumps({"results": sum((json.load(open(f)) for f in sys.argv[1:]), [])}))' "$@"
+}
+torch_version() { "$py" -c 'import torch; print(torch.__version__)'; }
+
 vs_torch() {
   local rounds="${1:-3}"
   "$py" tools/bench_vs_torch.py --preset 128 --steps 5 --rounds "$rounds" --json "$work/a.json"
   "$py" tools/bench_vs_torch.py --size 394 --steps 5 --rounds 1 --json "$work/b.json"
-  python3 -c 'import json, sys; print(json.dumps({"results": json.load(open(sys.argv[1])) + json.load(open(sys.argv[2]))}))' \
-    "$work/a.json" "$work/b.json" |
-    record vs_pytorch_unet.json "the seed's UNet: one training step (forward, BCEWithLogits, backward, Adam), unet-dist bench against the seed's PyTorch code, batch 16, synthetic images" \
-      "OpenBLAS $(blas_core), PyTorch $("$py" -c 'import torch; print(torch.__version__)') CPU" \
-      "python tools/bench_vs_torch.py --preset 128 --steps 5 --rounds $rounds" "python tools/bench_vs_torch.py --size 394 --steps 5 --rounds 1"
+  results "$work/a.json" "$work/b.json" | record vs_pytorch_unet.json \
+    "the seed's UNet: one training step (forward, BCEWithLogits, backward, Adam), unet-dist bench against the seed's
+ PyTorch code, batch 16, synthetic images" \
+    "OpenBLAS $(blas_core), PyTorch $(torch_version) CPU" \
+    "python tools/bench_vs_torch.py --preset 128 --steps 5 --rounds $rounds" \
+    "python tools/bench_vs_torch.py --size 394 --steps 5 --rounds 1"
 }
 
 resnet() {
   local rounds="${1:-2}"
   "$py" tools/bench_vs_torch.py --model unet-resnet --size 128 --steps 5 --rounds "$rounds" --json "$work/r.json"
-  python3 -c 'import json, sys; print(json.dumps({"results": json.load(open(sys.argv[1]))}))' "$work/r.json" |
-    record vs_pytorch_resnet.json "the seed's UNetResnet (torchvision's resnet18 as the encoder): one training step, unet-dist bench against PyTorch, batch 16, synthetic images" \
-      "OpenBLAS $(blas_core), PyTorch $("$py" -c 'import torch; print(torch.__version__)') CPU" \
-      "python tools/bench_vs_torch.py --model unet-resnet --size 128 --steps 5 --rounds $rounds"
+  results "$work/r.json" | record vs_pytorch_resnet.json \
+    "the seed's UNetResnet (torchvision's resnet18 as the encoder): one training step, unet-dist bench against
+ PyTorch, batch 16, synthetic images" \
+    "OpenBLAS $(blas_core), PyTorch $(torch_version) CPU" \
+    "python tools/bench_vs_torch.py --model unet-resnet --size 128 --steps 5 --rounds $rounds"
 }
 
 ddp() {
   local rounds="${1:-3}"
   "$py" tools/bench_vs_torch.py --ddp --size 128 --steps 5 --rounds "$rounds" --json "$work/d.json"
-  python3 -c 'import json, sys; print(json.dumps({"results": json.load(open(sys.argv[1]))}))' "$work/d.json" |
-    record vs_pytorch_ddp.json "data parallel: mpirun -n 2 unet-dist bench --threads 1 against PyTorch DistributedDataParallel (gloo), 2 processes x 1 thread, global batch 16" \
-      "OpenBLAS $(blas_core), $(mpirun --version | head -1), PyTorch $("$py" -c 'import torch; print(torch.__version__)') CPU" \
-      "python tools/bench_vs_torch.py --ddp --size 128 --steps 5 --rounds $rounds"
+  results "$work/d.json" | record vs_pytorch_ddp.json \
+    "data parallel: mpirun -n 2 unet-dist bench --threads 1 against PyTorch DistributedDataParallel (gloo),
+ 2 processes x 1 thread, global batch 16" \
+    "OpenBLAS $(blas_core), $(mpirun --version | head -1), PyTorch $(torch_version) CPU" \
+    "python tools/bench_vs_torch.py --ddp --size 128 --steps 5 --rounds $rounds"
 }
 
 blas_core() { "$bin" bench --size 16 --batch-size 1 --steps 1 --sgemm-size 0 --json | tail -1 |
@@ -106,9 +115,12 @@ EOF
 scaling() {
   local data="${1:?scaling needs a data set (launch/fetch-icbm.sh data/icbm128 128)}" r="${2:-5}"
   { scaling_run bench --bench "$r"; scaling_run bench --bench "$r"; scaling_run train "$data" "$r"; } > "$work/runs.jsonl"
-  python3 -c 'import json, sys; print(json.dumps({"measurements": [json.loads(l) for l in open(sys.argv[1])]}))' "$work/runs.jsonl" |
-    record scaling_two_ranks.json "-n 2 against -n 1 (1 thread per rank, batch 16 at 128x128), alternated runs, medians of $r each; the reference is two independent -n 1 runs at once with batch 8 each (what two busy cores give without communication)" \
-      "OpenBLAS $(blas_core), $(mpirun --version | head -1)" "tools/bench_scaling.sh --bench $r (twice)" "tools/bench_scaling.sh $data $r"
+  python3 -c 'import json, sys; print(json.dumps({"measurements": [json.loads(l) for l in open(sys.argv[1])]}))' \
+    "$work/runs.jsonl" | record scaling_two_ranks.json \
+    "-n 2 against -n 1 (1 thread per rank, batch 16 at 128x128), alternated runs, medians of $r each; the reference
+ is two independent -n 1 runs at once with batch 8 each (what two busy cores give without communication)" \
+    "OpenBLAS $(blas_core), $(mpirun --version | head -1)" \
+    "tools/bench_scaling.sh --bench $r (twice)" "tools/bench_scaling.sh $data $r"
 }
 
 standin() {
@@ -120,11 +132,16 @@ names = {"bench": "unet-dist `bench`", "synthetic": "`sync_step.c`"}
 progs = []
 for line in open(sys.argv[1]):
     m = json.loads(line)
-    progs.append({"program": names[m["workload"]], "n1": m["n1"], "n2": m["n2"], "pair": m["pair"], "rounds": len(m["runs"]),
-                  "rounds_at_1_9x": sum(1 for a, b, _ in m["runs"] if b / a >= 1.9), "runs": m["runs"]})
+    progs.append({"program": names[m["workload"]], "n1": m["n1"], "n2": m["n2"], "pair": m["pair"],
+                  "rounds": len(m["runs"]), "rounds_at_1_9x": sum(1 for a, b, _ in m["runs"] if b / a >= 1.9),
+                  "runs": m["runs"]})
 print(json.dumps({"programs": progs}))
 EOF
-    record machine_standin.json "-n 2 against -n 1 for unet-dist bench (128x128, 1 thread per rank) and for tools/machine/sync_step.c, a stand-in step with none of unet-dist's code (per image a fixed number of L1-fed FMAs and a pass over a batch-sized buffer, cut into 29 segments each ending in a 128-double allreduce); $r rounds of each; medians of the rounds' images/s" \
+    record machine_standin.json \
+      "-n 2 against -n 1 for unet-dist bench (128x128, 1 thread per rank) and for tools/machine/sync_step.c, a
+ stand-in step with none of unet-dist's code (per image a fixed number of L1-fed FMAs and a pass over a batch-sized
+ buffer, cut into 29 segments each ending in a 128-double allreduce); $r rounds of each; medians of the rounds'
+ images/s" \
       "$(mpirun --version | head -1)" "tools/bench_scaling.sh --bench $r" "tools/bench_scaling.sh --synthetic $r"
 }
 
@@ -139,15 +156,17 @@ bf16_pairs() {
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
 conv = lambda j: round(j["forward_ms"]["conv"] + j["backward_ms"]["conv"])
-print(json.dumps({"fp32": round(a["images_per_s"], 2), "bf16": round(b["images_per_s"], 2), "conv_ms_fp32": conv(a),
-                  "conv_ms_bf16": conv(b), "rss": [a["peak_rss_mb"], b["peak_rss_mb"]]}))' "$work/fp32.json" "$work/bf16.json"
+print(json.dumps({"fp32": round(a["images_per_s"], 2), "bf16": round(b["images_per_s"], 2),
+                  "conv_ms_fp32": conv(a), "conv_ms_bf16": conv(b), "rss": [a["peak_rss_mb"], b["peak_rss_mb"]]}))' \
+      "$work/fp32.json" "$work/bf16.json"
   done
 }
 
 bf16() {
-  local r="${1:-7}" size steps extra
+  local r="${1:-7}" size n extra
   for size in 128 394; do
-    if [ "$size" = 128 ]; then steps=5; extra=(--steps 5); n="$r"; else steps=2; extra=(--steps 2 --sgemm-size 0); n=$(((r + 1) / 2)); fi
+    # 394 takes about ten times as long per step: fewer steps, half the pairs, no sgemm.
+    if [ "$size" = 128 ]; then extra=(--steps 5); n="$r"; else extra=(--steps 2 --sgemm-size 0); n=$(((r + 1) / 2)); fi
     bf16_pairs "$size" "$n" "${extra[@]}" > "$work/pairs.jsonl"
     python3 -c '
 import json, sys
@@ -177,16 +196,21 @@ for block in re.split(r"\n(?=\d+ -> )", text.strip()):
                    "wgrad_fp32": g32, "wgrad_bf16": g16})
 print(json.dumps({"layers": layers}))
 EOF
-    record precision_kernels.json "one 3x3 convolution layer, one thread, float32 and bf16 kernels alternated, medians of 9 rounds, GFLOP/s in the thread's CPU time; the peak is a vdpbf16ps loop (64 FLOP per instruction, 24 independent sums)" \
+    record precision_kernels.json \
+      "one 3x3 convolution layer, one thread, float32 and bf16 kernels alternated, medians of 9 rounds, GFLOP/s in
+ the thread's CPU time; the peak is a vdpbf16ps loop (64 FLOP per instruction, 24 independent sums)" \
       "$(cc --version | head -1)" \
-      "cc -O3 -I Sources/CKernels/include -I Sources/CKernels -o /tmp/conv_rates tools/machine/conv_rates.c Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c -lm" \
+      "cc -O3 -I Sources/CKernels/include -I Sources/CKernels -o /tmp/conv_rates tools/machine/conv_rates.c\
+ Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c -lm" \
       "/tmp/conv_rates 64 128 9; /tmp/conv_rates 16 128 9; /tmp/conv_rates 128 32 9"
 }
 
 while [ $# -gt 0 ]; do
   what="$1"; shift
   args=()
-  while [ $# -gt 0 ] && ! [[ "$1" =~ ^(vs-torch|resnet|ddp|scaling|standin|bf16|kernels)$ ]]; do args+=("$1"); shift; done
+  while [ $# -gt 0 ] && ! [[ "$1" =~ ^(vs-torch|resnet|ddp|scaling|standin|bf16|kernels)$ ]]; do
+    args+=("$1"); shift
+  done
   case "$what" in
     vs-torch) vs_torch "${args[@]}" ;;
     resnet) resnet "${args[@]}" ;;

@@ -37,7 +37,8 @@ final class DocsTablesTests: ScratchTestCase {
         // One figure of the headline table, changed.
         let figure = try XCTUnwrap(text.range(of: #"[0-9]+\.[0-9]+x"#, options: .regularExpression,
                                               range: row.upperBound..<text.endIndex))
-        try (text.replacingCharacters(in: figure, with: "9.99x")).write(toFile: readme, atomically: true, encoding: .utf8)
+        try text.replacingCharacters(in: figure, with: "9.99x")
+            .write(toFile: readme, atomically: true, encoding: .utf8)
 
         let stale = try check(root)
         XCTAssertEqual(stale.status, 1, stale.stdout + stale.stderr)
@@ -53,7 +54,8 @@ final class DocsTablesTests: ScratchTestCase {
     func testChangedDataFailsTheCheckOfEveryTableDrawnFromIt() throws {
         let root = try copyOfTheDocs()
         let path = root + "/docs/data/vs_pytorch_unet.json"
-        var json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        var json = try XCTUnwrap(JSONSerialization.jsonObject(with: bytes) as? [String: Any])
         var results = try XCTUnwrap(json["results"] as? [[String: Any]])
         results[0]["ours_images_per_s"] = 30.0
         json["results"] = results
@@ -70,7 +72,8 @@ final class DocsTablesTests: ScratchTestCase {
         let root = try copyOfTheDocs()
         let doc = root + "/docs/usage.md"
         let text = try String(contentsOfFile: doc, encoding: .utf8)
-        try (text + "\n<!-- table:no-such-table -->\n<!-- /table -->\n").write(toFile: doc, atomically: true, encoding: .utf8)
+        try (text + "\n<!-- table:no-such-table -->\n<!-- /table -->\n")
+            .write(toFile: doc, atomically: true, encoding: .utf8)
         let r = try check(root)
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.contains("docs/usage.md: no table is called 'no-such-table'"), r.stderr)
@@ -82,8 +85,8 @@ final class DocsTablesTests: ScratchTestCase {
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".json") }.sorted()
         XCTAssertGreaterThan(files.count, 5)
         for name in files {
-            let json = try XCTUnwrap(
-                JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))) as? [String: Any], name)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: bytes) as? [String: Any], name)
             let commands = (json["commands"] as? [String]) ?? (json["command"] as? String).map { [$0] } ?? []
             XCTAssertFalse(commands.isEmpty, "\(name): no command")
             XCTAssertNotNil(json["what"] as? String, "\(name): no description")
