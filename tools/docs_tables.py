@@ -221,7 +221,7 @@ def headline():
          cpu("vs_pytorch_resnet.json"), "`tools/measure_performance.sh resnet`"],
         ["2 ranks x 1 thread against PyTorch DDP (gloo), 128 x 128", f"{ratio(ddp):.2f}x",
          cpu("vs_pytorch_ddp.json"), "`tools/measure_performance.sh ddp`"],
-        ["`-n 2` against `-n 1`, 1 thread per rank (of two independent runs)",
+        ["`-n 2` against `-n 1`, 1 thread per rank (in brackets: against two independent `-n 1` runs)",
          ", ".join(f"{m['speedup']:.2f}x ({100 * m['of_reference']:.0f}%)" for m in bench) + " bench; "
          + ", ".join(f"{m['speedup']:.2f}x ({100 * m['of_reference']:.0f}%)" for m in train) + " training",
          cpu("scaling_two_ranks.json"), "`tools/measure_performance.sh scaling DATA`"],
