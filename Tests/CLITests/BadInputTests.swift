@@ -3,7 +3,7 @@ import Formats
 import TestSupport
 import XCTest
 
-/// Every bad input of the data issue under `mpirun -n 2`: one line naming the file and the
+/// Every bad data input the readers refuse, under `mpirun -n 2`: one line naming the file and the
 /// problem, exit status 1 on every rank, no hang, and nothing written to the run directory.
 final class BadInputTests: ScratchTestCase {
     let good = fixturesDirectory + "/seeddata"

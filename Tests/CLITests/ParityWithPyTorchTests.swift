@@ -3,7 +3,7 @@ import Formats
 import TestSupport
 import XCTest
 
-/// The acceptance checks, run through the built binary on a PyTorch-made checkpoint
+/// The acceptance checks against PyTorch, run through the built binary on a PyTorch-made checkpoint
 /// (tools/make_fixtures.py): eval metrics and one large SGD step.
 final class ParityWithPyTorchTests: XCTestCase {
     let data = fixturesDirectory + "/seeddata"
@@ -18,7 +18,7 @@ final class ParityWithPyTorchTests: XCTestCase {
         try assertEvalMatchesPyTorch(fixturesDirectory + "/resnet_trained.safetensors", expected: "resnet_trained_eval.json")
     }
 
-    /// The rule: eval loss within 1e-4 relative of PyTorch's float64, IoU and Dice within 1e-3.
+    /// The rule: eval loss within 1e-4 relative of PyTorch's float64, IoU and Dice within 1e-3.
     func assertEvalMatchesPyTorch(_ checkpoint: String, expected: String, file: StaticString = #filePath,
                                   line: UInt = #line) throws {
         let r = try runUnetDist(["eval", "--checkpoint", checkpoint, "--data", data, "--json"])

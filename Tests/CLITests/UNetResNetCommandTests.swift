@@ -3,8 +3,8 @@ import Formats
 import TestSupport
 import XCTest
 
-/// `--model unet-resnet` end to end through mpirun, at width 8 so that it stays fast: the MPI
-/// issue's equivalence on 1 and 3 ranks, --pretrained with --freeze-encoder, resume, and eval,
+/// `--model unet-resnet` end to end through mpirun, at width 8 so that it stays fast: the
+/// data-parallel equivalence on 1 and 3 ranks (docs/design.md section 2), --pretrained with --freeze-encoder, resume, and eval,
 /// predict and info finding the model from the checkpoint alone.
 final class UNetResNetCommandTests: ScratchTestCase {
     let data = fixturesDirectory + "/seeddata"

@@ -27,7 +27,7 @@ Parts:
       Rabenseifner            2 log2(P) alpha + 2 (P-1)/P n beta
       reduce + bcast          2 log2(P) * (alpha + n beta)          (binomial trees)
     (the reduction's arithmetic is folded into beta; P a power of two).
-A step is compute + all its allreduces, nothing overlapped (as unet-dist runs it today). Not
+A step is compute + all its allreduces, nothing overlapped (as unet-dist runs it). Not
 modelled: ranks waiting for each other (jitter, imbalance), the switch fabric's contention.
 """
 import argparse

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Runs the benchmarks behind the figures in README.md and docs/ and writes their data files, each
+# with the CPU it ran on (model, vCPUs, AVX-512/bf16/AMX flags from /proc/cpuinfo), the load
+# average and the command; then `python3 tools/docs_tables.py` rewrites the tables from them.
+#
+#   tools/measure_performance.sh [-o DIR] WHAT...    (DIR: docs/data; a scratch DIR to look first)
+#
+#   vs-torch [ROUNDS]  the seed's UNet against PyTorch at 128 (ROUNDS, default 3) and 394 (1 round),
+#                      1 and 2 threads, batch 16                    -> vs_pytorch_unet.json
+#   resnet [ROUNDS]    the ResNet-18 UNet against PyTorch at 128    -> vs_pytorch_resnet.json
+#   ddp [ROUNDS]       mpirun -n 2 against PyTorch DDP (gloo) at 128 -> vs_pytorch_ddp.json
+#   scaling DATA [R]   -n 2 against -n 1 and two independent runs: bench twice, training on DATA
+#                      (e.g. data/icbm128 from launch/fetch-icbm.sh) -> scaling_two_ranks.json
+#   standin [R]        bench against tools/machine/sync_step.c, R rounds each -> machine_standin.json
+#   bf16 [R]           fp32 and bf16 bench steps alternated, R pairs at 128 (default 7) and
+#                      (R+1)/2 at 394          -> precision_step_128.json, precision_step_394.json
+#   kernels            one thread's 3x3 kernels, fp32 against bf16 (tools/machine/conv_rates.c)
+#                                                                   -> precision_kernels.json
+#
+# Needs a release build (swift build -c release), Open MPI, and for vs-torch, resnet and ddp a
+# Python with torch (PYTHON=/path/to/python; resnet also torchvision). Timings need a quiet
+# machine: the load average is recorded beside them. Not a test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/data
+if [ "${1:-}" = -o ]; then out="$2"; shift 2; fi
+[ $# -gt 0 ] || { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+mkdir -p "$out"
+py="${PYTHON:-python3}"
+bin="${UNET_DIST_BIN:-$PWD/.build/release/unet-dist}"
+[ -x "$bin" ] || { echo "error: $bin: no release build (swift build -c release)" >&2; exit 1; }
+work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+
+# record FILE WHAT SOFTWARE COMMAND... < body.json (one JSON object): FILE = the body's keys plus what, cpu,
+# software, commands and the load average, written whole or not at all.
+record() {
+  local file="$1" what="$2" software="$3" body; shift 3
+  body="$(cat)"
+  BODY="$body" python3 - "$out/$file" "$what" "$software" "$@" <<'EOF'
+import json, os, sys
+path, what, software, commands = sys.argv[1], " ".join(sys.argv[2].split()), sys.argv[3], sys.argv[4:]
+info = open("/proc/cpuinfo").read().splitlines()
+model = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), "unknown")
+flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags")), [])
+wanted = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
+cpu = {"model": model, "vcpus": os.cpu_count(), "flags": [f for f in wanted if f in flags],
+       "amx": any(f.startswith("amx") for f in flags), "flags_complete": True}
+body = json.loads(os.environ["BODY"])
+doc = {"what": what, "cpu": cpu, "software": software, "commands": commands,
+       "load_average": round(os.getloadavg()[0], 1), **body}
+tmp = path + ".tmp"
+with open(tmp, "w") as f:
+    json.dump(doc, f, indent=1)
+    f.write("\n")
+os.replace(tmp, path)
+print(f"wrote {path}")
+EOF
+}
+
+# {"results": [...]}: the lists that tools/bench_vs_torch.py --json wrote, joined.
+results() {
+  python3 -c 'import json, sys; print(json.dumps({"results": sum((json.load(open(f)) for f in sys.argv[1:]), [])}))' "$@"
+}
+torch_version() { "$py" -c 'import torch; print(torch.__version__)'; }
+
+vs_torch() {
+  local rounds="${1:-3}"
+  "$py" tools/bench_vs_torch.py --preset 128 --steps 5 --rounds "$rounds" --json "$work/a.json"
+  "$py" tools/bench_vs_torch.py --size 394 --steps 5 --rounds 1 --json "$work/b.json"
+  results "$work/a.json" "$work/b.json" | record vs_pytorch_unet.json \
+    "the seed's UNet: one training step (forward, BCEWithLogits, backward, Adam), unet-dist bench against the seed's
+ PyTorch code, batch 16, synthetic images" \
+    "OpenBLAS $(blas_core), PyTorch $(torch_version) CPU" \
+    "python tools/bench_vs_torch.py --preset 128 --steps 5 --rounds $rounds" \
+    "python tools/bench_vs_torch.py --size 394 --steps 5 --rounds 1"
+}
+
+resnet() {
+  local rounds="${1:-2}"
+  "$py" tools/bench_vs_torch.py --model unet-resnet --size 128 --steps 5 --rounds "$rounds" --json "$work/r.json"
+  results "$work/r.json" | record vs_pytorch_resnet.json \
+    "the seed's UNetResnet (torchvision's resnet18 as the encoder): one training step, unet-dist bench against
+ PyTorch, batch 16, synthetic images" \
+    "OpenBLAS $(blas_core), PyTorch $(torch_version) CPU" \
+    "python tools/bench_vs_torch.py --model unet-resnet --size 128 --steps 5 --rounds $rounds"
+}
+
+ddp() {
+  local rounds="${1:-3}"
+  "$py" tools/bench_vs_torch.py --ddp --size 128 --steps 5 --rounds "$rounds" --json "$work/d.json"
+  results "$work/d.json" | record vs_pytorch_ddp.json \
+    "data parallel: mpirun -n 2 unet-dist bench --threads 1 against PyTorch DistributedDataParallel (gloo),
+ 2 processes x 1 thread, global batch 16" \
+    "OpenBLAS $(blas_core), $(mpirun --version | head -1), PyTorch $(torch_version) CPU" \
+    "python tools/bench_vs_torch.py --ddp --size 128 --steps 5 --rounds $rounds"
+}
+
+blas_core() { "$bin" bench --size 16 --batch-size 1 --steps 1 --sgemm-size 0 --json | tail -1 |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["blas_core"] + " kernels")'; }
+
+# One tools/bench_scaling.sh run as a JSON object: its per-run lines and medians.
+scaling_run() {
+  local workload="$1"; shift
+  tools/bench_scaling.sh "$@" | tee "$work/s.txt" >&2
+  python3 - "$workload" "tools/bench_scaling.sh $*" "$work/s.txt" <<'EOF'
+import json, re, statistics, sys
+workload, command, text = sys.argv[1], sys.argv[2], open(sys.argv[3]).read()
+runs = [tuple(map(float, m)) for m in re.findall(r"-n 1 ([0-9.]+), -n 2 ([0-9.]+), .*= ([0-9.]+) images/s", text)]
+n1, n2, pair = (statistics.median(c) for c in zip(*runs))
+print(json.dumps({"command": command, "workload": workload, "n1": n1, "n2": n2, "pair": pair,
+                  "speedup": n2 / n1, "of_reference": n2 / pair, "runs": runs}))
+EOF
+}
+
+scaling() {
+  local data="${1:?scaling needs a data set (launch/fetch-icbm.sh data/icbm128 128)}" r="${2:-5}"
+  { scaling_run bench --bench "$r"; scaling_run bench --bench "$r"; scaling_run train "$data" "$r"; } > "$work/runs.jsonl"
+  python3 -c 'import json, sys; print(json.dumps({"measurements": [json.loads(l) for l in open(sys.argv[1])]}))' \
+    "$work/runs.jsonl" | record scaling_two_ranks.json \
+    "-n 2 against -n 1 (1 thread per rank, batch 16 at 128x128), alternated runs, medians of $r each; the reference
+ is two independent -n 1 runs at once with batch 8 each (what two busy cores give without communication)" \
+    "OpenBLAS $(blas_core), $(mpirun --version | head -1)" \
+    "tools/bench_scaling.sh --bench $r (twice)" "tools/bench_scaling.sh $data $r"
+}
+
+standin() {
+  local r="${1:-8}"
+  { scaling_run bench --bench "$r"; scaling_run synthetic --synthetic "$r"; } > "$work/runs.jsonl"
+  python3 - "$work/runs.jsonl" <<'EOF' |
+import json, sys
+names = {"bench": "unet-dist `bench`", "synthetic": "`sync_step.c`"}
+progs = []
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    progs.append({"program": names[m["workload"]], "n1": m["n1"], "n2": m["n2"], "pair": m["pair"],
+                  "rounds": len(m["runs"]), "rounds_at_1_9x": sum(1 for a, b, _ in m["runs"] if b / a >= 1.9),
+                  "runs": m["runs"]})
+print(json.dumps({"programs": progs}))
+EOF
+    record machine_standin.json \
+      "-n 2 against -n 1 for unet-dist bench (128x128, 1 thread per rank) and for tools/machine/sync_step.c, a
+ stand-in step with none of unet-dist's code (per image a fixed number of L1-fed FMAs and a pass over a batch-sized
+ buffer, cut into 29 segments each ending in a 128-double allreduce); $r rounds of each; medians of the rounds'
+ images/s" \
+      "$(mpirun --version | head -1)" "tools/bench_scaling.sh --bench $r" "tools/bench_scaling.sh --synthetic $r"
+}
+
+# R pairs of bench steps, fp32 then bf16, at SIZE.
+bf16_pairs() {
+  local size="$1" r="$2"; shift 2
+  for ((i = 1; i <= r; i++)); do
+    for p in fp32 bf16; do
+      "$bin" bench --size "$size" --batch-size 16 --threads 2 --precision "$p" --json "$@" | tail -1 > "$work/$p.json"
+    done
+    python3 -c '
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+conv = lambda j: round(j["forward_ms"]["conv"] + j["backward_ms"]["conv"])
+print(json.dumps({"fp32": round(a["images_per_s"], 2), "bf16": round(b["images_per_s"], 2),
+                  "conv_ms_fp32": conv(a), "conv_ms_bf16": conv(b), "rss": [a["peak_rss_mb"], b["peak_rss_mb"]]}))' \
+      "$work/fp32.json" "$work/bf16.json"
+  done
+}
+
+bf16() {
+  local r="${1:-7}" size n extra
+  for size in 128 394; do
+    # 394 takes about ten times as long per step: fewer steps, half the pairs, no sgemm.
+    if [ "$size" = 128 ]; then extra=(--steps 5); n="$r"; else extra=(--steps 2 --sgemm-size 0); n=$(((r + 1) / 2)); fi
+    bf16_pairs "$size" "$n" "${extra[@]}" > "$work/pairs.jsonl"
+    python3 -c '
+import json, sys
+pairs = [json.loads(l) for l in open(sys.argv[1])]
+rss = {"fp32": round(max(p["rss"][0] for p in pairs)), "bf16": round(max(p["rss"][1] for p in pairs))}
+for p in pairs: del p["rss"]
+print(json.dumps({"size": int(sys.argv[2]), "pairs": pairs, "peak_rss_mb": rss}))' "$work/pairs.jsonl" "$size" |
+      record "precision_step_$size.json" "a UNet training step at ${size}x$size, fp32 and bf16 alternated, wall time" \
+        "OpenBLAS $(blas_core)" "unet-dist bench --size $size --batch-size 16 --threads 2 ${extra[*]} --precision P --json"
+  done
+}
+
+kernels() {
+  cc -O3 -I Sources/CKernels/include -I Sources/CKernels -o "$work/conv_rates" tools/machine/conv_rates.c \
+    Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c -lm
+  for shape in "64 128" "16 128" "128 32"; do "$work/conv_rates" $shape 9; done | tee "$work/k.txt" >&2
+  python3 - "$work/k.txt" <<'EOF' |
+import json, re, sys
+text = open(sys.argv[1]).read()
+layers = []
+for block in re.split(r"\n(?=\d+ -> )", text.strip()):
+    c, s = map(int, re.match(r"(\d+) -> \d+ channels, (\d+)x", block).groups())
+    peak = float(re.search(r"peak\s+([0-9.]+)", block).group(1))
+    f32, f16 = map(float, re.search(r"forward\s+float32\s+([0-9.]+)\s+bf16\s+([0-9.]+)", block).groups())
+    g32, g16 = map(float, re.search(r"weight grad\s+float32\s+([0-9.]+)\s+bf16\s+([0-9.]+)", block).groups())
+    layers.append({"channels": c, "size": s, "peak": peak, "forward_fp32": f32, "forward_bf16": f16,
+                   "wgrad_fp32": g32, "wgrad_bf16": g16})
+print(json.dumps({"layers": layers}))
+EOF
+    record precision_kernels.json \
+      "one 3x3 convolution layer, one thread, float32 and bf16 kernels alternated, medians of 9 rounds, GFLOP/s in
+ the thread's CPU time; the peak is a vdpbf16ps loop (64 FLOP per instruction, 24 independent sums)" \
+      "$(cc --version | head -1)" \
+      "cc -O3 -I Sources/CKernels/include -I Sources/CKernels -o /tmp/conv_rates tools/machine/conv_rates.c\
+ Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c -lm" \
+      "/tmp/conv_rates 64 128 9; /tmp/conv_rates 16 128 9; /tmp/conv_rates 128 32 9"
+}
+
+while [ $# -gt 0 ]; do
+  what="$1"; shift
+  args=()
+  while [ $# -gt 0 ] && ! [[ "$1" =~ ^(vs-torch|resnet|ddp|scaling|standin|bf16|kernels)$ ]]; do
+    args+=("$1"); shift
+  done
+  case "$what" in
+    vs-torch) vs_torch "${args[@]}" ;;
+    resnet) resnet "${args[@]}" ;;
+    ddp) ddp "${args[@]}" ;;
+    scaling) scaling "${args[@]}" ;;
+    standin) standin "${args[@]}" ;;
+    bf16) bf16 "${args[@]}" ;;
+    kernels) kernels ;;
+    *) echo "error: unknown measurement '$what' (vs-torch, resnet, ddp, scaling, standin, bf16, kernels)" >&2; exit 2 ;;
+  esac
+done
+echo "now: python3 tools/docs_tables.py   (rewrites the tables in README.md and docs/ from $out)"
