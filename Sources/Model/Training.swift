@@ -187,13 +187,11 @@ public final class Trainer {
         self.log = log
         // What the flags and the directory listing alone refuse, before any file is read.
         var setupError: Error?
-        var data: SeedDataset?
+        var data: SeedDataset?, split: DataSplit?
         do {
             let d = try SeedDataset(directory: config.data)
-            guard config.testCount >= 0, config.testCount < d.count else {
-                throw FormatError(config.data, "--test-count \(config.testCount) leaves no training data (\(d.count) pairs)")
-            }
-            let trainCount = d.count - config.testCount
+            split = try DataSplit(d, testCount: config.testCount)
+            let trainCount = split!.train.count
             guard trainCount >= config.batchSize else {
                 throw FormatError(config.data, "\(trainCount) training pairs, fewer than one global batch of \(config.batchSize) (--batch-size)")
             }
@@ -212,9 +210,8 @@ public final class Trainer {
         if let message = comm.agree(on: setupError) { throw RunError(message) }
         self.data = data!
         self.size = size
-        let trainCount = self.data.count - config.testCount
-        trainIndices = Array(0..<trainCount)
-        testIndices = Array(trainCount..<self.data.count)
+        (trainIndices, testIndices) = (split!.train, split!.test)
+        if comm.isRoot && !config.quiet, let note = split!.note { log(note) }
         batch = Batch(classes: config.model.classes)
         spare = Batch(classes: config.model.classes)
         optimizerSettings = config.optimizerSettings

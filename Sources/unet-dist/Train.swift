@@ -107,7 +107,7 @@ struct Train: ParsableCommand {
             if bar { trainer.onStep = ProgressBar.draw }
             if let line = precision.apply(to: trainer.model), !quiet { say(comm, "unet-dist train: " + line) }
             trainer.stopSignal = { cstop_signal() }
-            if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
+            if !quiet { say(comm, "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(trainer.testCount) test pairs, "
                 + "\(comm.size) rank(s) x \(threads) thread(s) (\(kernelsDescription), OpenBLAS \(blasCoreName)), batch \(c.batchSize)"
                 + (c.accumulate > 1 ? " in \(c.accumulate) micro-batches" : "") + ", \(trainer.stepsPerEpoch) steps/epoch, "
                 + trainer.learningRates.summary) }
