@@ -110,7 +110,7 @@ final class CohortCommandTests: ScratchTestCase {
         let split = try write("split.csv", "subject,t1,gm,wm,split\n\(good),test\n")
         let columns = try write("columns.csv", "subject,t1,gm\n")
         let bigger = try write("bigger.csv", "subject,t1,gm,wm\n\(good)\n"
-                               + "synth-02,synth-02_T1.nii.gz,synth-01_gm.nii.gz,synth-02_wm.nii.gz\n")
+                               + "synth-02,synth-02_T1.nii.gz,synth-02_gm.nii.gz,synth-02_wm.nii.gz\n")
         try NIfTIVolume(dims: [16, 16, 16], values: [Float](repeating: 1, count: 4096))
             .writeGzip(to: ph + "/synth-02_T1.nii.gz")
         let cases: [(String, [String], String)] = [
@@ -123,7 +123,7 @@ final class CohortCommandTests: ScratchTestCase {
              "\(ph)/cohort.csv: gives probability maps (gm, wm): --wm-labels and --gm-labels do not apply"),
             (columns, [], "\(columns): needs the columns subject,t1,gm,wm or subject,t1,labels (its header: "
              + "subject,t1,gm)"),
-            (bigger, [], "rank 1: \(ph)/synth-01_gm.nii.gz: 32x32x32 voxels, but the T1 (\(ph)/synth-02_T1.nii.gz) "
+            (bigger, [], "rank 1: \(ph)/synth-02_wm.nii.gz: 32x32x32 voxels, but the T1 (\(ph)/synth-02_T1.nii.gz) "
              + "has 16x16x16"),
         ]
         for (csv, extra, message) in cases {
@@ -136,5 +136,40 @@ final class CohortCommandTests: ScratchTestCase {
             let left = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
             XCTAssertEqual(left, [], "nothing written for \(csv)")
         }
+    }
+
+    /// FreeSurfer-style input: T1.mgz and aseg.mgz with labels, beside the same head as NIfTI, in one
+    /// cohort split by its own column: both subjects give the same slices.
+    func testFreeSurferVolumesWithLabelsCutAsTheirNIfTITwins() throws {
+        let dir = try scratchDirectory("cohort")
+        try SphereHead.write(to: dir)
+        let dims = SphereHead.dims
+        // SphereHead.affine: 1.5 x 1.5 x 2 mm, voxel (10, 12, 8), the centre, at the origin.
+        func mgz(_ name: String, _ values: [Float], type: Int32) throws {
+            let data = mghFile(dims: dims, values: values, type: type, delta: [1.5, 1.5, 2], centre: [0, 0, 0])
+            try gzipCompress(data).write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+        }
+        try mgz("T1.mgz", SphereHead.volume(SphereHead.t1), type: 3)
+        try mgz("aseg.mgz", SphereHead.volume { x, y, z in
+            Float([x < 10 ? 2 : 41, x < 10 ? 3 : 42, 0][SphereHead.tissue(x, y, z)])
+        }, type: 0)
+        try "subject,t1,labels,split\nnifti,T1.nii.gz,aseg.nii.gz,train\nfreesurfer,T1.mgz,aseg.mgz,test\n"
+            .write(toFile: dir + "/study.csv", atomically: true, encoding: .utf8)
+        let r = try runUnetDist(["prepare", "--cohort", dir + "/study.csv", "--wm-labels", "2,41", "--gm-labels", "3,42",
+                                 "--size", "24", "--out", dir + "/data"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let (_, rows) = try manifest(dir + "/data")
+        let kept = SphereHead.keptSlices().values.map(\.count).reduce(0, +)
+        XCTAssertEqual(rows.count, 2 * kept)
+        var slices: [String: [String: Data]] = [:]
+        for row in rows {
+            let index = row["file"]!.dropLast(4).split(separator: "_").last!
+            let pair = try XCTUnwrap(FileManager.default.contents(atPath: "\(dir)/data/MRIs/\(row["file"]!)"))
+                + (try XCTUnwrap(FileManager.default.contents(atPath: "\(dir)/data/Segmentations/segm_\(index).npy")))
+            slices[row["subject"]!, default: [:]]["\(row["axis"]!) \(row["slice_index"]!)"] = pair
+            XCTAssertEqual(row["split"], row["subject"] == "nifti" ? "train" : "test")
+        }
+        XCTAssertEqual(slices["nifti"]?.count, kept)
+        XCTAssertEqual(slices["freesurfer"], slices["nifti"])
     }
 }

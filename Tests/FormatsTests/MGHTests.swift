@@ -115,7 +115,7 @@ final class MGHTests: XCTestCase {
         expectRefused(b.file(floats: payload), "MGH dimensions 65536x65536x65536x65536 are too large "
                       + "(the size overflows 64 bits)")
         b.dims = [65536, 65536, 65536, 1]
-        let huge = "truncated MGH data: 65536x65536x65536x1 float needs 1125899906843108 bytes, file has 380"
+        let huge = "truncated MGH data: 65536x65536x65536x1 float needs 1125899906842908 bytes, file has 380"
         expectRefused(b.file(floats: payload), huge)
         expectRefused(try gzipCompress(b.file(floats: payload)), huge)
         b = MGHBuilder()
