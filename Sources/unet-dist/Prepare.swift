@@ -32,7 +32,7 @@ struct Prepare: ParsableCommand {
     @Option(help: "Gray-matter label values of the label maps, comma-separated.") var gmLabels: String?
     @Option(help: "With --cohort: hold out this many subjects, drawn by --seed, as the test set.")
     var testSubjects: Int?
-    @Option(help: "Seed of the --test-subjects draw and of the file order.") var seed: UInt64 = 0
+    @Option(help: "With --cohort: seed of the --test-subjects draw and of the file order.") var seed: UInt64 = 0
     @Option(help: "Output directory (seed layout).") var out: String
     @Option(help: "Side of the square output slices in pixels.") var size = 394
     @Option(help: "Slicing directions, comma-separated: axial, coronal, sagittal.")

@@ -45,7 +45,8 @@ final class CohortCommandTests: ScratchTestCase {
         let two = try runUnetDist(prepare + ["--out", dir + "/data"], ranks: 2)
         XCTAssertEqual(two.status, 0, two.stderr)
         let (header, rows) = try manifest(dir + "/data")
-        XCTAssertEqual(header, ["file", "subject", "split", "source", "axis", "slice_index", "pixel_mm_x", "pixel_mm_y"])
+        XCTAssertEqual(header, ["file", "subject", "split", "source", "axis", "slice_index", "pixel_mm_x",
+                                "pixel_mm_y"])
         let testSubjects = Set(rows.filter { $0["split"] == "test" }.map { $0["subject"]! })
         let trainSubjects = Set(rows.filter { $0["split"] == "train" }.map { $0["subject"]! })
         XCTAssertEqual(testSubjects.count, 1)
@@ -155,8 +156,8 @@ final class CohortCommandTests: ScratchTestCase {
         }, type: 0)
         try "subject,t1,labels,split\nnifti,T1.nii.gz,aseg.nii.gz,train\nfreesurfer,T1.mgz,aseg.mgz,test\n"
             .write(toFile: dir + "/study.csv", atomically: true, encoding: .utf8)
-        let r = try runUnetDist(["prepare", "--cohort", dir + "/study.csv", "--wm-labels", "2,41", "--gm-labels", "3,42",
-                                 "--size", "24", "--out", dir + "/data"])
+        let r = try runUnetDist(["prepare", "--cohort", dir + "/study.csv", "--wm-labels", "2,41",
+                                 "--gm-labels", "3,42", "--size", "24", "--out", dir + "/data"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let (_, rows) = try manifest(dir + "/data")
         let kept = SphereHead.keptSlices().values.map(\.count).reduce(0, +)
