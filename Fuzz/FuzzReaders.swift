@@ -27,6 +27,16 @@ public func fuzzOneInput(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
             _ = v.values.reduce(0, +)
         }
     }
+    if target == "mgh" || target == "all" {
+        if let v = try? MGHVolume(data: data, path: "f") {
+            let shape = v.dims + [v.frames]
+            precondition(v.dims.count == 3 && shape.allSatisfy { (1...maxImageSide).contains($0) }, "MGH shape \(shape)")
+            precondition(product(shape) == Double(v.values.count), "MGH values \(v.values.count) for \(shape)")
+            precondition(v.affine.joined().allSatisfy(\.isFinite), "MGH affine \(v.affine)")
+            _ = v.values.reduce(0, +)
+            if let one = try? v.volume(path: "f") { precondition(one.values.count == v.values.count) }
+        }
+    }
     if target == "safetensors" || target == "all" {
         if let st = try? SafeTensors(data: data, path: "f") {
             for name in st.names {

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Fuzzes the .npy, NIfTI and safetensors readers with libFuzzer (+ AddressSanitizer) for a set
+# Fuzzes the .npy, NIfTI, MGH and safetensors readers with libFuzzer (+ AddressSanitizer) for a set
 # time each, starting from the committed corpus in Fuzz/corpus/TARGET with the dictionary
 # Fuzz/TARGET.dict. New inputs collect in .build-fuzz/corpus-TARGET; at the end those that reach
 # code the committed corpus does not are merged into it.
-#   tools/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]      targets: npy nifti safetensors
+#   tools/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]      targets: npy nifti mgh safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"; shift || true
-targets=("${@:-npy nifti safetensors}")
+targets=("${@:-npy nifti mgh safetensors}")
 out=.build-fuzz; mkdir -p "$out"
 # The readers are plain Swift over Foundation and zlib: compile them with the entry point, with
 # the optimization users get for the Formats target (`swift build -c release`: -O, whole-module,

@@ -30,7 +30,8 @@ public struct NIfTIVolume {
 
     public var count: Int { values.count }
 
-    public init(dims: [Int], values: [Float], affine: [[Double]] = NIfTIVolume.identity, datatype: DataType = .float32) {
+    public init(dims: [Int], values: [Float], affine: [[Double]] = NIfTIVolume.identity,
+                datatype: DataType = .float32) {
         precondition(dims.count == 3 && values.count == checkedProduct(dims) && affine.count >= 3)
         self.dims = dims
         self.values = values
@@ -91,8 +92,12 @@ public struct NIfTIVolume {
     /// The volume as a .nii.gz: `type` float32 or uint8 (values rounded and clamped to 0...255),
     /// the affine as the sform (scanner anatomical), pixdim from its column lengths.
     public func writeGzip(to path: String, as type: DataType = .float32) throws {
-        guard type == .float32 || type == .uint8 else { throw FormatError(path, "can write float32 or uint8 only, not \(type)") }
-        guard dims.allSatisfy({ (1...32767).contains($0) }) else { throw FormatError(path, "NIfTI-1 dimensions must be 1 to 32767, not \(dims)") }
+        guard type == .float32 || type == .uint8 else {
+            throw FormatError(path, "can write float32 or uint8 only, not \(type)")
+        }
+        guard dims.allSatisfy({ (1...32767).contains($0) }) else {
+            throw FormatError(path, "NIfTI-1 dimensions must be 1 to 32767, not \(dims)")
+        }
         var file = NIfTIHeader.encode(dims: dims, type: type, pixdim: spacing, affine: affine)
         switch type {
         case .uint8:
@@ -109,9 +114,9 @@ public struct NIfTIVolume {
     }
 }
 
-/// Stored voxels of one type to Float, from the file's byte order.
-private func decodeVoxels(_ src: UnsafeRawBufferPointer, type: NIfTIVolume.DataType, count n: Int, bigEndian: Bool,
-                          into out: UnsafeMutablePointer<Float>) {
+/// Stored voxels of one type to Float, from the file's byte order (NIfTI's or MGH's).
+func decodeVoxels(_ src: UnsafeRawBufferPointer, type: NIfTIVolume.DataType, count n: Int, bigEndian: Bool,
+                  into out: UnsafeMutablePointer<Float>) {
     @inline(__always) func load<T: FixedWidthInteger>(_ i: Int, _: T.Type) -> T {
         let v = src.loadUnaligned(fromByteOffset: i * MemoryLayout<T>.size, as: T.self)
         return bigEndian ? T(bigEndian: v) : T(littleEndian: v)
@@ -167,7 +172,8 @@ struct NIfTIHeader {
             if magic == Array("ni1\0".utf8) {
                 throw FormatError(path, "a NIfTI-1 .hdr/.img pair: only single-file .nii/.nii.gz is supported")
             }
-            throw FormatError(path, "bad NIfTI-1 magic \(magic.map { String(format: "%02x", $0) }.joined(separator: " ")) (expected \"n+1\")")
+            let hex = magic.map { String(format: "%02x", $0) }.joined(separator: " ")
+            throw FormatError(path, "bad NIfTI-1 magic \(hex) (expected \"n+1\")")
         }
         dims = try Self.dimensions(r, path: path)
         guard let type = NIfTIVolume.DataType(rawValue: Int(r.int16(70))) else {
@@ -207,13 +213,16 @@ struct NIfTIHeader {
             throw FormatError(path, "bad NIfTI dim[\(bad + 1)] = \(all[bad])")
         }
         guard all.dropFirst(3).allSatisfy({ $0 == 1 }) else {
-            throw FormatError(path, "has \(rank) dimensions \(all.map(String.init).joined(separator: "x")): only 3-D volumes are supported")
+            let shape = all.map(String.init).joined(separator: "x")
+            throw FormatError(path, "has \(rank) dimensions \(shape): only 3-D volumes are supported")
         }
         return Array((all + [1, 1]).prefix(3))
     }
 
     private static func dataOffset(_ v: Double, path: String) throws -> Int {
-        guard v.isFinite, v >= 0, v < 1e9, v == v.rounded() else { throw FormatError(path, "bad NIfTI vox_offset \(v)") }
+        guard v.isFinite, v >= 0, v < 1e9, v == v.rounded() else {
+            throw FormatError(path, "bad NIfTI vox_offset \(v)")
+        }
         // A single file's voxels start at 352 or later; some writers leave 0 there meaning "right
         // after the header".
         if v == 0 { return 352 }
@@ -239,7 +248,8 @@ struct NIfTIHeader {
 
     /// The standard's qform: rotation from the unit quaternion (a, b, c, d), a = sqrt(1 - b² - c² - d²),
     /// columns scaled by the voxel sizes, the third also by qfac (pixdim[0], ±1).
-    static func quaternionAffine(b: Double, c: Double, d: Double, offset: [Double], scale: [Double], qfac: Double) -> [[Double]] {
+    static func quaternionAffine(b: Double, c: Double, d: Double, offset: [Double], scale: [Double],
+                                 qfac: Double) -> [[Double]] {
         var (a, b, c, d) = (1 - (b * b + c * c + d * d), b, c, d)
         if a < 1e-7 {
             // A 180-degree rotation (or rounding past it): renormalize (b, c, d), as nifti1_io does.
@@ -259,7 +269,8 @@ struct NIfTIHeader {
     func checkLength(_ available: Int, path: String) throws {
         guard available >= endOfData else {
             let shape = dims.map(String.init).joined(separator: "x")
-            throw FormatError(path, "truncated NIfTI data: \(shape) \(datatype) from byte \(offset) needs \(endOfData) bytes, file has \(available)")
+            throw FormatError(path, "truncated NIfTI data: \(shape) \(datatype) from byte \(offset) needs "
+                              + "\(endOfData) bytes, file has \(available)")
         }
     }
 
@@ -272,7 +283,9 @@ struct NIfTIHeader {
     /// A little-endian header (348 bytes plus the 4-byte empty extension block) for `writeGzip`.
     static func encode(dims: [Int], type: NIfTIVolume.DataType, pixdim: [Double], affine: [[Double]]) -> [UInt8] {
         var h = [UInt8](repeating: 0, count: 352)
-        func put<T: FixedWidthInteger>(_ v: T, _ at: Int) { withUnsafeBytes(of: v.littleEndian) { h.replaceSubrange(at ..< at + $0.count, with: $0) } }
+        func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
+            withUnsafeBytes(of: v.littleEndian) { h.replaceSubrange(at ..< at + $0.count, with: $0) }
+        }
         func putFloat(_ v: Double, _ at: Int) { put(Float(v).bitPattern, at) }
         put(Int32(348), 0)
         put(Int16(3), 40)

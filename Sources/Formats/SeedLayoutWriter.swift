@@ -6,17 +6,24 @@ import Foundation
 /// leaves DIR as it was: never a partial set mixed with an older one.
 public final class SeedLayoutWriter {
     public let directory: String
+    /// Names the staging folder: the ranks that write one set together share rank 0's.
+    public let token: Int32
     private let staging: String
     private let fm = FileManager.default
     private var committed = false
+    private let owner: Bool
 
-    /// Refuses a DIR that already holds MRIs/ unless `overwrite`.
-    public init(directory: String, overwrite: Bool) throws {
+    /// Refuses a DIR that already holds MRIs/ unless `overwrite`. Only the `owner` checks, creates
+    /// and removes the staging folder; the other ranks of a job write into the owner's (`token`).
+    public init(directory: String, overwrite: Bool, token: Int32 = getpid(), owner: Bool = true) throws {
         self.directory = directory
+        self.token = token
+        self.owner = owner
+        staging = directory + "/.unet-dist-staging-\(token)"
+        guard owner else { return }
         if fm.fileExists(atPath: directory + "/MRIs") && !overwrite {
             throw FormatError(directory, "already holds a data set (MRIs/); pass --overwrite to replace it")
         }
-        staging = directory + "/.unet-dist-staging-\(getpid())"
         do {
             try? fm.removeItem(atPath: staging)
             try fm.createDirectory(atPath: staging + "/MRIs", withIntermediateDirectories: true)
@@ -26,7 +33,7 @@ public final class SeedLayoutWriter {
         }
     }
 
-    deinit { if !committed { try? fm.removeItem(atPath: staging) } }
+    deinit { if owner && !committed { try? fm.removeItem(atPath: staging) } }
 
     /// The index part of file names: at least 4 digits, more when the set needs them.
     public static func indexText(_ ix: Int, count: Int) -> String {
@@ -43,6 +50,21 @@ public final class SeedLayoutWriter {
         try stage(NpyArray(float32: image.pixels, shape: shape).encoded(), "MRIs/\(name)")
         try stage(NpyArray(uint8: labels, shape: shape).encoded(), "Segmentations/segm_\(index).npy")
         return name
+    }
+
+    /// Gives a staged pair (from `write`) another stem and index; returns the image's new name.
+    @discardableResult
+    public func rename(stem: String, index: String, toStem: String, toIndex: String) throws -> String {
+        let moves = [("MRIs/\(stem)_\(index).npy", "MRIs/\(toStem)_\(toIndex).npy"),
+                     ("Segmentations/segm_\(index).npy", "Segmentations/segm_\(toIndex).npy")]
+        for (from, to) in moves {
+            do {
+                try fm.moveItem(atPath: "\(staging)/\(from)", toPath: "\(staging)/\(to)")
+            } catch {
+                throw FormatError("\(directory)/\(to)", "cannot write: \(error.localizedDescription)")
+            }
+        }
+        return "\(toStem)_\(toIndex).npy"
     }
 
     /// A plain write: the staging folder is invisible until `commit`, which makes it durable with one

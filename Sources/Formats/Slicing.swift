@@ -28,7 +28,9 @@ public enum SliceAxis: String, CaseIterable {
     /// "axial,coronal" to [.axial, .coronal]; nil on an unknown name or a repeat.
     public static func list(_ text: String) -> [SliceAxis]? {
         let axes = text.split(separator: ",").map { SliceAxis(rawValue: $0.trimmingCharacters(in: .whitespaces)) }
-        guard !axes.isEmpty, axes.allSatisfy({ $0 != nil }), Set(axes.map { $0! }).count == axes.count else { return nil }
+        guard !axes.isEmpty, axes.allSatisfy({ $0 != nil }), Set(axes.map { $0! }).count == axes.count else {
+            return nil
+        }
         return axes.map { $0! }
     }
 }
@@ -141,7 +143,8 @@ public func resizeBilinear(_ image: Image2D, height: Int, width: Int) -> Image2D
     var tall = [Float](repeating: 0, count: height * image.width)
     for (r, t) in rows.enumerated() {
         for c in 0..<image.width {
-            tall[r * image.width + c] = t.w0 * image.pixels[t.i0 * image.width + c] + t.w1 * image.pixels[t.i1 * image.width + c]
+            tall[r * image.width + c] = t.w0 * image.pixels[t.i0 * image.width + c]
+                + t.w1 * image.pixels[t.i1 * image.width + c]
         }
     }
     var out = [Float](repeating: 0, count: height * width)

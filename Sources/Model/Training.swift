@@ -63,13 +63,10 @@ public final class Trainer {
         self.comm = comm
         self.log = log
         // What the flags and the directory listing alone refuse, before any file is read.
-        let data = try comm.everyRankDoes { () throws -> SeedDataset in
+        let (data, split) = try comm.everyRankDoes { () throws -> (SeedDataset, DataSplit) in
             let d = try SeedDataset(directory: config.data)
-            guard config.testCount >= 0, config.testCount < d.count else {
-                throw FormatError(config.data,
-                                  "--test-count \(config.testCount) leaves no training data (\(d.count) pairs)")
-            }
-            let trainCount = d.count - config.testCount
+            let split = try DataSplit(d, testCount: config.testCount)
+            let trainCount = split.train.count
             guard trainCount >= config.batchSize else {
                 throw FormatError(config.data, "\(trainCount) training pairs, fewer than one global batch of "
                                   + "\(config.batchSize) (--batch-size)")
@@ -78,7 +75,7 @@ public final class Trainer {
                 throw FormatError(config.data, "\(trainCount) training pairs, fewer than the \(comm.size) ranks")
             }
             if comm.isRoot { try RunDirectory.check(for: config) }
-            return d
+            return (d, split)
         }
         // Every pair read and checked once, the work shared by the ranks, so that a bad file
         // stops the run before anything is written rather than in the middle of it.
@@ -86,7 +83,8 @@ public final class Trainer {
             try Self.validate(data, classes: config.model.classes, rank: comm.rank, ranks: comm.size)
         }
         self.data = data
-        (trainIndices, testIndices) = Self.trainAndTestIndices(data, config: config)
+        (trainIndices, testIndices) = (split.train, split.test)
+        if comm.isRoot && !config.quiet, let note = split.note { log(note) }
         sampler = Sampler(count: trainIndices.count, batchSize: config.batchSize, seed: config.seed,
                           shuffle: config.shuffle, accumulate: config.accumulate)
         batch = Batch(classes: config.model.classes)
@@ -127,12 +125,6 @@ public final class Trainer {
             }
         }
         return (first.height, first.width)
-    }
-
-    /// The first `count - testCount` pairs in file-name order train, the last `testCount` test.
-    static func trainAndTestIndices(_ d: SeedDataset, config: TrainConfig) -> (train: [Int], test: [Int]) {
-        let trainCount = d.count - config.testCount
-        return (Array(0..<trainCount), Array(trainCount..<d.count))
     }
 
     public var stepsPerEpoch: Int { sampler.stepsPerEpoch }

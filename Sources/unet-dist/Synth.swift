@@ -5,27 +5,43 @@ import Kernels
 
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write deterministic brain-like phantoms in the seed's layout (for tests and offline demos).",
+        abstract: "Write deterministic brain-like phantoms: 2-D pairs in the seed's layout, or 3-D subjects "
+            + "with a cohort CSV (for tests and offline demos).",
         discussion: """
             Each phantom: an elliptical head with scalp and skull, a folded gray-matter ribbon around \
             white matter, CSF in sulci and ventricles, a smooth bias field and Gaussian noise; T1-like \
             intensities in [0, 1]. Masks: 0 white matter, 1 gray matter, 2 background. The same seed \
             gives the same bytes.
+
+            --count N --size S: N image/mask pairs of S x S pixels in the seed's layout.
+            --volumes N [--size S]: N subjects as NIfTI volumes of S^3 voxels (default 48), DIR/<id>_T1.nii.gz \
+            with its gray- and white-matter probability maps DIR/<id>_gm.nii.gz and DIR/<id>_wm.nii.gz, \
+            voxel sizes and storage order varying between subjects, and DIR/cohort.csv for \
+            `prepare --cohort` (docs/cohorts.md).
             """)
 
-    @Option(help: "Output directory (seed layout).") var out: String
-    @Option(help: "Number of image/mask pairs.") var count: Int
-    @Option(help: "Side of the square images in pixels.") var size: Int
+    @Option(help: "Output directory.") var out: String
+    @Option(help: "Number of 2-D image/mask pairs.") var count: Int?
+    @Option(help: "Number of 3-D phantom subjects (instead of --count).") var volumes: Int?
+    @Option(help: "Side of the square images, or of the cubic volumes, in pixels.") var size: Int?
     @Option(help: "Seed: the same seed gives the same files.") var seed: UInt64 = 0
     @Flag(help: "Replace a data set already in --out.") var overwrite = false
 
     func validate() throws {
-        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
-        guard (8...8192).contains(size) else { throw ValidationError("--size must be between 8 and 8192") }
+        guard (count == nil) != (volumes == nil) else { throw ValidationError("give either --count or --volumes") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if let volumes, volumes < 1 { throw ValidationError("--volumes must be at least 1") }
+        if count != nil && size == nil { throw ValidationError("--count needs --size") }
+        if volumes != nil, let size, !(8...512).contains(size) {
+            throw ValidationError("--size of volumes must be between 8 and 512")
+        }
+        if let size, !(8...8192).contains(size) { throw ValidationError("--size must be between 8 and 8192") }
     }
 
     func run() throws {
         runLocally {
+            if let volumes { try writeVolumes(volumes, side: size ?? 48); return }
+            let (count, size) = (count!, size!)
             let writer = try SeedLayoutWriter(directory: out, overwrite: overwrite)
             // One generator per phantom, seeded from a master stream, so each phantom depends only
             // on (seed, its index).
@@ -34,14 +50,13 @@ struct Synth: ParsableCommand {
             for i in 0..<count {
                 var rng = SplitMix64(seed: master.next())
                 let (image, labels) = Phantom(rng: &rng).render(size: size, rng: &rng)
-                try writer.write(stem: "synth", index: SeedLayoutWriter.indexText(i, count: count), image: image, labels: labels)
+                try writer.write(stem: "synth", index: SeedLayoutWriter.indexText(i, count: count),
+                                 image: image, labels: labels)
                 for l in labels { classCounts[Int(l)] += 1 }
             }
             try writer.commit()
-            let total = Double(classCounts.reduce(0, +))
             say("wrote \(count) phantoms of \(size)x\(size) to \(out) (seed \(seed))")
-            say(String(format: "class fractions: white %.4f, gray %.4f, background %.4f",
-                       Double(classCounts[0]) / total, Double(classCounts[1]) / total, Double(classCounts[2]) / total))
+            say(Prepare.fractions(classCounts.map(Double.init)))
         }
     }
 }
@@ -89,7 +104,8 @@ struct Phantom {
         if rho > 0.85 { return .skull }
         let fold = sin(folds.frequency * phi + folds.phase)
         // Gyri bulge out a little where the white matter reaches out under them.
-        let outer = min(0.84, 0.8 + 0.01 * fold + cortex.reduce(0) { $0 + $1.amplitude * sin($1.frequency * phi + $1.phase) })
+        let outer = min(0.84, 0.8 + 0.01 * fold
+                        + cortex.reduce(0) { $0 + $1.amplitude * sin($1.frequency * phi + $1.phase) })
         let inner = outer - ribbon + folds.amplitude * fold
         if ventricles && Self.inVentricle(hx, hy) { return .csf }
         if rho < inner { return .white }
@@ -108,7 +124,8 @@ struct Phantom {
     /// The image (2 x 2 samples per pixel for smooth partial-volume edges, bias, noise, clipped to
     /// [0, 1]) and the mask (the tissue at each pixel's center).
     func render(size: Int, rng: inout SplitMix64) -> (Image2D, [UInt8]) {
-        var pixels = [Float](repeating: 0, count: size * size), labels = [UInt8](repeating: 2, count: size * size)
+        var pixels = [Float](repeating: 0, count: size * size)
+        var labels = [UInt8](repeating: 2, count: size * size)
         let step = 2 / Double(size)
         for r in 0..<size {
             for c in 0..<size {

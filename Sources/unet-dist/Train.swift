@@ -35,7 +35,8 @@ struct Train: ParsableCommand {
     @Option(help: "adam, adamw or sgd.") var optimizer = OptimizerKind.adam
     @Option(help: "SGD momentum.") var momentum = 0.0
     @Option(help: "Weight decay (L2 for adam and sgd, decoupled for adamw).") var weightDecay = 0.0
-    @Option(help: "The last N pairs in file-name order are the test set.") var testCount = 100
+    @Option(help: "The last N pairs in file-name order are the test set (unless the manifest has a split).")
+    var testCount = 100
     @Option(help: "Seed for initialization and shuffling.") var seed: UInt64 = 0
     @Flag(help: "Take training pairs in file-name order.") var noShuffle = false
     @Option(name: .customLong("init"), help: "Start from a checkpoint's weights and BN buffers.") var initFrom: String?
@@ -151,7 +152,7 @@ struct Train: ParsableCommand {
 
     /// The line rank 0 prints before the first epoch.
     static func summary(_ c: TrainConfig, _ trainer: Trainer, ranks: Int, threads: Int) -> String {
-        "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(c.testCount) test pairs, "
+        "unet-dist train: \(c.model.kind.rawValue), \(trainer.trainCount) train / \(trainer.testCount) test pairs, "
             + "\(ranks) rank(s) x \(threads) thread(s) (\(kernelsDescription), OpenBLAS \(blasCoreName)), "
             + "batch \(c.batchSize)" + (c.accumulate > 1 ? " in \(c.accumulate) micro-batches" : "")
             + ", \(trainer.stepsPerEpoch) steps/epoch, " + trainer.learningRates.summary
