@@ -37,27 +37,23 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         runDistributed(threads: compute) { comm, _ in
-            var setupError: Error?
-            var model: SegmentationModel?, dataset: SeedDataset?, size = (h: 0, w: 0)
-            var indices: [Int] = [], manifest: Manifest?, splitSource = ""
-            do {
+            let (m, d, manifest, indices, splitSource, size) = try comm.everyRankDoes {
+                () throws -> (SegmentationModel, SeedDataset, Manifest?, [Int], String, (h: Int, w: Int)) in
                 let st = try SafeTensors(path: checkpoint)
                 let m = makeModel(try ModelConfig(inferredFrom: st, path: checkpoint))
                 precision.apply(to: m)
                 try m.load(st, path: checkpoint)
                 let d = try SeedDataset(directory: data)
-                manifest = try Manifest(directory: data)
+                let manifest = try Manifest(directory: data)
                 if perSubject != nil && manifest?.hasSubject != true {
                     throw FormatError(data, "--per-subject needs a manifest.csv with a subject column "
                                       + "(prepare --cohort writes one)")
                 }
-                (indices, splitSource) = try select(d, manifest: manifest)
+                let (indices, splitSource) = try select(d, manifest: manifest)
                 guard !indices.isEmpty else { throw FormatError(data, "the \(split.rawValue) split holds no pairs") }
                 let first = try Sample(d.pairs[indices[0]], classes: m.config.classes)
-                model = m; dataset = d; size = (first.height, first.width)
-            } catch let e { setupError = e }
-            if let message = comm.agree(on: setupError) { throw RunError(message) }
-            let d = dataset!, m = model!
+                return (m, d, manifest, indices, splitSource, (first.height, first.width))
+            }
             // Millimetres only where every scored image has its pixel size in the manifest.
             let pixelMM = indices.map { manifest?.rows[name(d.pairs[$0])]?.pixelMM }
             let inMM = pixelMM.allSatisfy { $0 != nil }
@@ -68,20 +64,15 @@ struct Eval: ParsableCommand {
                 spacing[$0] ?? (1, 1)
             }
             let unit = inMM ? "mm" : "px"
-            var writeError: Error?, subjectsLine: String?
-            if comm.isRoot {
-                do {
-                    if let perImage {
-                        try writeFileAtomically(Data(perImageCSV(images, data: d, unit: unit).utf8), to: perImage)
-                    }
-                    if let perSubject, let manifest {
-                        let table = perSubjectCSV(images, data: d, manifest: manifest, unit: unit)
-                        try writeFileAtomically(Data(table.csv.utf8), to: perSubject)
-                        subjectsLine = "per subject: \(table.subjects) subject(s) to \(perSubject)"
-                    }
-                } catch { writeError = error }
-            }
-            if let message = comm.agree(on: writeError) { throw RunError(message) }
+            let subjectsLine = try comm.rootDoes { () throws -> String? in
+                if let perImage {
+                    try writeFileAtomically(Data(perImageCSV(images, data: d, unit: unit).utf8), to: perImage)
+                }
+                guard let perSubject, let manifest else { return nil }
+                let table = perSubjectCSV(images, data: d, manifest: manifest, unit: unit)
+                try writeFileAtomically(Data(table.csv.utf8), to: perSubject)
+                return "per subject: \(table.subjects) subject(s) to \(perSubject)"
+            } ?? nil
             report(s, images, unit: unit, splitSource: splitSource, classes: m.config.classes - 1, comm: comm)
             if !json, let subjectsLine { say(comm, subjectsLine) }
         }

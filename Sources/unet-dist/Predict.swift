@@ -12,7 +12,7 @@ struct Predict: ParsableCommand {
 
     @Option(help: "A checkpoint (ours or a PyTorch state_dict as safetensors).") var checkpoint: String
     @Option(parsing: .upToNextOption,
-            help: "Input .npy slices (H x W), directories of them, or NIfTI volumes (.nii, .nii.gz).")
+            help: "Input .npy slices (H x W), directories of them, or volumes (.nii, .nii.gz, .mgz, .mgh).")
     var input: [String]
     @Option(help: ArgumentHelp(
         "For volumes: segment slice by slice along these axes (comma-separated: axial, coronal, sagittal).",
@@ -184,7 +184,9 @@ struct Predict: ParsableCommand {
         }
     }
 
-    static func isVolume(_ path: String) -> Bool { path.hasSuffix(".nii") || path.hasSuffix(".nii.gz") }
+    static func isVolume(_ path: String) -> Bool {
+        path.hasSuffix(".nii") || path.hasSuffix(".nii.gz") || isMGHPath(path)
+    }
 
     /// An H x W image, float or uint8, every value finite.
     func loadSlice(_ file: String) throws -> (image: [Float], height: Int, width: Int) {
@@ -206,7 +208,7 @@ struct Predict: ParsableCommand {
     }
 
     func loadVolume(_ file: String) throws -> NIfTIVolume {
-        let volume = try NIfTIVolume(path: file)
+        let volume = try readVolume(path: file)
         // The model sees each slice (or its square at --size): both sides at least minImageSide.
         if size == nil {
             for axis in SliceAxis.list(axis ?? axes)! {

@@ -47,7 +47,7 @@ extension Predict {
         if let truth = try truthLabels(like: volume) { report(seed, truth: truth, volume: volume, name: job.name) }
 
         let g = SliceGeometry(axis: axes[0], dims: volume.dims, affine: volume.affine)
-        let name = job.path.hasSuffix(".nii.gz") ? job.name + ".nii.gz" : job.name + ".nii"
+        let name = job.name + (job.path.hasSuffix(".nii.gz") ? ".nii.gz" : "." + URL(fileURLWithPath: job.path).pathExtension)
         let pixelArea = g.rowSpacing * g.columnSpacing, voxelVolume = volume.spacing.reduce(1, *)
         let codes = seed.map { Float($0) }
         var rows: [String] = [], totals = [0, 0, 0]
@@ -83,7 +83,7 @@ extension Predict {
     /// `--truth-wm`/`--truth-gm` probability maps, as `prepare` labels its slices; nil without.
     func truthLabels(like volume: NIfTIVolume) throws -> [UInt8]? {
         func read(_ path: String) throws -> NIfTIVolume {
-            let v = try NIfTIVolume(path: path)
+            let v = try readVolume(path: path)
             guard v.dims == volume.dims else {
                 throw FormatError(path, "\(v.dims.map(String.init).joined(separator: "x")) voxels, the input has "
                                   + volume.dims.map(String.init).joined(separator: "x"))

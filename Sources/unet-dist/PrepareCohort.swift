@@ -25,22 +25,19 @@ extension Prepare {
     }
 
     func prepareCohort(_ comm: Communicator) throws {
-        var setupError: Error?
-        var study: Cohort?, test: Set<Int> = [], writer: SeedLayoutWriter?
-        do {
+        let (c, test, rootWriter) = try comm.everyRankDoes { () throws -> (Cohort, Set<Int>, SeedLayoutWriter?) in
             let c = try Cohort(path: cohort!)
-            test = try testSubjects(of: c)
-            if comm.isRoot {
-                try c.checkFilesExist()
-                writer = try SeedLayoutWriter(directory: out, overwrite: overwrite)
-            }
-            study = c
-        } catch { setupError = error }
-        if let message = comm.agree(on: setupError) { throw RunError(message) }
-        let c = study!
+            let test = try testSubjects(of: c)
+            guard comm.isRoot else { return (c, test, nil) }
+            try c.checkFilesExist()
+            return (c, test, try SeedLayoutWriter(directory: out, overwrite: overwrite))
+        }
+        var writer = rootWriter
         var token = writer?.token ?? 0
         withUnsafeMutableBytes(of: &token) { comm.broadcast($0.baseAddress!, count: 4, root: 0) }
-        if !comm.isRoot { writer = try SeedLayoutWriter(directory: out, overwrite: true, token: token, owner: false) }
+        try comm.everyRankDoes {
+            if !comm.isRoot { writer = try SeedLayoutWriter(directory: out, overwrite: true, token: token, owner: false) }
+        }
         if comm.isRoot {
             say("\(cohort!): \(c.subjects.count) subjects on \(comm.size) rank(s)"
                 + (c.hasSplit || testSubjectsFlag ? ", \(test.count) held out as the test set" : ""))
@@ -50,12 +47,9 @@ extension Prepare {
         var classCounts = [Double](repeating: 0, count: 3)
         for round in 0 ..< (c.subjects.count + comm.size - 1) / comm.size {
             let s = round * comm.size + comm.rank
-            var failure: Error?
-            if s < c.subjects.count {
-                do { mine.append(try cutSubject(s, of: c, writer: writer!, classCounts: &classCounts)) }
-                catch { failure = error }
-            }
-            if let message = comm.agree(on: failure) { throw RunError(message) }
+            if let cut = try comm.everyRankDoes({ () throws -> CutSubject? in
+                s < c.subjects.count ? try cutSubject(s, of: c, writer: writer!, classCounts: &classCounts) : nil
+            }) { mine.append(cut) }
         }
         var counts = [Double](repeating: 0, count: c.subjects.count)
         for m in mine { counts[m.subject] = Double(m.places.count) }
@@ -64,8 +58,8 @@ extension Prepare {
         let positions = filePositions(counts.map { Int($0) }, test: test)
         let total = counts.reduce(0, +)
         let split = c.hasSplit || testSubjectsFlag
-        var rows: [(Int, String)] = [], failure: Error?
-        do {
+        var rows: [(Int, String)] = []
+        try comm.everyRankDoes {
             for m in mine {
                 let id = c.subjects[m.subject].id
                 for (k, place) in m.places.enumerated() {
@@ -78,8 +72,7 @@ extension Prepare {
                     rows.append((position, fields.joined(separator: ",")))
                 }
             }
-        } catch { failure = error }
-        if let message = comm.agree(on: failure) { throw RunError(message) }
+        }
         // The manifest's rows from every rank to rank 0, one rank at a time.
         var all: [(Int, String)] = []
         for r in 0 ..< comm.size {
@@ -89,14 +82,11 @@ extension Prepare {
                 return (Int(parts[0])!, String(parts[1]))
             }
         }
-        var commitError: Error?
-        if comm.isRoot {
+        try comm.rootDoes {
             let header = "file,subject" + (split ? ",split" : "") + ",source,axis,slice_index,pixel_mm_x,pixel_mm_y"
             let body = all.sorted { $0.0 < $1.0 }.map(\.1)
-            do { try writer!.commit(manifest: ([header] + body).joined(separator: "\n") + "\n") }
-            catch { commitError = error }
+            try writer!.commit(manifest: ([header] + body).joined(separator: "\n") + "\n")
         }
-        if let message = comm.agree(on: commitError) { throw RunError(message) }
         guard comm.isRoot else { return }
         say("wrote \(Int(total)) pairs of \(size)x\(size) from \(c.subjects.count) subjects to \(out)")
         say(Self.fractions(classCounts))

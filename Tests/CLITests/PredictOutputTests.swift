@@ -133,6 +133,30 @@ final class PredictVolumeTests: ScratchTestCase {
         XCTAssertTrue(two.stderr.hasPrefix("error: \(dir)/truth.nii.gz: a truth is for one input volume, not 2 input(s)"), two.stderr)
     }
 
+    /// A FreeSurfer volume (.mgz) is predicted as the NIfTI holding the same voxels and affine.
+    func testMGZVolumeIsPredictedAsItsNIfTITwin() throws {
+        let dir = try scratchDirectory()
+        var values: [Float] = []
+        for k in 0..<8 { values += try NpyArray(path: String(format: "%@/MRIs/slice_%03d.npy", data, k)).floats() }
+        let mgh = mghFile(dims: [48, 48, 8], values: values.map { $0 * 500 }, type: 3, delta: [1, 1.2, 2],
+                          centre: [3, -4, 5])
+        try gzipCompress(mgh).write(to: URL(fileURLWithPath: dir + "/t1.mgz"))
+        let volume = try readVolume(path: dir + "/t1.mgz")
+        try FileManager.default.createDirectory(atPath: dir + "/twin", withIntermediateDirectories: true)
+        try volume.writeGzip(to: dir + "/twin/t1.nii.gz")
+        for (input, out) in [("t1.mgz", "mgz"), ("twin/t1.nii.gz", "nifti")] {
+            let r = try runUnetDist(["predict", "--checkpoint", checkpoint, "--input", dir + "/" + input,
+                                     "--out", dir + "/" + out, "--axes", "axial,coronal", "--threads", "1"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let fromMGZ = try NIfTIVolume(path: dir + "/mgz/t1_mask.nii.gz")
+        let fromNIfTI = try NIfTIVolume(path: dir + "/nifti/t1_mask.nii.gz")
+        XCTAssertEqual(fromMGZ.dims, [48, 48, 8])
+        XCTAssertEqual(fromMGZ.values, fromNIfTI.values)
+        XCTAssertEqual(fromMGZ.affine, fromNIfTI.affine)
+        XCTAssertEqual(Set(fromMGZ.values).count, 3, "the mask holds the three codes")
+    }
+
     /// 6-connected components of `label`.
     func components(_ v: NIfTIVolume, _ label: Float) -> Int {
         let (nx, ny, nz) = (v.dims[0], v.dims[1], v.dims[2])
