@@ -8,6 +8,10 @@ public final class MPICommunicator: Communicator {
     public let size: Int
     public let localSize: Int
     private var finalized = false
+    /// The started sums' requests (`startAllreduceSum`); grown, never shrunk, so that a step
+    /// that starts no more sums than an earlier one allocates nothing.
+    private var requests = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 1)
+    private var requestCapacity = 1, started = 0
 
     public init() {
         var provided: Int32 = 0
@@ -37,6 +41,37 @@ public final class MPICommunicator: Communicator {
         Watchdog.entering("allreduce", what)
         MPI_Allreduce(cmpi_in_place(), values, Int32(count), cmpi_double(), cmpi_sum(), cmpi_comm_world())
         Watchdog.left()
+    }
+
+    // A started sum runs as Open MPI's non-blocking collective (libnbc); under
+    // MPI_THREAD_FUNNELED nothing advances it but MPI calls of this thread: the blocking ones
+    // (BatchNorm's sums) and `progressStarted` between blocks (docs/scaling.md, Overlap).
+
+    public func startAllreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, what: StaticString) {
+        if started == requestCapacity {
+            let grown = UnsafeMutablePointer<MPI_Request?>.allocate(capacity: 2 * requestCapacity)
+            grown.update(from: requests, count: started)
+            requests.deallocate()
+            requests = grown; requestCapacity *= 2
+        }
+        requests[started] = cmpi_request_null()
+        MPI_Iallreduce(cmpi_in_place(), values, Int32(count), cmpi_float(), cmpi_sum(), cmpi_comm_world(),
+                       requests + started)
+        started += 1
+    }
+
+    public func progressStarted() {
+        guard started > 0 else { return }
+        var done: Int32 = 0
+        MPI_Testall(Int32(started), requests, &done, cmpi_statuses_ignore())
+    }
+
+    public func waitForStarted(what: StaticString) {
+        guard started > 0 else { return }
+        Watchdog.entering("allreduce", what)
+        MPI_Waitall(Int32(started), requests, cmpi_statuses_ignore())
+        Watchdog.left()
+        started = 0
     }
 
     public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int, what: StaticString) {

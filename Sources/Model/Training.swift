@@ -52,6 +52,8 @@ public struct TrainConfig: Codable, Equatable {
     public var patience: Int?
     /// The convolutions' arithmetic (`--precision`): bf16 changes the trained values.
     public var precision = Precision.fp32
+    /// The gradient sum in buckets of this many MiB started during the backward (0: one after it).
+    public var bucketMB = GradientBuckets.defaultMegabytes
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {
@@ -226,6 +228,7 @@ public final class Trainer {
         frozenDuringWarmup = config.pretrained != nil && config.model.inChannels != 3
             ? model.encoderParameters.dropFirst() : model.encoderParameters
         model.context.statistics = comm.size > 1 && config.bn == .sync ? SyncStatistics(comm) : nil
+        model.useGradientBuckets(megabytes: config.bucketMB, comm: comm)
         info.model = config.model.kind.rawValue
         info.seed = config.seed
         info.config = config.checkpointJSON
@@ -395,6 +398,7 @@ public final class Trainer {
                     if let message = comm.agree(on: loadError) { throw RunError(message) }
                     pending = part + 1 < parts ? prefetch(microBatch(order: order, step: step, part: part + 1), epoch: epoch)
                         : last ? nil : prefetch(microBatch(order: order, step: step + 1, part: 0), epoch: epoch)
+                    model.store.buckets?.armed = part + 1 == parts
                     accumulateGradients(globalCount: global.count, microCount: share(global, rank: part, size: parts).count,
                                         first: part == 0)
                 }
@@ -648,7 +652,7 @@ extension SegmentationModel {
     /// The gradients summed over the ranks, then one optimizer update.
     public func applyGradients(comm: Communicator, optimizer: OptimizerSettings) {
         context.timed(.lossAndUpdate, backward: true) {
-            context.collective { comm.allreduceSum(store.grads, count: store.parameterCount, what: "gradients") }
+            context.collective { sumGradients(comm) }
             store.applyOptimizer(optimizer)
         }
     }

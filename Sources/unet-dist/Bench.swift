@@ -20,6 +20,7 @@ struct Bench: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
+    @OptionGroup var buckets: BucketOptions
 
     func validate() throws {
         guard size >= 8 else { throw ValidationError("--size must be at least 8") }
@@ -43,6 +44,7 @@ struct Bench: ParsableCommand {
             let bf16Peak = sgemmSize > 0 ? measureBF16Peak() : 0
             let net = makeModel(modelOptions.config, seed: 0)
             let precisionLine = precision.apply(to: net)
+            net.useGradientBuckets(megabytes: buckets.bucketMb, comm: comm)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
             let classes = net.config.classes, plane = size * size
             let images = Tensor(Shape(local, net.config.inChannels, size, size))
