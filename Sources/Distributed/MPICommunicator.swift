@@ -15,6 +15,11 @@ public final class MPICommunicator: Communicator {
 
     public init() {
         var provided: Int32 = 0
+        // libnbc sums an in-place buffer up a binomial tree and broadcasts it back down:
+        // 2 log2(P) times the bytes, and on 2 ranks the two directions one after the other.
+        // Reduce-scatter + allgather sends 2 (P-1)/P times the bytes, as the blocking allreduce
+        // does for large buffers (docs/scaling.md, Overlap). A setting of the launcher's wins.
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "3", 0)
         // MPI_THREAD_MULTIPLE for the thread that moves the started sums on; every other call
         // comes from the main thread, as under MPI_THREAD_FUNNELED.
         MPI_Init_thread(nil, nil, Int32(MPI_THREAD_MULTIPLE), &provided)

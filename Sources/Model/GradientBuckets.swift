@@ -20,6 +20,11 @@ public final class GradientBuckets {
     public var armed = true
     /// `--bucket-mb`'s default.
     public static let defaultMegabytes = 0.0
+    /// Per bucket, the seconds from its start to the backward's end (`finish`), summed over
+    /// `finishes` steps: how long the backward can hide its sum (`unet-dist bench`).
+    public private(set) var leadSeconds: [Double]
+    public private(set) var finishes = 0
+    private var startedAt: [Double]
 
     /// Buckets of at least `megabytes` (MiB) of gradients each, but for the arena's first.
     public init(store: ParameterStore, comm: Communicator, megabytes: Double) {
@@ -32,6 +37,8 @@ public final class GradientBuckets {
         }
         if end > 0 { ranges.append(0..<end) }
         self.ranges = ranges
+        leadSeconds = [Double](repeating: 0, count: ranges.count)
+        startedAt = [Double](repeating: 0, count: ranges.count)
     }
 
     /// Gradients from `offset` to the arena's end are final: starts every bucket within them,
@@ -44,12 +51,23 @@ public final class GradientBuckets {
 
     /// Starts what the backward has not, and waits for every bucket; then armed for the next step.
     func finish() {
+        let end = LayerProfile.now()
+        for i in 0..<next { leadSeconds[i] += end - startedAt[i] }
+        finishes += 1
         while next < ranges.count { start(next); next += 1 }
         comm.waitForStarted(what: "gradient buckets")
         next = 0; armed = true
     }
 
+    public var meanLeadMilliseconds: [Double] { leadSeconds.map { $0 * 1000 / Double(max(finishes, 1)) } }
+
+    public func resetLeads() {
+        for i in leadSeconds.indices { leadSeconds[i] = 0 }
+        finishes = 0
+    }
+
     private func start(_ i: Int) {
+        startedAt[i] = LayerProfile.now()
         comm.startAllreduceSum(store.grads + ranges[i].lowerBound, count: ranges[i].count, what: "gradient buckets")
     }
 }
@@ -72,8 +90,10 @@ extension SegmentationModel {
     }
 
     /// Sums the gradients in buckets of `megabytes` (MiB) started during the backward; 0: in one
-    /// allreduce after it. One process has nothing to sum.
-    public func useGradientBuckets(megabytes: Double, comm: Communicator) {
-        store.buckets = megabytes > 0 && comm.size > 1 ? GradientBuckets(store: store, comm: comm, megabytes: megabytes) : nil
+    /// allreduce after it. One process has nothing to sum, but `timing` keeps the buckets there
+    /// to time when they would start (`unet-dist bench`).
+    public func useGradientBuckets(megabytes: Double, comm: Communicator, timing: Bool = false) {
+        let used = megabytes > 0 && (comm.size > 1 || timing)
+        store.buckets = used ? GradientBuckets(store: store, comm: comm, megabytes: megabytes) : nil
     }
 }

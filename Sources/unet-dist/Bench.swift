@@ -44,7 +44,7 @@ struct Bench: ParsableCommand {
             let bf16Peak = sgemmSize > 0 ? measureBF16Peak() : 0
             let net = makeModel(modelOptions.config, seed: 0)
             let precisionLine = precision.apply(to: net)
-            net.useGradientBuckets(megabytes: buckets.bucketMb, comm: comm)
+            net.useGradientBuckets(megabytes: buckets.bucketMb, comm: comm, timing: true)
             let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
             let classes = net.config.classes, plane = size * size
             let images = Tensor(Shape(local, net.config.inChannels, size, size))
@@ -76,6 +76,7 @@ struct Bench: ParsableCommand {
             // per-channel sums in Float64, then the gradient of every parameter in Float32.
             let doubleCounts = recorder.counts, floatCounts = [net.store.parameterCount]
             profile.reset()
+            net.store.buckets?.resetLeads()
             // Each step's time, and its seconds in collectives: under mpirun mostly waiting for
             // the slowest rank, so every rank's row shows which rank held the others up when.
             var times: [Double] = [], waits: [Double] = []
@@ -136,6 +137,8 @@ struct Bench: ParsableCommand {
                     "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
                     "bf16_peak_gflops": bf16Peak, "conv_share_of_bf16_peak": convShare,
                     "allreduce_double_counts": doubleCounts, "allreduce_float_counts": floatCounts,
+                    "bucket_mb": buckets.bucketMb, "bucket_counts": net.store.buckets?.ranges.map(\.count) ?? [],
+                    "bucket_lead_ms": net.store.buckets?.meanLeadMilliseconds ?? [],
                 ]
                 var fw: [String: Double] = [:], bw: [String: Double] = [:]
                 for k in kinds { fw[k.name] = forward[k.rawValue] * 1000; bw[k.name] = backward[k.rawValue] * 1000 }

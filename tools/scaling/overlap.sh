@@ -3,8 +3,10 @@
 # namespaces and tc): `unet-dist bench` on the namespace cluster (launch/netns-cluster.sh, two
 # hosts, 1 rank x 1 thread each) under one link profile, both models at 128, the gradient sum
 # after the backward (--bucket-mb 0) and in buckets during it (--bucket-mb MIB), alternated
-# within each round so that both see the same load. Then:
-#   python3 tools/scaling/model.py --overlap OUT_DIR ...
+# within each round so that both see the same load; and `bench` on one rank with --bucket-mb MIB
+# at 128 and 394, for each bucket how long before the backward's end it starts (the leads the
+# projection hides the buckets' sums in). Then:
+#   python3 tools/scaling/model.py DIR  (DIR: measure.sh's files and these together)
 #
 #   tools/scaling/overlap.sh OUT_DIR [ROUNDS] [MIB] [PROFILE]
 #
@@ -31,6 +33,18 @@ for r in $(seq "$rounds"); do
         | tail -1 > "$f.tmp"
       mv "$f.tmp" "$f"
     done
+  done
+done
+# One rank, 1 thread: when each bucket would start (`bucket_lead_ms`), 128 batch 2 and 394 batch 1.
+for model in unet unet-resnet; do
+  for size in 128 394; do
+    if [ "$size" = 128 ]; then batch=2 steps=5; else batch=1 steps=3; fi
+    f="$out/bench1ov_${model}_${size}.json"
+    [ -s "$f" ] && continue
+    log "bench 1 rank $model $size batch $batch --bucket-mb $mib"
+    "$bin" bench --model "$model" --size "$size" --batch-size "$batch" --steps "$steps" --threads 1 \
+      --sgemm-size 0 --bucket-mb "$mib" --json > "$f.tmp"
+    mv "$f.tmp" "$f"
   done
 done
 log done
