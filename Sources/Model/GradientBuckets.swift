@@ -19,7 +19,7 @@ public final class GradientBuckets {
     /// (`--accumulate`) only the last one's may start the sums, the others' gradients are partial.
     public var armed = true
     /// `--bucket-mb`'s default.
-    public static let defaultMegabytes = 0.0
+    public static let defaultMegabytes = 0.5
     /// Per bucket, the seconds from its start to the backward's end (`finish`), summed over
     /// `finishes` steps: how long the backward can hide its sum (`unet-dist bench`).
     public private(set) var leadSeconds: [Double]

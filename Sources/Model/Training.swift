@@ -53,7 +53,7 @@ public struct TrainConfig: Codable, Equatable {
     /// The convolutions' arithmetic (`--precision`): bf16 changes the trained values.
     public var precision = Precision.fp32
     /// The gradient sum in buckets of this many MiB started during the backward (0: one after it).
-    public var bucketMB = GradientBuckets.defaultMegabytes
+    public var bucketMb = GradientBuckets.defaultMegabytes
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {
@@ -228,7 +228,7 @@ public final class Trainer {
         frozenDuringWarmup = config.pretrained != nil && config.model.inChannels != 3
             ? model.encoderParameters.dropFirst() : model.encoderParameters
         model.context.statistics = comm.size > 1 && config.bn == .sync ? SyncStatistics(comm) : nil
-        model.useGradientBuckets(megabytes: config.bucketMB, comm: comm)
+        model.useGradientBuckets(megabytes: config.bucketMb, comm: comm)
         info.model = config.model.kind.rawValue
         info.seed = config.seed
         info.config = config.checkpointJSON

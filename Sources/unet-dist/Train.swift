@@ -88,7 +88,7 @@ struct Train: ParsableCommand {
             c.batchPerRank = batchPerRank
             c.lrScale = lrScale; c.warmupEpochs = warmupEpochs; c.schedule = schedule; c.accumulate = accumulate; c.loss = loss
             c.precision = precision.precision
-            c.bucketMB = buckets.bucketMb
+            c.bucketMb = buckets.bucketMb
             c.optimizer = OptimizerKind(rawValue: optimizer)!; c.momentum = momentum; c.weightDecay = weightDecay
             c.testCount = testCount; c.seed = seed; c.shuffle = !noShuffle; c.threads = threads
             c.initFrom = initFrom; c.resume = resume; c.maxSteps = maxSteps; c.overwrite = overwrite
