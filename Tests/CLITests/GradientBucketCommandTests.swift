@@ -54,7 +54,7 @@ final class GradientBucketCommandTests: ScratchTestCase {
     }
 
     func testANegativeBucketSizeIsRefused() throws {
-        let r = try runUnetDist(["bench", "--size", "16", "--batch-size", "1", "--steps", "1", "--bucket-mb", "-1"])
+        let r = try runUnetDist(["bench", "--size", "16", "--batch-size", "1", "--steps", "1", "--bucket-mb=-1"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("--bucket-mb must be 0 (one allreduce) or positive"), r.stderr)
     }
