@@ -79,7 +79,7 @@ final class GradientBucketTests: XCTestCase {
                 }
                 XCTAssertEqual(end, 0, "the whole arena")
                 if mb == 1000 { XCTAssertEqual(buckets.ranges.count, 1) }
-                if mb == 1e-7 { XCTAssertEqual(buckets.ranges.count, store.parameters.count, "one element: every tensor") }
+                if mb == 1e-7 { XCTAssertEqual(buckets.ranges.count, store.parameters.count, "one tensor each") }
             }
         }
     }
