@@ -12,6 +12,13 @@ public protocol Communicator: AnyObject {
     func allreduceSum(_ values: UnsafeMutablePointer<Double>, count: Int, what: StaticString)
     /// Rank `root`'s bytes replace every other rank's.
     func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, root: Int, what: StaticString)
+    /// Starts a sum of `values` that `waitForStarted` completes; nothing may read or write them
+    /// meanwhile. Sums started on every rank in the same order, between the same blocking calls.
+    func startAllreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, what: StaticString)
+    /// Lets the started sums move on: Open MPI advances them only inside MPI calls.
+    func progressStarted()
+    /// Waits for every started sum.
+    func waitForStarted(what: StaticString)
     func barrier()
     /// Ends every rank at once (after a failure only some ranks saw).
     func abort(code: Int32) -> Never
@@ -21,6 +28,14 @@ public protocol Communicator: AnyObject {
 
 extension Communicator {
     public var isRoot: Bool { rank == 0 }
+
+    /// Without non-blocking sums a started sum is done at once.
+    public func startAllreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, what: StaticString) {
+        allreduceSum(values, count: count, what: what)
+    }
+
+    public func progressStarted() {}
+    public func waitForStarted(what: StaticString) {}
 
     public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int) {
         allreduceSum(values, count: count, what: "")

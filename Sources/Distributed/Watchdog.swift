@@ -109,8 +109,8 @@ public enum Watchdog {
         }
     }
 
-    /// MPI runs with MPI_THREAD_FUNNELED: only the main thread may call it, so MPI_Abort from
-    /// this thread is not allowed (and the main thread is inside MPI, where it may never return).
+    /// MPI_Abort from this thread would need MPI_THREAD_MULTIPLE, which MPI need not grant (the
+    /// main thread makes every other call, and may be inside MPI, where it may never return).
     /// The line goes out with write(2), unbuffered and lock-free, and _exit ends the process at
     /// once: mpirun then ends the other ranks, as for a rank that died. A checkpoint being written
     /// is safe: files are written to a temporary name and renamed, so the last one stays whole

@@ -33,6 +33,9 @@ public final class ParameterStore {
     /// optimizers skip a parameter whose requires_grad is off: no update, no decay, no step.
     public var frozen: Range<Int> = 0..<0
     private var sealed = false
+    /// The gradient sum in buckets that start during the backward (GradientBuckets); nil: one
+    /// allreduce after it.
+    public var buckets: GradientBuckets?
 
     public init() {}
 

@@ -49,6 +49,8 @@ public struct TrainConfig: Codable, Equatable {
     public var patience: Int?
     /// The convolutions' arithmetic (`--precision`): bf16 changes the trained values.
     public var precision = Precision.fp32
+    /// The gradient sum in buckets of this many MiB started during the backward (0: one after it).
+    public var bucketMb = GradientBuckets.defaultMegabytes
     public init() {}
 
     public var optimizerSettings: OptimizerSettings {

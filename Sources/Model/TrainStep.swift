@@ -40,7 +40,7 @@ extension SegmentationModel {
     /// The gradients summed over the ranks, then one optimizer update.
     public func applyGradients(comm: Communicator, optimizer: OptimizerSettings) {
         context.timed(.lossAndUpdate, backward: true) {
-            context.collective { comm.allreduceSum(store.grads, count: store.parameterCount, what: "gradients") }
+            context.collective { sumGradients(comm) }
             store.applyOptimizer(optimizer)
         }
     }

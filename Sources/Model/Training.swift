@@ -99,6 +99,7 @@ public final class Trainer {
         frozenDuringWarmup = config.pretrained != nil && config.model.inChannels != 3
             ? model.encoderParameters.dropFirst() : model.encoderParameters
         model.context.statistics = comm.size > 1 && config.bn == .sync ? SyncStatistics(comm) : nil
+        model.useGradientBuckets(megabytes: config.bucketMb, comm: comm)
         info.model = config.model.kind.rawValue
         info.seed = config.seed
         info.config = config.checkpointJSON
@@ -166,6 +167,7 @@ public final class Trainer {
                     pending = part + 1 < parts ? prefetch(sampler.microBatch(order, step: step, part: part + 1),
                                                           epoch: epoch)
                         : last ? nil : prefetch(sampler.microBatch(order, step: step + 1, part: 0), epoch: epoch)
+                    model.store.buckets?.armed = part + 1 == parts
                     accumulateGradients(globalCount: global.count,
                                         microCount: share(global, rank: part, size: parts).count,
                                         first: part == 0)

@@ -60,15 +60,24 @@ public final class UNet: SegmentationModel {
         return out.forward(h, context)
     }
 
+    /// After each block, the gradients from its first parameter on are final (GradientBuckets).
     public func backward(_ dlogits: Tensor) {
-        let (d3, skip1) = decoders[2].backward(out.backward(dlogits, context), context)
+        let dout = out.backward(dlogits, context)
+        gradientsFinal(from: out.weight.offset)
+        let (d3, skip1) = decoders[2].backward(dout, context)
+        gradientsFinal(from: decoders[2].upsample.weight.offset)
         let (d2, skip2) = decoders[1].backward(d3, context)
+        gradientsFinal(from: decoders[1].upsample.weight.offset)
         let (d1, skip3) = decoders[0].backward(d2, context)
+        gradientsFinal(from: decoders[0].upsample.weight.offset)
         // Each encoder level's output also fed an up block: its gradient is the sum of both
         // paths, the pooling's added into the up block's.
         let g3 = encoders[2].backward(d1, context, addingTo: skip3)
+        gradientsFinal(from: encoders[2].first.conv.weight.offset)
         let g2 = encoders[1].backward(g3, context, addingTo: skip2)
+        gradientsFinal(from: encoders[1].first.conv.weight.offset)
         let g1 = encoders[0].backward(g2, context, addingTo: skip1)
+        gradientsFinal(from: encoders[0].first.conv.weight.offset)
         conv1.backward(g1, context, needInputGrad: false)
     }
 }

@@ -207,13 +207,16 @@ public final class UNetResNet: SegmentationModel {
         return out.forward(h, height: x.shape.h, width: x.shape.w, context)
     }
 
+    /// After each block, the gradients from its first parameter on are final (GradientBuckets).
     public func backward(_ dlogits: Tensor) {
         var d = out.backward(dlogits, context)
+        gradientsFinal(from: out.upsample.weight.offset)
         // deconv3 first: skipGrads[level] is then the gradient of layer(level + 1)'s output.
         var skipGrads: [Tensor] = []
         for decoder in decoders.reversed() {
             let (dx, dskip) = decoder.backward(d, context)
             d = dx; skipGrads.append(dskip)
+            gradientsFinal(from: decoder.upsample.weight.offset)
         }
         // A block uses its dy to the end, while its convolutions write the shared conv gradient
         // that deconv1's dx lives in: layer4.1 (block 8, writing blockGrads[0]) gets a copy.
@@ -224,7 +227,10 @@ public final class UNetResNet: SegmentationModel {
         // Each of layer1..layer3's outputs also fed an up block: its gradient is the sum of both.
         for level in stride(from: 3, through: 0, by: -1) {
             if level < 3 { context.timed(.other, backward: true) { add(into: d, skipGrads[level]) } }
-            for block in layers[level].reversed() { d = block.backward(d, context) }
+            for block in layers[level].reversed() {
+                d = block.backward(d, context)
+                gradientsFinal(from: block.conv1.weight.offset)
+            }
         }
         stem.backward(stemBN.backward(d, context), context, needInputGrad: false)
     }

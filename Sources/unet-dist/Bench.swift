@@ -20,6 +20,7 @@ struct Bench: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
+    @OptionGroup var buckets: BucketOptions
 
     func validate() throws {
         guard size >= 8 else { throw ValidationError("--size must be at least 8") }
@@ -66,6 +67,7 @@ struct Bench: ParsableCommand {
         let defaults = KernelTuning()
         net.context.tuning = KernelTuning(bandFloats: bandFloats ?? defaults.bandFloats,
                                           minBandColumns: minBandColumns ?? defaults.minBandColumns)
+        net.useGradientBuckets(megabytes: buckets.bucketMb, comm: comm, timing: true)
         let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
         let classes = net.config.classes, plane = size * size
         let images = Tensor(Shape(local, net.config.inChannels, size, size))
@@ -105,6 +107,7 @@ struct Bench: ParsableCommand {
                             optimizer: settings)
         s.recorder.recording = false
         s.profile.reset()
+        s.net.store.buckets?.resetLeads()
         // Each step's time, and its seconds in collectives: under mpirun mostly waiting for
         // the slowest rank, so every rank's row shows which rank held the others up when.
         var t = StepTimes()
@@ -136,6 +139,7 @@ struct Bench: ParsableCommand {
             "precision": precision.precision.rawValue, "bf16_kernels": bf16KernelsDescription,
             "bf16_peak_gflops": r.bf16Peak, "conv_share_of_bf16_peak": r.convShare,
             "allreduce_double_counts": r.doubleCounts, "allreduce_float_counts": r.floatCounts,
+            "bucket_mb": buckets.bucketMb, "bucket_counts": r.bucketCounts, "bucket_lead_ms": r.bucketLeadMs,
         ]
         var fw: [String: Double] = [:], bw: [String: Double] = [:]
         for k in LayerProfile.Kind.allCases {
@@ -199,10 +203,14 @@ struct BenchResult {
     /// per-channel sums in Float64, then the gradient of every parameter in Float32.
     let doubleCounts: [Int], floatCounts: [Int]
     let precisionLine: String?
+    /// The gradient buckets' sizes (in tensors) and how long before the backward's end each started.
+    let bucketCounts: [Int], bucketLeadMs: [Double]
 
     init(_ t: Bench.StepTimes, _ s: Bench.Setup, _ comm: Communicator, sgemm: Double, bf16Peak: Double, threads: Int) {
         let steps = t.times.count
         times = t.times; cpuPerStep = t.cpuPerStep
+        bucketCounts = s.net.store.buckets?.ranges.map(\.count) ?? []
+        bucketLeadMs = s.net.store.buckets?.meanLeadMilliseconds ?? []
         stepSeconds = t.times.sorted()[t.times.count / 2]
         let perStep = 1 / Double(steps)
         forward = s.profile.forward.map { $0 * perStep }

@@ -64,6 +64,7 @@ struct Train: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var precision: PrecisionOptions
+    @OptionGroup var buckets: BucketOptions
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
@@ -128,6 +129,7 @@ struct Train: ParsableCommand {
         c.freezeEncoder = freezeEncoder
         c.patience = patience
         c.precision = precision.precision
+        c.bucketMb = buckets.bucketMb
         return c
     }
 

@@ -3,7 +3,8 @@
 #   - allreduce_bench sweeps on the namespace cluster (launch/netns-cluster.sh: 2 and 4 ranks,
 #     split over two namespace hosts) under each link profile, and one step's allreduces replayed
 #     without its arithmetic (the counts from `bench --json`);
-#   - `unet-dist bench` on the two hosts, 1 rank x 1 thread each, both models at 128 and 394;
+#   - `unet-dist bench` on the two hosts, 1 rank x 1 thread each, both models at 128 and 394, the
+#     gradient sum in one allreduce after the backward (--bucket-mb 0; overlap.sh times buckets);
 #   - `unet-dist bench` on one rank, 1 thread, two per-rank batches: a step's compute on one core
 #     (its CPU time per step, which the machine's load does not inflate as it does wall time).
 # Then: python3 tools/scaling/model.py OUT_DIR
@@ -66,7 +67,7 @@ for r in $(seq "$repeats"); do
         have "$f" && continue
         log "bench 2 hosts $p $model $size round $r"
         cluster "$p" 2 bench --model "$model" --size "$size" --batch-size "$batch" --steps "$steps" \
-          --threads 1 --sgemm-size 0 --json | tail -1 > "$f"
+          --threads 1 --sgemm-size 0 --bucket-mb 0 --json | tail -1 > "$f"
       done
     done
   done

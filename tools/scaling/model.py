@@ -10,6 +10,10 @@ DIR holds what tools/scaling/measure.sh wrote:
   bench2_<profile>_<model>_<size>_r<R>.json  `unet-dist bench --json`, 2 ranks, 1 per host
   bench1_<model>_<size>_b<B>.json  `unet-dist bench --json`, 1 rank, 1 thread, batch B
   counts_<model>.json         a step's allreduce counts (`allreduce_double_counts`, `..._float_counts`)
+and, from tools/scaling/overlap.sh (the Overlap sections; left out where absent):
+  overlap_<profile>_<model>_128_mb<M>_r<R>.json  `bench --json` on 2 hosts, --bucket-mb M (0: none)
+  bench1ov_<model>_<size>.json  `bench --json` on 1 rank with --bucket-mb: each bucket's size and
+                              how long before the backward's end it starts (`bucket_lead_ms`)
 
 Parts:
   - a step's compute on one node at per-rank batch b: c0 + c1 * b, through the two bench1 batches
@@ -27,8 +31,15 @@ Parts:
       Rabenseifner            2 log2(P) alpha + 2 (P-1)/P n beta
       reduce + bcast          2 log2(P) * (alpha + n beta)          (binomial trees)
     (the reduction's arithmetic is folded into beta; P a power of two).
-A step is compute + all its allreduces, nothing overlapped (as unet-dist runs it). Not
-modelled: ranks waiting for each other (jitter, imbalance), the switch fabric's contention.
+A step is compute + all its allreduces, nothing overlapped (unet-dist's --bucket-mb 0). With
+buckets (--bucket-mb M) the gradient sum's buckets start during the backward: bucket k starts
+lead_k before the backward's end (measured on one rank, as a share of the step's compute, which
+scales with it), its sum takes T_k by Rabenseifner's terms above (unet-dist has Open MPI's
+non-blocking allreduce reduce-scatter and allgather), and the link carries one bucket at a time:
+done_k = max(-lead_k, done_k-1) + T_k; the exposed part is max(0, done_last), at least the last
+bucket's T (the first layers' gradients, final only at the end). BatchNorm's reductions stay
+exposed. Not modelled: ranks waiting for each other (jitter, imbalance), the switch fabric's
+contention, the CPU time the buckets' transfers and sums take from the backward.
 """
 import argparse
 import glob
@@ -126,6 +137,17 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def exposed_gradient_seconds(p, counts, leads, alpha, beta):
+    """The buckets' sums the backward cannot hide: bucket k (counts[k] floats) starts leads[k]
+    seconds before the backward's end, the link sums one bucket at a time, each by reduce-scatter
+    + allgather (Rabenseifner's terms: the libnbc algorithm unet-dist selects)."""
+    done = -math.inf
+    lg = math.log2(p)
+    for c, lead in zip(counts, leads):
+        done = max(-lead, done) + 2 * lg * alpha + 2 * (p - 1) / p * 4 * c * beta
+    return max(0.0, done)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
@@ -139,6 +161,7 @@ def main():
                     help="a real link's TCP goodput per profile, for the projection's second table")
     ap.add_argument("--node-speedup", type=float, default=1.0,
                     help="a node computes this many times as fast as one core here (2 threads here: about 1.8-2)")
+    ap.add_argument("--overlap-profile", default="1g", help="the profile of overlap.sh's runs")
     ap.add_argument("--json", help="write every number here too")
     args = ap.parse_args()
     d = args.dir
@@ -147,7 +170,8 @@ def main():
     strong = [int(x) for x in args.strong_batches.split(",")]
     extra = {k: float(v) * 1e-6 for k, v in (kv.split("=") for kv in args.extra_latency_us.split(","))}
     line = {k: float(v) for k, v in (kv.split("=") for kv in args.line_gbits.split(","))}
-    out = {"link": {}, "check_replay": [], "check_bench": [], "compute": {}, "projection": [], "projection_line_rate": []}
+    out = {"link": {}, "check_replay": [], "check_bench": [], "compute": {}, "projection": [], "projection_line_rate": [],
+           "overlap_measured": [], "overlap_projection": []}
     models = ["unet", "unet-resnet"]
     sizes = [128, 394]
     pr = print
@@ -328,6 +352,9 @@ def main():
                     cells += [f"{100 * r[f'weak_b{b}']['comm_share']:.1f}, {100 * r[f'weak_b{b}']['efficiency']:.0f}" for b in weak]
                 pr(f"| {p} | {m} | {s} | " + " | ".join(cells) + " |")
 
+    # Overlap: measured on the namespace cluster, then projected.
+    ov = overlap_sections(d, args, out, link, extra, compute, counts, models, sizes, nodes, weak, strong, tc)
+
     # At 64 nodes: efficiency, whether communication passes 5% of a step, and which collective leads.
     pr("\n## At 64 nodes (fitted link)\n")
     for r in out["projection"]:
@@ -338,9 +365,126 @@ def main():
         pr(f"- {r['link']} {r['model']} {r['size']}, weak b={weak[0]}: efficiency {100 * w['efficiency']:.1f}%, "
            f"{flag} ({100 * w['comm_share']:.1f}%), dominated by the {dom} ({r['grad_ms']:.1f} against {r['bn_ms']:.1f} ms); "
            f"a node {w['speedup_for_90pct'] * args.node_speedup:.2g}x as fast as one core here would be at 90%")
+    if ov:
+        pr(f"\n## At 64 nodes with overlap (fitted link, --bucket-mb {ov})\n")
+        for r in out["overlap_projection"]:
+            if r["nodes"] != 64: continue
+            w0, w1 = r[f"weak_b{weak[0]}"], r[f"weak_b{weak[0]}_overlap"]
+            pr(f"- {r['link']} {r['model']} {r['size']}, weak b={weak[0]}: comm {100 * w0['comm_share']:.1f}% -> "
+               f"{100 * w1['comm_share']:.1f}%, efficiency {100 * w0['efficiency']:.1f}% -> {100 * w1['efficiency']:.1f}% "
+               f"(gradient {r['grad_ms']:.1f} ms, exposed {w1['exposed_grad_ms']:.1f} ms; BatchNorm {r['bn_ms']:.1f} ms)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
+
+
+def overlap_sections(d, args, out, link, extra, compute, counts, models, sizes, nodes, weak, strong, tc):
+    """The Overlap sections: overlap.sh's runs with and without buckets, and the projection with
+    the buckets' measured leads. Returns the bucket size (MiB) used, or None without data."""
+    pr = print
+    prof = args.overlap_profile
+    runs = {}
+    for f in sorted(glob.glob(os.path.join(d, f"overlap_{prof}_*_128_mb*_r*.json"))):
+        name = os.path.basename(f)[len(f"overlap_{prof}_"):-len(".json")]
+        m, rest = name.split("_128_mb")
+        mb = float(rest.rsplit("_r", 1)[0])
+        try: j = load_json(f)
+        except (ValueError, IndexError, OSError): continue
+        runs.setdefault((m, mb), []).append(j)
+    if runs:
+        pr(f"\n## Overlap, measured: `bench` on 2 hosts ({prof}), 1 rank x 1 thread each, 128, batch 8\n")
+        pr("Per step: its wall time and the time in collectives (each step's least-waiting rank: "
+           "BatchNorm's reductions, the gradient sum, and the waiting for the other rank in them); "
+           "medians over the timed steps of all runs, alternated with and without buckets.\n")
+        pr("| model | --bucket-mb | runs x steps | step (ms) | collectives (ms) | comm share (%) | CPU per step (ms) |")
+        pr("|---|---|---|---|---|---|---|")
+        for (m, mb) in sorted(runs):
+            js = runs[(m, mb)]
+            steps = [t for j in js for t in j["step_ms_all"]]
+            least = [min(col) for j in js for col in zip(*j["collectives_ms_by_rank"])]
+            shares = [min(col) / t for j in js for col, t in zip(zip(*j["collectives_ms_by_rank"]), j["step_ms_all"])]
+            cpu = median([j["cpu_ms_per_step"] for j in js])
+            pr(f"| {m} | {mb:g} | {len(js)} x {len(steps) // len(js)} | {median(steps):.0f} | {median(least):.0f} | "
+               f"{100 * median(shares):.1f} | {cpu:.0f} |")
+            out["overlap_measured"].append({"model": m, "bucket_mb": mb, "runs": len(js), "step_ms": median(steps),
+                                            "collectives_ms": median(least), "comm_share": median(shares),
+                                            "cpu_ms_per_step": cpu})
+    leads = {}
+    for m in models:
+        for s in sizes:
+            path = os.path.join(d, f"bench1ov_{m}_{s}.json")
+            if not os.path.exists(path): continue
+            j = load_json(path)
+            step = median(j["step_ms_all"])
+            leads[(m, s)] = (j["bucket_mb"], j["bucket_counts"], [x / step for x in j["bucket_lead_ms"]])
+    if not leads: return None
+    saved = {}
+    for r in out["overlap_measured"]:
+        saved.setdefault(r["model"], {})[r["bucket_mb"]] = r["collectives_ms"]
+    if prof in link and saved:
+        alpha, beta = link[prof]
+        pr(f"\nCheck: what the buckets hide on these 2 hosts ({prof}, the fitted link, 4 images per rank), "
+           "predicted against the measured drop in collectives:\n")
+        pr("| model | gradient sum (ms) | predicted exposed (ms) | predicted saving (ms) | measured saving (ms) |")
+        pr("|---|---|---|---|---|")
+        for m in models:
+            if (m, 128) not in leads or (m, 128) not in compute or len(saved.get(m, {})) < 2: continue
+            mb, cs, fr = leads[(m, 128)]
+            c0, c1 = compute[(m, 128)]
+            t = c0 + 4 * c1
+            grad = step_collectives(2, [], counts[m][1], alpha, beta)
+            hidden = exposed_gradient_seconds(2, cs, [f * t for f in fr], alpha, beta)
+            ms = sorted(saved[m])
+            drop = saved[m][ms[0]] - saved[m][ms[-1]]
+            pr(f"| {m} | {grad * 1e3:.0f} | {hidden * 1e3:.0f} | {(grad - hidden) * 1e3:.0f} | {drop:.0f} |")
+            out.setdefault("overlap_check", []).append({"model": m, "grad_ms": grad * 1e3, "exposed_ms": hidden * 1e3,
+                                                        "measured_saving_ms": drop})
+    mbs = sorted({v[0] for v in leads.values()})
+    pr("\n## Overlap, projected (the projection above; each bucket's lead as a share of the step's compute, "
+       "from one rank)\n")
+    pr("| model | size | --bucket-mb | buckets | leads of the first / middle / last bucket (% of a step) |")
+    pr("|---|---|---|---|---|")
+    for (m, s), (mb, cs, fr) in sorted(leads.items()):
+        pr(f"| {m} | {s} | {mb:g} | {len(cs)} | {100 * fr[0]:.1f} / {100 * fr[len(fr) // 2]:.1f} / {100 * fr[-1]:.1f} |")
+    pr("")
+    hdr = " | ".join(f"weak b={b}: comm %, eff % without -> with" for b in weak)
+    hdr += " | " + " | ".join(f"strong B={g}: eff % without -> with" for g in strong)
+    pr(f"| link | model | size | nodes | grad ms: all / exposed | {hdr} |")
+    pr("|---|---|---|---|---|" + "---|" * (len(weak) + len(strong)))
+    for p in ("10g", "1g"):
+        if p not in link: continue
+        alpha, beta = link[p][0] + extra.get(p, 0.0), link[p][1]
+        for m in models:
+            for s in sizes:
+                if (m, s) not in compute or (m, s) not in leads: continue
+                mb, cs, fr = leads[(m, s)]
+                dc, fc = counts[m]
+                for n in nodes:
+                    bn, grad = step_collectives(n, dc, fc, alpha, beta, split=True)
+                    row = {"link": p, "model": m, "size": s, "nodes": n, "bucket_mb": mb, "bn_ms": bn * 1e3,
+                           "grad_ms": grad * 1e3}
+                    cells = []
+                    for b in weak:
+                        t = tc(m, s, b)
+                        hidden = exposed_gradient_seconds(n, cs, [f * t for f in fr], alpha, beta)
+                        c0, c1 = bn + grad, bn + hidden
+                        row[f"weak_b{b}"] = {"comm_share": c0 / (t + c0), "efficiency": t / (t + c0)}
+                        row[f"weak_b{b}_overlap"] = {"comm_share": c1 / (t + c1), "efficiency": t / (t + c1),
+                                                     "exposed_grad_ms": hidden * 1e3}
+                        cells.append(f"{100 * c0 / (t + c0):.1f}, {100 * t / (t + c0):.0f} -> "
+                                     f"{100 * c1 / (t + c1):.1f}, {100 * t / (t + c1):.0f}")
+                    for g in strong:
+                        t = tc(m, s, math.ceil(g / n))
+                        hidden = exposed_gradient_seconds(n, cs, [f * t for f in fr], alpha, beta)
+                        e0, e1 = tc(m, s, g) / (n * (t + bn + grad)), tc(m, s, g) / (n * (t + bn + hidden))
+                        row[f"strong_B{g}"] = {"efficiency": e0}
+                        row[f"strong_B{g}_overlap"] = {"efficiency": e1, "exposed_grad_ms": hidden * 1e3}
+                        cells.append(f"{100 * e0:.0f} -> {100 * e1:.0f}")
+                    ex = row[f"weak_b{weak[0]}_overlap"]["exposed_grad_ms"]
+                    pr(f"| {p} | {m} | {s} | {n} | {grad * 1e3:.1f} / {ex:.1f} | " + " | ".join(cells) + " |")
+                    out["overlap_projection"].append(row)
+    pr(f"\n(grad ms exposed: at weak b={weak[0]}.)")
+    return ", ".join(f"{x:g}" for x in mbs)
 
 
 if __name__ == "__main__":
