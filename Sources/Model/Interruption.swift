@@ -60,10 +60,10 @@ extension TrainConfig {
     /// of the checkpoint's `config`, so that a run stopped and resumed (with `--resume`, maybe
     /// `--max-steps` or `--checkpoint-every`, in another run directory) ends in the same bytes
     /// as a straight one; `--patience` only decides where a run ends, as `--max-steps` does.
-    /// `--threads` stays: the per-thread partial sums change the bits.
-    /// config.json keeps every flag.
+    /// `--threads` stays: the per-thread partial sums change the bits. `--bucket-mb` does not
+    /// (the gradient sums give the same bytes in buckets, docs/scaling.md). config.json keeps every flag.
     static let notInCheckpoint: Set<String> = ["runDir", "resume", "overwrite", "quiet", "maxSteps", "checkpointEvery",
-                                               "patience"]
+                                               "patience", "bucketMb"]
 
     /// The settings that determine training, as sorted-key JSON.
     public var checkpointJSON: String {
