@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bf16.h"
 #include "tiles.h"
 
 // The layouts and the order of sums are described in cconv_bf16.h. The portable functions come
@@ -25,18 +26,6 @@ float cbf16_float(uint16_t b) {
     float x;
     memcpy(&x, &u, 4);
     return x;
-}
-
-static inline uint32_t pair(float low, float high) {
-    return (uint32_t)cbf16_round(low) | (uint32_t)cbf16_round(high) << 16;
-}
-
-/// One vdpbf16ps lane: the high halves' product, then the low halves', added to s. Each product
-/// of two bf16 is exact in float32, so only the two sums round (FMA or not: the same result).
-static inline float dot_pair(float s, uint32_t a, uint32_t b) {
-    s += cbf16_float((uint16_t)(a >> 16)) * cbf16_float((uint16_t)(b >> 16));
-    s += cbf16_float((uint16_t)a) * cbf16_float((uint16_t)b);
-    return s;
 }
 
 size_t cbf16_packed_count(int outputs, int inputs) {
@@ -164,23 +153,10 @@ const cbf16_kernel_set *cbf16_portable(void) { return &portable; }
 // MARK: AVX512_BF16
 
 #if HAVE_AVX512
-#define AVXBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-
 int cbf16_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16");
-}
-
-/// Sixteen lanes, each the sum s + (high product) + (low product) of its pair of bf16 pairs.
-AVXBF16 static INLINE __m512 dot(__m512 s, __m512i a, __m512i b) {
-    return _mm512_dpbf16_ps(s, (__m512bh)a, (__m512bh)b);
-}
-
-/// Words of 32 floats' bf16: word j = (v[2j], v[2j + 1]) where `low` holds v[0..15], `high` v[16..31].
-AVXBF16 static INLINE __m512i to_pairs(__m512 low, __m512 high) {
-    // The second operand fills the low sixteen bf16.
-    return (__m512i)_mm512_cvtne2ps_pbh(high, low);
 }
 
 AVXBF16 static void pair_planes_avx(uint32_t *p, const float *x, int channels, size_t plane) {

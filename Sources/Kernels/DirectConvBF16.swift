@@ -39,7 +39,7 @@ extension Conv2dShape {
     }
 }
 
-@inline(__always) private func words(_ p: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<UInt32> {
+@inline(__always) func words(_ p: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<UInt32> {
     UnsafeMutableRawPointer(p).assumingMemoryBound(to: UInt32.self)
 }
 
