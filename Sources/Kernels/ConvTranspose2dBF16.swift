@@ -35,13 +35,7 @@ public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ x: Un
     parallelChunks(batch) { t, images in for n in images {
         let yn = y + n * s.outC * outPlane, xn = planes + n * pairs * plane
         pairPlanes(xn, x + n * s.inC * plane, Int32(s.inC), plane)
-        if top > 0 || left > 0 {
-            for p in 0..<s.outC {
-                let plane = yn + p * outPlane
-                plane.update(repeating: 0, count: top * outWidth)
-                if left > 0 { for r in top..<(2 * height + top) { (plane + r * outWidth).update(repeating: 0, count: left) } }
-            }
-        }
+        zeroPadding(yn, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
         k.forward!(yn + top * outWidth + left, outWidth, outPlane, xn, packed, bias, Int32(s.inC), Int32(s.outC),
                    Int32(height), Int32(width), 0, Int32(height), tiles + t * tileCount)
     } }
