@@ -18,7 +18,8 @@ Contents, for every floating key k of the state_dict (parameters, running_mean, 
     dist.<k>     F64 [1]  ||u_bf16 - u_fp32||, u = state after the step minus state before,
                           each the exact difference of float32 states, computed in float64
     norm.<k>     F64 [1]  ||u_fp32||
-and loss / loss_bf16 (F32 [1]). The metadata's "cpu" names the CPU, "torch" the version.
+and loss / loss_bf16 (F32 [1]). The metadata's one key, "made_with", names the torch version
+and the CPU (one key: safetensors writes several in no fixed order).
 """
 import os
 import platform
@@ -84,7 +85,7 @@ def main():
     norm = sum(v.item() ** 2 for k, v in s.items() if k.startswith("norm.")) ** 0.5
     print(f"all tensors: |u_bf16 - u_fp32| {total:.4e}  |u_fp32| {norm:.4e}  relative {total / norm:.4f}")
     path = os.path.join(OUT, "torch_bf16_step.safetensors")
-    save_file(s, path, metadata={"cpu": cpu_name(), "torch": torch.__version__})
+    save_file(s, path, metadata={"made_with": f"torch {torch.__version__} on {cpu_name()}"})
     print(f"{path}: {os.path.getsize(path)} bytes")
 
 
