@@ -193,13 +193,21 @@ def mixed(a):
                     o = run_ours(a.binary, a.model, size, a.batch_size, threads, a.steps, 1, precision)
                     steps[label] += [ms / 1000 for ms in o["step_ms_all"]]
                     rss[label] = max(rss[label], o["peak_rss_mb"])
+                # Each round's medians as it ends: a long run shows its progress.
+                print(f"round {len(loads)} (size {size}, {threads} threads, load {loads[-1]:.1f}): " + ", ".join(
+                    f"{label} {a.batch_size / statistics.median(v[-a.steps:]):.2f}" for label, v in steps.items())
+                    + " images/s", flush=True)
             base = statistics.median(steps[TORCH_VARIANTS[0][0]])
             print(f"\nsize {size}, batch {a.batch_size}, {threads} threads, {a.rounds} rounds x {a.steps} steps; "
                   f"1-minute load average at each round's start: {', '.join(f'{x:.1f}' for x in loads)}")
-            print(f"{'configuration':<34} {'images/s':>9} {'median ms':>10} {'vs torch fp32':>13} {'peak RSS MB':>11}")
+            # The fastest step beside the median: on a shared machine the least disturbed one.
+            fastest = min(steps[TORCH_VARIANTS[0][0]])
+            print(f"{'configuration':<34} {'images/s':>9} {'median ms':>10} {'vs torch fp32':>13} "
+                  f"{'fastest ms':>10} {'vs torch fp32':>13} {'peak RSS MB':>11}")
             for label in steps:
-                m = statistics.median(steps[label])
-                print(f"{label:<34} {a.batch_size / m:>9.2f} {1000 * m:>10.1f} {base / m:>12.2f}x {rss[label]:>11.0f}")
+                m, f = statistics.median(steps[label]), min(steps[label])
+                print(f"{label:<34} {a.batch_size / m:>9.2f} {1000 * m:>10.1f} {base / m:>12.2f}x "
+                      f"{1000 * f:>10.1f} {fastest / f:>12.2f}x {rss[label]:>11.0f}")
                 results.append({"model": a.model, "size": size, "batch": a.batch_size, "threads": threads,
                                 "configuration": label, "images_per_s": a.batch_size / m, "step_s": steps[label],
                                 "peak_rss_mb": rss[label], "cpu": model, "cpu_bf16_flags": bf16,
