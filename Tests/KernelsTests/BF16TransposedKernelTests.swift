@@ -54,7 +54,8 @@ final class BF16TransposedKernelTests: XCTestCase {
             if !(err <= bound) { failures += 1 }
             if mag[i] > 0 { worst = max(worst, err / bound) }
         }
-        XCTAssertEqual(failures, 0, "\(name): \(failures) elements outside gamma(\(terms)) * sum |terms| (worst \(worst))")
+        XCTAssertEqual(failures, 0,
+                       "\(name): \(failures) elements outside gamma(\(terms)) * sum |terms| (worst \(worst))")
     }
 
     func check(_ k: Case) -> [Result] {
@@ -72,7 +73,8 @@ final class BF16TransposedKernelTests: XCTestCase {
                         y[yi] = Double(k.bias[p]); yMag[yi] = abs(Double(k.bias[p]))
                         db[p] += Double(k.dy[yi]); dbMag[p] += abs(Double(k.dy[yi]))
                         for q in 0..<C {
-                            let xi = (n * C + q) * plane + r / 2 * k.w + c / 2, wi = ((q * O + p) * 2 + r % 2) * 2 + c % 2
+                            let xi = (n * C + q) * plane + r / 2 * k.w + c / 2
+                            let wi = ((q * O + p) * 2 + r % 2) * 2 + c % 2
                             y[yi] += xb[xi] * wb[wi]; yMag[yi] += abs(xb[xi] * wb[wi])
                             dx[xi] += dyb[yi] * wb[wi]; dxMag[xi] += abs(dyb[yi] * wb[wi])
                             dw[wi] += dyb[yi] * xb[xi]; dwMag[wi] += abs(dyb[yi] * xb[xi])
@@ -87,7 +89,8 @@ final class BF16TransposedKernelTests: XCTestCase {
             for threads in [1, 3] {
                 setComputeThreads(threads)
                 let r = run(k)
-                let name = "\(C)->\(O) \(k.n)x\(k.h)x\(k.w), \(String(cString: kernels.pointee.name)), \(threads) threads"
+                let name = "\(C)->\(O) \(k.n)x\(k.h)x\(k.w), \(String(cString: kernels.pointee.name)), "
+                    + "\(threads) threads"
                 assertWithin(r.y, y, yMag, terms: C + 1, "y " + name)
                 assertWithin(r.dx, dx, dxMag, terms: 4 * O, "dx " + name)
                 assertWithin(r.dw, dw, dwMag, terms: k.n * plane + 1, "dw " + name)
