@@ -12,6 +12,15 @@ Peak RSS is each process's ru_maxrss (PyTorch's includes the interpreter and tor
     tools/bench_vs_torch.py --preset 128 --json results.json
     tools/bench_vs_torch.py --model unet-resnet --size 128 --threads 2 --rounds 3
     tools/bench_vs_torch.py --ddp --size 128 --rounds 3   # mpirun -n 2 vs DDP (gloo), 1 thread each
+    tools/bench_vs_torch.py --amp bf16 --channels-last --precision bf16 --threads 2
+    tools/bench_vs_torch.py --mixed --size 128 --threads 2 --rounds 3
+
+PyTorch's side runs in float32 NCHW by default; --amp bf16 runs its forward and loss under
+torch.autocast("cpu", dtype=torch.bfloat16) (bf16 convolutions, float32 master weights), and
+--channels-last converts the model and the batch to torch.channels_last. --precision sets ours.
+--mixed runs, per round and configuration, all four PyTorch variants (float32 and bf16 autocast,
+NCHW and channels_last) and ours in fp32 and bf16, one after another, and prints one table of
+their medians with the CPU's model, its bf16 flags (avx512_bf16, amx_bf16) and the load average.
 
 Needs torch (e.g. /work/venv/bin/python tools/bench_vs_torch.py) and a release build.
 The machine's other load makes wall-clock medians noisy: run it when the machine is quiet.
@@ -29,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def torch_worker(model_name, size, batch, threads, steps):
+def torch_worker(model_name, size, batch, threads, steps, amp=False, channels_last=False):
     import torch
     sys.path.insert(0, HERE)
     import seed_model
@@ -47,11 +56,15 @@ def torch_worker(model_name, size, batch, threads, steps):
     x = torch.randn(batch, 1, size, size)
     labels = torch.randint(0, 3, (batch, size, size))
     y = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float().contiguous()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x, y = x.to(memory_format=torch.channels_last), y.to(memory_format=torch.channels_last)
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = crit(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = crit(model(x), y)
         loss.backward()
         opt.step()
         dt = time.perf_counter() - t0
@@ -114,17 +127,18 @@ def run_ddp(model, size, batch, steps, world=2):
     return json.loads(outs[0].strip().splitlines()[-1])
 
 
-def run_torch(model, size, batch, threads, steps):
+def run_torch(model, size, batch, threads, steps, amp=False, channels_last=False):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", "--model", model, "--size", str(size),
-                          "--batch-size", str(batch), "--threads", str(threads), "--steps", str(steps)],
-                         env=env, check=True, capture_output=True, text=True).stdout
+    cmd = [sys.executable, os.path.abspath(__file__), "--torch-worker", "--model", model, "--size", str(size),
+           "--batch-size", str(batch), "--threads", str(threads), "--steps", str(steps)]
+    cmd += (["--amp", "bf16"] if amp else []) + (["--channels-last"] if channels_last else [])
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_ours(binary, model, size, batch, threads, steps, ranks):
+def run_ours(binary, model, size, batch, threads, steps, ranks, precision="fp32"):
     cmd = [binary, "bench", "--json", "--model", model, "--size", str(size), "--batch-size", str(batch), "--threads", str(threads),
-           "--steps", str(steps)]
+           "--steps", str(steps), "--precision", precision]
     if ranks > 1:
         mpi = ["mpirun", "-n", str(ranks), "--bind-to", "none"]
         if os.geteuid() == 0:
@@ -134,6 +148,73 @@ def run_ours(binary, model, size, batch, threads, steps, ranks):
         cmd = mpi + cmd
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_description():
+    """The CPU's model name and which of its bf16 flags /proc/cpuinfo lists."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return model, bf16
+
+
+# (label, PyTorch autocast bf16, channels_last) and ours (label, precision).
+TORCH_VARIANTS = [("torch fp32 NCHW", False, False), ("torch fp32 channels_last", False, True),
+                  ("torch bf16 autocast NCHW", True, False), ("torch bf16 autocast channels_last", True, True)]
+OUR_VARIANTS = [("ours fp32", "fp32"), ("ours bf16", "bf16")]
+
+
+def mixed(a):
+    model, bf16 = cpu_description()
+    print(f"CPU: {model}; bf16 flags: {', '.join(bf16) or 'none'}; {os.cpu_count()} CPUs")
+    sizes = {"128": [128], "394": [394], "all": [128, 394]}.get(a.preset, [a.size])
+    results = []
+    for size in sizes:
+        for threads in a.threads:
+            steps = {label: [] for label, *_ in TORCH_VARIANTS + OUR_VARIANTS}
+            rss = {label: 0.0 for label in steps}
+            loads = []
+            for _ in range(a.rounds):
+                loads.append(os.getloadavg()[0])
+                for label, amp, cl in TORCH_VARIANTS:
+                    t = run_torch(a.model, size, a.batch_size, threads, a.steps, amp, cl)
+                    steps[label] += t["step_s"]
+                    rss[label] = max(rss[label], t["peak_rss_mb"])
+                for label, precision in OUR_VARIANTS:
+                    o = run_ours(a.binary, a.model, size, a.batch_size, threads, a.steps, 1, precision)
+                    steps[label] += [ms / 1000 for ms in o["step_ms_all"]]
+                    rss[label] = max(rss[label], o["peak_rss_mb"])
+                # Each round's medians as it ends: a long run shows its progress.
+                print(f"round {len(loads)} (size {size}, {threads} threads, load {loads[-1]:.1f}): " + ", ".join(
+                    f"{label} {a.batch_size / statistics.median(v[-a.steps:]):.2f}" for label, v in steps.items())
+                    + " images/s", flush=True)
+            base = statistics.median(steps[TORCH_VARIANTS[0][0]])
+            print(f"\nsize {size}, batch {a.batch_size}, {threads} threads, {a.rounds} rounds x {a.steps} steps; "
+                  f"1-minute load average at each round's start: {', '.join(f'{x:.1f}' for x in loads)}")
+            # The fastest step beside the median: on a shared machine the least disturbed one.
+            fastest = min(steps[TORCH_VARIANTS[0][0]])
+            print(f"{'configuration':<34} {'images/s':>9} {'median ms':>10} {'vs torch fp32':>13} "
+                  f"{'fastest ms':>10} {'vs torch fp32':>13} {'peak RSS MB':>11}")
+            for label in steps:
+                m, f = statistics.median(steps[label]), min(steps[label])
+                print(f"{label:<34} {a.batch_size / m:>9.2f} {1000 * m:>10.1f} {base / m:>12.2f}x "
+                      f"{1000 * f:>10.1f} {fastest / f:>12.2f}x {rss[label]:>11.0f}")
+                results.append({"model": a.model, "size": size, "batch": a.batch_size, "threads": threads,
+                                "configuration": label, "images_per_s": a.batch_size / m, "step_s": steps[label],
+                                "peak_rss_mb": rss[label], "cpu": model, "cpu_bf16_flags": bf16,
+                                "load_average": loads})
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 def main():
@@ -154,9 +235,18 @@ def main():
     p.add_argument("--rounds", type=int, default=1, help="alternations of PyTorch and ours per configuration")
     p.add_argument("--binary", default=os.path.join(ROOT, ".build", "release", "unet-dist"))
     p.add_argument("--json", metavar="FILE", help="also write every result to FILE")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none",
+                   help="PyTorch's forward under torch.autocast(\"cpu\", dtype=torch.bfloat16)")
+    p.add_argument("--channels-last", action="store_true", help="PyTorch's model and batch in torch.channels_last")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="ours: unet-dist bench --precision")
+    p.add_argument("--mixed", action="store_true",
+                   help="all four PyTorch variants and ours in fp32 and bf16, alternated, one table")
     a = p.parse_args()
     if a.torch_worker:
-        torch_worker(a.model, a.size, a.batch_size, a.threads[0], a.steps)
+        torch_worker(a.model, a.size, a.batch_size, a.threads[0], a.steps, a.amp == "bf16", a.channels_last)
+        return
+    if a.mixed:
+        mixed(a)
         return
     if a.ddp_worker:
         ddp_worker(a.model, a.size, a.batch_size, a.steps, a.rank, a.world, a.port)
@@ -169,15 +259,17 @@ def main():
     for size, batch, threads in configs:
         torch_steps, our_steps, torch_rss, our_rss, conv, sgemm = [], [], 0.0, 0.0, [], []
         for _ in range(a.rounds):
-            t = run_ddp(a.model, size, batch, a.steps) if a.ddp else run_torch(a.model, size, batch, threads, a.steps)
+            t = run_ddp(a.model, size, batch, a.steps) if a.ddp else run_torch(a.model, size, batch, threads, a.steps,
+                                                                                a.amp == "bf16", a.channels_last)
             torch_steps += t["step_s"]
             torch_rss = max(torch_rss, t["peak_rss_mb"])
-            o = run_ours(a.binary, a.model, size, batch, threads, a.steps, 2 if a.ddp else 1)
+            o = run_ours(a.binary, a.model, size, batch, threads, a.steps, 2 if a.ddp else 1, a.precision)
             our_steps += [ms / 1000 for ms in o["step_ms_all"]]
             our_rss = max(our_rss, o["peak_rss_mb"])
             conv.append(o["conv_gflops"]); sgemm.append(o["sgemm_gflops"])
         tm, om = statistics.median(torch_steps), statistics.median(our_steps)
         r = {"model": a.model, "ranks": 2 if a.ddp else 1, "size": size, "batch": batch, "threads": threads,
+             "torch_amp": a.amp, "torch_channels_last": a.channels_last, "precision": a.precision,
              "torch_images_per_s": batch / tm, "ours_images_per_s": batch / om, "ratio": tm / om,
              "torch_step_s": torch_steps, "ours_step_s": our_steps,
              "torch_peak_rss_mb": torch_rss, "ours_peak_rss_mb": our_rss, "rss_ratio": our_rss / torch_rss,

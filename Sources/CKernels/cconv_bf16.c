@@ -3,10 +3,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "bf16.h"
 #include "tiles.h"
 
-// The layouts and the order of sums are described in cconv_bf16.h. The portable functions come
-// first; they are also the reference the AVX512_BF16 ones are tested against.
+// The bf16 3x3 convolution's forward (also the input gradient's: dy with the adjoint kernel), the
+// weight packing, the rounding and the kernel tables; the weight gradient is in
+// cconv_bf16_weight_grad.c. Arrays, per image (layouts and order of sums in cconv_bf16.h):
+//   x       [ceil(C / 2)][H][W] words: paired planes of the input channels
+//   packed  [ceil(O / 8)][ceil(C / 2)][9 taps][8 outputs] words (cbf16_pack)
+//   y       [O][H][W] float32, rows [row0, row1)
+// The portable functions come first; they are the reference the AVX512_BF16 ones are tested against.
 
 uint16_t cbf16_round(float x) {
     uint32_t u;
@@ -27,18 +33,6 @@ float cbf16_float(uint16_t b) {
     return x;
 }
 
-static inline uint32_t pair(float low, float high) {
-    return (uint32_t)cbf16_round(low) | (uint32_t)cbf16_round(high) << 16;
-}
-
-/// One vdpbf16ps lane: the high halves' product, then the low halves', added to s. Each product
-/// of two bf16 is exact in float32, so only the two sums round (FMA or not: the same result).
-static inline float dot_pair(float s, uint32_t a, uint32_t b) {
-    s += cbf16_float((uint16_t)(a >> 16)) * cbf16_float((uint16_t)(b >> 16));
-    s += cbf16_float((uint16_t)a) * cbf16_float((uint16_t)b);
-    return s;
-}
-
 size_t cbf16_packed_count(int outputs, int inputs) {
     return (size_t)((outputs + OB - 1) / OB) * (size_t)((inputs + 1) / 2) * TAPS * OB;
 }
@@ -56,7 +50,8 @@ void cbf16_pack(uint32_t *packed, const float *w, int O, int C, int adjoint) {
                         if (p >= P || q >= Q) continue;
                         // As cconv3x3_pack: the adjoint's output p is the layer's input channel,
                         // its input q the layer's output channel, and its taps run backwards.
-                        v[h] = adjoint ? w[((size_t)q * C + p) * TAPS + (TAPS - 1 - t)] : w[((size_t)p * C + q) * TAPS + t];
+                        v[h] = adjoint ? w[((size_t)q * C + p) * TAPS + (TAPS - 1 - t)]
+                                       : w[((size_t)p * C + q) * TAPS + t];
                     }
                     packed[(((size_t)b * pairs + k) * TAPS + t) * OB + j] = pair(v[0], v[1]);
                 }
@@ -98,89 +93,18 @@ static void forward_portable(float *y, const uint32_t *x, const uint32_t *packed
     }
 }
 
-/// relu(v * scale + shift) as cbn_output and bn_relu compute it: a product, then a sum.
-static float affine_relu(float v, float scale, float shift) {
-#pragma STDC FP_CONTRACT OFF
-    float y = v * scale;
-    y = y + shift;
-    return y > 0 || y != y ? y : 0.f;
-}
-
-static void unfold_portable(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
-                            int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
-                            const float *scale, const float *shift) {
-    size_t plane = (size_t)height * width;
-    for (int n = 0; n < images; n++)
-        for (int r = 0; r < rows; r++) {
-            int iy = row0 + r;
-            for (int j = 0; j < pairs; j++)
-                for (int c = 0; c < channels; c++) {
-                    float v[2] = {0, 0};
-                    for (int h = 0; h < 2; h++) {
-                        int ix = col0 + 2 * j + h;
-                        if (iy < 0 || iy >= height || ix < 0 || ix >= width) continue;
-                        v[h] = x[n * x_image + c * plane + (size_t)iy * width + ix];
-                        if (scale) v[h] = affine_relu(v[h], scale[c], shift[c]);
-                    }
-                    t[(((size_t)n * rows + r) * pairs + j) * padded_channels + first + c] = pair(v[0], v[1]);
-                }
-        }
-}
-
-/// Where tap t's x words start in the even or odd copy (see cbf16_unfold_fn), and that copy's
-/// words per row: column taps 0 and 2 read the even copy (2 one pair further), tap 1 the odd one.
-static const uint32_t *tap_copy(int t, const uint32_t *even, const uint32_t *odd, int pairs, int cp, int *row_words) {
-    int kx = t % 3, ky = t / 3;
-    *row_words = (kx == 1 ? pairs : pairs + 1) * cp;
-    return (kx == 1 ? odd : even) + (size_t)ky * *row_words + (kx == 2 ? cp : 0);
-}
-
-static void weight_grad_portable(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
-                                 const uint32_t *odd, int images, int padded_channels, int outputs, int width,
-                                 int rows) {
-    int cp = padded_channels, op = padded_outputs, pairs = (width + 1) / 2;
-    for (int t = 0; t < TAPS; t++) {
-        int row_words;
-        const uint32_t *xt = tap_copy(t, even, odd, pairs, cp, &row_words);
-        for (int o = 0; o < outputs; o++)
-            for (int c = 0; c < cp; c++) {
-                float s = g[((size_t)t * outputs + o) * cp + c];
-                for (int n = 0; n < images; n++)
-                    for (int r = 0; r < rows; r++) {
-                        const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
-                        const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
-                        for (int j = 0; j < pairs; j++) s = dot_pair(s, dyr[(size_t)j * op + o], xr[(size_t)j * cp + c]);
-                    }
-                g[((size_t)t * outputs + o) * cp + c] = s;
-            }
-    }
-}
-
-static const cbf16_kernel_set portable = {"portable", pair_planes_portable, forward_portable, unfold_portable,
-                                          weight_grad_portable};
+static const cbf16_kernel_set portable = {"portable", pair_planes_portable, forward_portable, cbf16_unfold_portable,
+                                          cbf16_weight_grad_portable};
 
 const cbf16_kernel_set *cbf16_portable(void) { return &portable; }
 
 // MARK: AVX512_BF16
 
 #if HAVE_AVX512
-#define AVXBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
-
 int cbf16_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16");
-}
-
-/// Sixteen lanes, each the sum s + (high product) + (low product) of its pair of bf16 pairs.
-AVXBF16 static INLINE __m512 dot(__m512 s, __m512i a, __m512i b) {
-    return _mm512_dpbf16_ps(s, (__m512bh)a, (__m512bh)b);
-}
-
-/// Words of 32 floats' bf16: word j = (v[2j], v[2j + 1]) where `low` holds v[0..15], `high` v[16..31].
-AVXBF16 static INLINE __m512i to_pairs(__m512 low, __m512 high) {
-    // The second operand fills the low sixteen bf16.
-    return (__m512i)_mm512_cvtne2ps_pbh(high, low);
 }
 
 AVXBF16 static void pair_planes_avx(uint32_t *p, const float *x, int channels, size_t plane) {
@@ -190,7 +114,8 @@ AVXBF16 static void pair_planes_avx(uint32_t *p, const float *x, int channels, s
         uint32_t *pk = p + (size_t)k * plane;
         for (size_t i = 0; i < plane; i += LANES) {
             __mmask16 m = low_lanes((int)(plane - i < LANES ? plane - i : LANES));
-            __m512 a = _mm512_maskz_loadu_ps(m, lo + i), b = has_high ? _mm512_maskz_loadu_ps(m, hi + i) : _mm512_setzero_ps();
+            __m512 a = _mm512_maskz_loadu_ps(m, lo + i);
+            __m512 b = has_high ? _mm512_maskz_loadu_ps(m, hi + i) : _mm512_setzero_ps();
             // Lane i of a and b to lanes 2i, 2i + 1: each 32-bit word of the result one pixel's pair.
             __m512 even, odd;
             interleave(a, b, &even, &odd);
@@ -269,7 +194,8 @@ AVXBF16 static void forward_avx(float *y, const uint32_t *x, const uint32_t *pac
                 long k = i + s;
                 int oy = (int)(k / per_row), ox = (int)(k % per_row) * LANES;
                 if (k >= end) nothing(&v[s]);
-                else if (narrow) describe_pixels(&v[s], pixels0 + k * LANES, (int)(pixels1 - pixels0 - k * LANES), height, width);
+                else if (narrow)
+                    describe_pixels(&v[s], pixels0 + k * LANES, (int)(pixels1 - pixels0 - k * LANES), height, width);
                 else describe(&v[s], oy, ox, height, width);
                 clean &= k < end && oy > 0 && oy + 1 < height && ox + LANES <= width;
             }
@@ -284,116 +210,8 @@ AVXBF16 static void forward_avx(float *y, const uint32_t *x, const uint32_t *pac
     }
 }
 
-/// Lanes i of sixteen whose column c + i lies in [0, width).
-static INLINE __mmask16 columns_inside(int c, int width) {
-    return (__mmask16)(low_lanes(width - c) & ~low_lanes(-c));
-}
-
-AVXBF16 static void unfold_avx(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
-                               int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
-                               const float *scale, const float *shift) {
-    size_t plane = (size_t)height * width;
-    int cp = padded_channels;
-    for (int n = 0; n < images; n++)
-        for (int r = 0; r < rows; r++) {
-            int iy = row0 + r, row_inside = iy >= 0 && iy < height;
-            uint32_t *trow = t + ((size_t)n * rows + r) * pairs * cp + first;
-            // Sixteen pairs (32 columns) at a time: per channel two vectors of floats become one
-            // vector of pair words, and a transpose turns sixteen channels' vectors into
-            // sixteen pairs' vectors of channels.
-            for (int j0 = 0; j0 < pairs; j0 += LANES) {
-                int c = col0 + 2 * j0, np = pairs - j0 < LANES ? pairs - j0 : LANES;
-                __mmask16 m0 = row_inside ? columns_inside(c, width) : 0;
-                __mmask16 m1 = row_inside ? columns_inside(c + LANES, width) : 0;
-                const float *src = x + n * x_image + (ptrdiff_t)iy * width + c;
-                for (int c0 = 0; c0 < channels; c0 += LANES) {
-                    int nc = channels - c0 < LANES ? channels - c0 : LANES;
-                    __m512 v[16];
-                    for (int i = 0; i < 16; i++) {
-                        if (i >= nc) {
-                            v[i] = _mm512_setzero_ps();
-                            continue;
-                        }
-                        const float *s = src + (size_t)(c0 + i) * plane;
-                        __m512 a = _mm512_maskz_loadu_ps(m0, s), b = _mm512_maskz_loadu_ps(m1, s + LANES);
-                        if (scale) {
-                            a = bn_relu(a, scale[c0 + i], shift[c0 + i], m0);
-                            b = bn_relu(b, scale[c0 + i], shift[c0 + i], m1);
-                        }
-                        v[i] = _mm512_castsi512_ps(to_pairs(a, b));
-                    }
-                    transpose16(v);
-                    __mmask16 lanes = low_lanes(nc);
-                    for (int j = 0; j < np; j++) _mm512_mask_storeu_ps(trow + (size_t)(j0 + j) * cp + c0, lanes, v[j]);
-                }
-            }
-        }
-}
-
-/// g[o, c] += sum over pixel pairs of dy[pair, o] x[pair shifted by one tap, c] for np outputs
-/// and nc vectors of 16 input channels, as cconv.c's weight_grad_tile with two pixels per word.
-AVXBF16 static INLINE void weight_grad_tile(float *g, size_t g_row, const uint32_t *dy, int op, const uint32_t *xt,
-                                            int cp, int row_words, int images, int rows, int pairs, const int np,
-                                            const int nc) {
-    __m512 acc[16][4];
-    for (int o = 0; o < np; o++)
-        for (int j = 0; j < nc; j++) acc[o][j] = _mm512_loadu_ps(g + o * g_row + j * LANES);
-    for (int n = 0; n < images; n++)
-        for (int r = 0; r < rows; r++) {
-            const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
-            const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
-            for (int k = 0; k < pairs; k++) {
-                __m512i xv[4];
-                for (int j = 0; j < nc; j++) xv[j] = _mm512_loadu_si512(xr + (size_t)k * cp + j * LANES);
-                for (int o = 0; o < np; o++) {
-                    __m512i d = _mm512_set1_epi32((int)dyr[(size_t)k * op + o]);
-                    for (int j = 0; j < nc; j++) acc[o][j] = dot(acc[o][j], d, xv[j]);
-                }
-            }
-        }
-    for (int o = 0; o < np; o++)
-        for (int j = 0; j < nc; j++) _mm512_storeu_ps(g + o * g_row + j * LANES, acc[o][j]);
-}
-
-#define TILE(NP, NC) \
-    case NP: weight_grad_tile(g, g_row, dy, op, xt, cp, row_words, images, rows, pairs, NP, NC); break;
-#define TILES6(NC) TILE(1, NC) TILE(2, NC) TILE(3, NC) TILE(4, NC) TILE(5, NC) TILE(6, NC)
-#define TILES12(NC) TILES6(NC) TILE(7, NC) TILE(8, NC) TILE(9, NC) TILE(10, NC) TILE(11, NC) TILE(12, NC)
-
-AVXBF16 static void weight_grad_tiles(float *g, size_t g_row, const uint32_t *dy, int op, const uint32_t *xt, int cp,
-                                      int row_words, int images, int rows, int pairs, int np, int nc) {
-    if (nc == 4) {
-        switch (np) { TILES6(4) }
-    } else if (nc == 2) {
-        switch (np) { TILES12(2) }
-    } else {
-        switch (np) { TILES12(1) TILE(13, 1) TILE(14, 1) TILE(15, 1) TILE(16, 1) }
-    }
-}
-
-AVXBF16 static void weight_grad_avx(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
-                                    const uint32_t *odd, int images, int padded_channels, int outputs, int width,
-                                    int rows) {
-    int cp = padded_channels, op = padded_outputs, pairs = (width + 1) / 2;
-    for (int t = 0; t < TAPS; t++) {
-        int row_words;
-        const uint32_t *xt = tap_copy(t, even, odd, pairs, cp, &row_words);
-        for (int c0 = 0; c0 < cp;) {
-            int vectors = (cp - c0) / LANES, nc = vectors >= 4 ? 4 : vectors >= 2 ? 2 : 1;
-            // The float32 kernel's tiles: about 16-24 sums in registers.
-            int most = nc == 4 ? 6 : nc == 2 ? 12 : 16, tiles = (outputs + most - 1) / most;
-            int each = (outputs + tiles - 1) / tiles;
-            for (int o0 = 0; o0 < outputs; o0 += each) {
-                int np = outputs - o0 < each ? outputs - o0 : each;
-                weight_grad_tiles(g + ((size_t)t * outputs + o0) * cp + c0, cp, dy + o0, op, xt + c0, cp, row_words,
-                                  images, rows, pairs, np, nc);
-            }
-            c0 += nc * LANES;
-        }
-    }
-}
-
-static const cbf16_kernel_set avx512bf16 = {"AVX512_BF16", pair_planes_avx, forward_avx, unfold_avx, weight_grad_avx};
+static const cbf16_kernel_set avx512bf16 = {"AVX512_BF16", pair_planes_avx, forward_avx, cbf16_unfold_avx,
+                                            cbf16_weight_grad_avx};
 
 const cbf16_kernel_set *cbf16_avx512(void) { return cbf16_available() ? &avx512bf16 : NULL; }
 

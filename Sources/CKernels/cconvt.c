@@ -2,6 +2,12 @@
 
 #include "simd.h"
 
+// ConvTranspose2d 2x2 stride 2, float32 forward (cconvt.h). Arrays, per image:
+//   x       [inputs][H][W]
+//   packed  [ceil(outputs / 4)][2 kernel rows][inputs][4 outputs x 2 kernel columns]
+//   y       [outputs][2H][2W], rows `out_width` apart (inside a padded plane), planes `out_plane`
+//   tile    [inputs][3 vectors][16]: one tile's inputs
+
 // Outputs per register block: 4 outputs x 2 kernel columns x 3 vectors = 24 sums, the three
 // input vectors and a broadcast weight fill 28 of the 32 vector registers.
 enum { OB = 4, TV = 3, LANES = 16 };
@@ -62,7 +68,8 @@ AVX512 void cconvt2x2_forward(float *y, size_t out_width, size_t out_plane, cons
                     for (int s = 0; s < TV; s++) xv[s] = _mm512_loadu_ps(tile + (q * TV + s) * LANES);
                     for (int j = 0; j < 2 * OB; j++) {
                         __m512 w = _mm512_set1_ps(wp[(size_t)q * 2 * OB + j]);
-                        for (int s = 0; s < TV; s++) acc[j / 2][j % 2][s] = _mm512_fmadd_ps(w, xv[s], acc[j / 2][j % 2][s]);
+                        for (int s = 0; s < TV; s++)
+                            acc[j / 2][j % 2][s] = _mm512_fmadd_ps(w, xv[s], acc[j / 2][j % 2][s]);
                     }
                 }
                 for (int o = 0; o < count; o++) {

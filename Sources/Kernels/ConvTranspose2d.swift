@@ -83,16 +83,21 @@ public func convTranspose2dForwardPadded(_ y: UnsafeMutablePointer<Float>, _ x: 
     let outWidth = 2 * width + left, outPlane = (2 * height + top) * outWidth
     parallelChunks(batch) { t, images in for n in images {
         let yn = y + n * s.outC * outPlane
-        if top > 0 || left > 0 {
-            for p in 0..<s.outC {
-                let plane = yn + p * outPlane
-                plane.update(repeating: 0, count: top * outWidth)
-                if left > 0 { for r in top..<(2 * height + top) { (plane + r * outWidth).update(repeating: 0, count: left) } }
-            }
-        }
+        zeroPadding(yn, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
         cconvt2x2_forward(yn + top * outWidth + left, outWidth, outPlane, x + n * s.inC * height * width, packed, bias,
-                          Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), ws + t * tileCount)
+                          Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height),
+                          ws + t * tileCount)
     } }
+}
+
+/// Zeros in the first `top` rows and `left` columns of `planes` planes of rows x width floats.
+func zeroPadding(_ y: UnsafeMutablePointer<Float>, planes: Int, rows: Int, width: Int, top: Int, left: Int) {
+    guard top > 0 || left > 0 else { return }
+    for p in 0..<planes {
+        let plane = y + p * rows * width
+        plane.update(repeating: 0, count: top * width)
+        if left > 0 { for r in top..<rows { (plane + r * width).update(repeating: 0, count: left) } }
+    }
 }
 
 public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
@@ -117,7 +122,8 @@ public func convTranspose2dBackward(dx: UnsafeMutablePointer<Float>?, dweight: U
               a: xn, lda: plane, b: col, ldb: plane, beta: 1, c: dw, ldc: g.rows)
         if let db { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
         if let dx, avx512Kernels {
-            narrowGEMM(dx + n * s.inC * plane, ldc: plane, packed: packed, col, ldb: plane, m: s.inC, n: plane, k: g.rows)
+            narrowGEMM(dx + n * s.inC * plane, ldc: plane, packed: packed, col, ldb: plane, m: s.inC, n: plane,
+                       k: g.rows)
         } else if let dx {
             sgemm(transA: false, transB: false, m: s.inC, n: plane, k: g.rows,
                   a: weight, lda: g.rows, b: col, ldb: plane, beta: 0, c: dx + n * s.inC * plane, ldc: plane)

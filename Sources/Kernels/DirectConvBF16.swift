@@ -39,7 +39,7 @@ extension Conv2dShape {
     }
 }
 
-@inline(__always) private func words(_ p: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<UInt32> {
+@inline(__always) func words(_ p: UnsafeMutablePointer<Float>) -> UnsafeMutablePointer<UInt32> {
     UnsafeMutableRawPointer(p).assumingMemoryBound(to: UInt32.self)
 }
 
@@ -92,7 +92,9 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     precondition(f == nil || b == nil, "an affine ReLU input is one tensor")
     let k = bf16Kernels.pointee
     let x = b == nil ? ChannelBlocks(a) : ChannelBlocks(a, b!, channelsA: channelsA!)
-    let dx: ChannelBlocks<UnsafeMutablePointer<Float>>? = dxA.map { dxB == nil ? ChannelBlocks($0) : ChannelBlocks($0, dxB!, channelsA: channelsA!) }
+    let dx: ChannelBlocks<UnsafeMutablePointer<Float>>? = dxA.map {
+        dxB == nil ? ChannelBlocks($0) : ChannelBlocks($0, dxB!, channelsA: channelsA!)
+    }
     let plane = height * width, pairs = (width + 1) / 2
     let cp = (s.inC + 15) / 16 * 16, op = s.outC
     // Each work item's copies within about 1 MiB, as the float32 kernel's (same bytes per pixel).
@@ -114,7 +116,9 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
         // The input gradient is the convolution of dy (rounded to bf16) with the adjoint kernel.
         cbf16_pack(adjoint, weight, Int32(s.outC), Int32(s.inC), 1)
         parallelChunks(batch) { _, images in
-            for n in images { k.pair_planes!(dyPlanes + n * dyPairs * plane, dy + n * s.outC * plane, Int32(s.outC), plane) }
+            for n in images {
+                k.pair_planes!(dyPlanes + n * dyPairs * plane, dy + n * s.outC * plane, Int32(s.outC), plane)
+            }
         }
     }
     for t in 0..<threads {
@@ -128,7 +132,8 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     plan.forEach { t, images, rows in
         let g = slots + t * slot, db = g + gCount
         let even = words(db + s.outC), odd = even + evenCount, dyt = odd + oddCount
-        let n0 = images.lowerBound, count = Int32(images.count), r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
+        let n0 = images.lowerBound, count = Int32(images.count)
+        let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
         let h = Int32(height), w = Int32(width), n = Int32(rows.count), pw = Int32(pairs)
         inputs.forEach { tensor, channels, first, _ in
             let xn = tensor + n0 * channels * plane

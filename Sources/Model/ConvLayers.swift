@@ -173,13 +173,16 @@ final class ConvTranspose2d {
     }
 
     /// The forward written into `y`, after `top` rows and `left` columns of zeros where given
-    /// (`convTranspose2dForwardPadded`, the direct kernel only).
+    /// (`convTranspose2dForwardPadded`, the direct kernel only, or the bf16 one).
     func forward(_ x: Tensor, _ ctx: LayerContext, into y: Tensor, top: Int = 0, left: Int = 0) {
         input = x
         if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
         let w = ctx.store.param(weight), b = ctx.store.param(bias)
         ctx.timed(.convTranspose) {
-            if top == 0 && left == 0 {
+            if ctx.precision == .bf16 && shape.runsBF16 {
+                convTranspose2dForwardBF16(y.data, x.data, weight: w, bias: b, batch: x.shape.n, height: x.shape.h,
+                                           width: x.shape.w, shape, top: top, left: left, workspace: ctx.workspace)
+            } else if top == 0 && left == 0 {
                 convTranspose2dForward(y.data, x.data, weight: w, bias: b, batch: x.shape.n, height: x.shape.h,
                                        width: x.shape.w, shape, workspace: ctx.workspace)
             } else {
@@ -195,6 +198,14 @@ final class ConvTranspose2d {
         inputGrad.reshape(input.shape)
         if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * input.shape.count / shape.inC) }
         ctx.timed(.convTranspose, backward: true) {
+            if ctx.precision == .bf16 && shape.runsBF16 {
+                convTranspose2dBackwardBF16(dx: inputGrad.data, dweight: ctx.store.grad(weight),
+                                            dbias: ctx.store.grad(bias), dy: dy.data, x: input.data,
+                                            weight: ctx.store.param(weight),
+                                            batch: input.shape.n, height: input.shape.h, width: input.shape.w, shape,
+                                            workspace: ctx.workspace)
+                return
+            }
             convTranspose2dBackward(dx: inputGrad.data, dweight: ctx.store.grad(weight), dbias: ctx.store.grad(bias),
                                     dy: dy.data, x: input.data, weight: ctx.store.param(weight), batch: input.shape.n,
                                     height: input.shape.h, width: input.shape.w, shape, workspace: ctx.workspace)

@@ -10,8 +10,9 @@ public final class LayerContext {
     public var statistics: StatisticsReducer?
     /// Per-layer-kind timing; nil (the default) costs one check per layer.
     public var profile: LayerProfile?
-    /// The convolutions' arithmetic: with bf16, the 3x3 convolutions that `runsBF16` take bf16
-    /// operands and sum in float32; parameters, gradients and activations stay float32.
+    /// The convolutions' arithmetic: with bf16, the 3x3 convolutions and the transposed ones that
+    /// `runsBF16` take bf16 operands and sum in float32; parameters, gradients and activations
+    /// stay float32.
     public var precision = Precision.fp32
     /// How the banded convolutions cut their work (`bench` varies it).
     public var tuning = KernelTuning()

@@ -1,0 +1,55 @@
+#ifndef UNET_DIST_BF16_H
+#define UNET_DIST_BF16_H
+
+// The bf16 words and the pair step that the bf16 convolutions (cconv_bf16.c) and transposed
+// convolutions (cconvt_bf16.c) share: the portable step and its AVX512_BF16 instruction.
+
+#include "cconv_bf16.h"
+#include "simd.h"
+
+/// (low, high) rounded to bf16, in one word: low in bits 0-15, high in bits 16-31.
+static inline uint32_t pair(float low, float high) {
+    return (uint32_t)cbf16_round(low) | (uint32_t)cbf16_round(high) << 16;
+}
+
+/// One vdpbf16ps lane: the high halves' product, then the low halves', added to s. Each product
+/// of two bf16 is exact in float32, so only the two sums round (FMA or not: the same result).
+static inline float dot_pair(float s, uint32_t a, uint32_t b) {
+    s += cbf16_float((uint16_t)(a >> 16)) * cbf16_float((uint16_t)(b >> 16));
+    s += cbf16_float((uint16_t)a) * cbf16_float((uint16_t)b);
+    return s;
+}
+
+#if HAVE_AVX512
+#define AVXBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+/// Sixteen lanes, each the sum s + (high product) + (low product) of its pair of bf16 pairs.
+AVXBF16 static INLINE __m512 dot(__m512 s, __m512i a, __m512i b) {
+    return _mm512_dpbf16_ps(s, (__m512bh)a, (__m512bh)b);
+}
+
+/// Words of 32 floats' bf16: word j = (v[2j], v[2j + 1]) where `low` holds v[0..15], `high` v[16..31].
+AVXBF16 static INLINE __m512i to_pairs(__m512 low, __m512 high) {
+    // The second operand fills the low sixteen bf16.
+    return (__m512i)_mm512_cvtne2ps_pbh(high, low);
+}
+#endif
+
+// The 3x3 weight gradient's kernels (cconv_bf16_weight_grad.c), for cconv_bf16.c's tables; the
+// arguments as cbf16_unfold_fn and cbf16_weight_grad_fn.
+void cbf16_unfold_portable(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
+                           int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
+                           const float *scale, const float *shift);
+void cbf16_weight_grad_portable(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                int rows);
+#if HAVE_AVX512
+AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
+                              int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
+                              const float *scale, const float *shift);
+AVXBF16 void cbf16_weight_grad_avx(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                   const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                   int rows);
+#endif
+
+#endif

@@ -1,0 +1,185 @@
+#include "cconv_bf16.h"
+
+#include "bf16.h"
+#include "tiles.h"
+
+// The bf16 3x3 convolution's weight gradient (cconv_bf16.h) and the pixel-pair copies it reads.
+// Arrays, per band of output rows:
+//   x's copies  t[image][row][pair][padded_channels] words: the even copy (rows + 2 rows, ceil(W / 2)
+//               + 1 pairs from column -1) and the odd copy (rows + 2 rows, ceil(W / 2) pairs from 0)
+//   dy's copy   [image][row][pair][padded_outputs] words
+//   g           [9 taps][outputs][padded_channels] float32 sums
+// Portable functions first (the reference of the AVX512_BF16 ones: same pairs, same order).
+
+/// relu(v * scale + shift) as cbn_output and bn_relu compute it: a product, then a sum.
+static float affine_relu(float v, float scale, float shift) {
+#pragma STDC FP_CONTRACT OFF
+    float y = v * scale;
+    y = y + shift;
+    return y > 0 || y != y ? y : 0.f;
+}
+
+void cbf16_unfold_portable(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
+                            int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
+                            const float *scale, const float *shift) {
+    size_t plane = (size_t)height * width;
+    for (int n = 0; n < images; n++)
+        for (int r = 0; r < rows; r++) {
+            int iy = row0 + r;
+            for (int j = 0; j < pairs; j++)
+                for (int c = 0; c < channels; c++) {
+                    float v[2] = {0, 0};
+                    for (int h = 0; h < 2; h++) {
+                        int ix = col0 + 2 * j + h;
+                        if (iy < 0 || iy >= height || ix < 0 || ix >= width) continue;
+                        v[h] = x[n * x_image + c * plane + (size_t)iy * width + ix];
+                        if (scale) v[h] = affine_relu(v[h], scale[c], shift[c]);
+                    }
+                    t[(((size_t)n * rows + r) * pairs + j) * padded_channels + first + c] = pair(v[0], v[1]);
+                }
+        }
+}
+
+/// Where tap t's x words start in the even or odd copy (see cbf16_unfold_fn), and that copy's
+/// words per row: column taps 0 and 2 read the even copy (2 one pair further), tap 1 the odd one.
+static const uint32_t *tap_copy(int t, const uint32_t *even, const uint32_t *odd, int pairs, int cp, int *row_words) {
+    int kx = t % 3, ky = t / 3;
+    *row_words = (kx == 1 ? pairs : pairs + 1) * cp;
+    return (kx == 1 ? odd : even) + (size_t)ky * *row_words + (kx == 2 ? cp : 0);
+}
+
+void cbf16_weight_grad_portable(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                 const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                 int rows) {
+    int cp = padded_channels, op = padded_outputs, pairs = (width + 1) / 2;
+    for (int t = 0; t < TAPS; t++) {
+        int row_words;
+        const uint32_t *xt = tap_copy(t, even, odd, pairs, cp, &row_words);
+        for (int o = 0; o < outputs; o++)
+            for (int c = 0; c < cp; c++) {
+                float s = g[((size_t)t * outputs + o) * cp + c];
+                for (int n = 0; n < images; n++)
+                    for (int r = 0; r < rows; r++) {
+                        const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
+                        const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
+                        for (int j = 0; j < pairs; j++)
+                            s = dot_pair(s, dyr[(size_t)j * op + o], xr[(size_t)j * cp + c]);
+                    }
+                g[((size_t)t * outputs + o) * cp + c] = s;
+            }
+    }
+}
+
+// MARK: AVX512_BF16
+
+#if HAVE_AVX512
+/// Lanes i of sixteen whose column c + i lies in [0, width).
+static INLINE __mmask16 columns_inside(int c, int width) {
+    return (__mmask16)(low_lanes(width - c) & ~low_lanes(-c));
+}
+
+AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
+                               int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
+                               const float *scale, const float *shift) {
+    size_t plane = (size_t)height * width;
+    int cp = padded_channels;
+    for (int n = 0; n < images; n++)
+        for (int r = 0; r < rows; r++) {
+            int iy = row0 + r, row_inside = iy >= 0 && iy < height;
+            uint32_t *trow = t + ((size_t)n * rows + r) * pairs * cp + first;
+            // Sixteen pairs (32 columns) at a time: per channel two vectors of floats become one
+            // vector of pair words, and a transpose turns sixteen channels' vectors into
+            // sixteen pairs' vectors of channels.
+            for (int j0 = 0; j0 < pairs; j0 += LANES) {
+                int c = col0 + 2 * j0, np = pairs - j0 < LANES ? pairs - j0 : LANES;
+                __mmask16 m0 = row_inside ? columns_inside(c, width) : 0;
+                __mmask16 m1 = row_inside ? columns_inside(c + LANES, width) : 0;
+                const float *src = x + n * x_image + (ptrdiff_t)iy * width + c;
+                for (int c0 = 0; c0 < channels; c0 += LANES) {
+                    int nc = channels - c0 < LANES ? channels - c0 : LANES;
+                    __m512 v[16];
+                    for (int i = 0; i < 16; i++) {
+                        if (i >= nc) {
+                            v[i] = _mm512_setzero_ps();
+                            continue;
+                        }
+                        const float *s = src + (size_t)(c0 + i) * plane;
+                        __m512 a = _mm512_maskz_loadu_ps(m0, s), b = _mm512_maskz_loadu_ps(m1, s + LANES);
+                        if (scale) {
+                            a = bn_relu(a, scale[c0 + i], shift[c0 + i], m0);
+                            b = bn_relu(b, scale[c0 + i], shift[c0 + i], m1);
+                        }
+                        v[i] = _mm512_castsi512_ps(to_pairs(a, b));
+                    }
+                    transpose16(v);
+                    __mmask16 lanes = low_lanes(nc);
+                    for (int j = 0; j < np; j++) _mm512_mask_storeu_ps(trow + (size_t)(j0 + j) * cp + c0, lanes, v[j]);
+                }
+            }
+        }
+}
+
+/// g[o, c] += sum over pixel pairs of dy[pair, o] x[pair shifted by one tap, c] for np outputs
+/// and nc vectors of 16 input channels, as cconv.c's weight_grad_tile with two pixels per word.
+AVXBF16 static INLINE void weight_grad_tile(float *g, size_t g_row, const uint32_t *dy, int op, const uint32_t *xt,
+                                            int cp, int row_words, int images, int rows, int pairs, const int np,
+                                            const int nc) {
+    __m512 acc[16][4];
+    for (int o = 0; o < np; o++)
+        for (int j = 0; j < nc; j++) acc[o][j] = _mm512_loadu_ps(g + o * g_row + j * LANES);
+    for (int n = 0; n < images; n++)
+        for (int r = 0; r < rows; r++) {
+            const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
+            const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
+            for (int k = 0; k < pairs; k++) {
+                __m512i xv[4];
+                for (int j = 0; j < nc; j++) xv[j] = _mm512_loadu_si512(xr + (size_t)k * cp + j * LANES);
+                for (int o = 0; o < np; o++) {
+                    __m512i d = _mm512_set1_epi32((int)dyr[(size_t)k * op + o]);
+                    for (int j = 0; j < nc; j++) acc[o][j] = dot(acc[o][j], d, xv[j]);
+                }
+            }
+        }
+    for (int o = 0; o < np; o++)
+        for (int j = 0; j < nc; j++) _mm512_storeu_ps(g + o * g_row + j * LANES, acc[o][j]);
+}
+
+#define TILE(NP, NC) \
+    case NP: weight_grad_tile(g, g_row, dy, op, xt, cp, row_words, images, rows, pairs, NP, NC); break;
+#define TILES6(NC) TILE(1, NC) TILE(2, NC) TILE(3, NC) TILE(4, NC) TILE(5, NC) TILE(6, NC)
+#define TILES12(NC) TILES6(NC) TILE(7, NC) TILE(8, NC) TILE(9, NC) TILE(10, NC) TILE(11, NC) TILE(12, NC)
+
+AVXBF16 static void weight_grad_tiles(float *g, size_t g_row, const uint32_t *dy, int op, const uint32_t *xt, int cp,
+                                      int row_words, int images, int rows, int pairs, int np, int nc) {
+    if (nc == 4) {
+        switch (np) { TILES6(4) }
+    } else if (nc == 2) {
+        switch (np) { TILES12(2) }
+    } else {
+        switch (np) { TILES12(1) TILE(13, 1) TILE(14, 1) TILE(15, 1) TILE(16, 1) }
+    }
+}
+
+AVXBF16 void cbf16_weight_grad_avx(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                    const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                    int rows) {
+    int cp = padded_channels, op = padded_outputs, pairs = (width + 1) / 2;
+    for (int t = 0; t < TAPS; t++) {
+        int row_words;
+        const uint32_t *xt = tap_copy(t, even, odd, pairs, cp, &row_words);
+        for (int c0 = 0; c0 < cp;) {
+            int vectors = (cp - c0) / LANES, nc = vectors >= 4 ? 4 : vectors >= 2 ? 2 : 1;
+            // The float32 kernel's tiles: about 16-24 sums in registers.
+            int most = nc == 4 ? 6 : nc == 2 ? 12 : 16, tiles = (outputs + most - 1) / most;
+            int each = (outputs + tiles - 1) / tiles;
+            for (int o0 = 0; o0 < outputs; o0 += each) {
+                int np = outputs - o0 < each ? outputs - o0 : each;
+                weight_grad_tiles(g + ((size_t)t * outputs + o0) * cp + c0, cp, dy + o0, op, xt + c0, cp, row_words,
+                                  images, rows, pairs, np, nc);
+            }
+            c0 += nc * LANES;
+        }
+    }
+}
+
+#endif
