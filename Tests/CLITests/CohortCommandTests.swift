@@ -15,16 +15,6 @@ final class CohortCommandTests: ScratchTestCase {
         })
     }
 
-    func files(_ dir: String) throws -> [String: Data] {
-        var out: [String: Data] = [:]
-        for sub in ["MRIs", "Segmentations"] {
-            for n in try FileManager.default.contentsOfDirectory(atPath: "\(dir)/\(sub)") {
-                out["\(sub)/\(n)"] = FileManager.default.contents(atPath: "\(dir)/\(sub)/\(n)")
-            }
-        }
-        return out
-    }
-
     func phantoms(_ count: Int) throws -> String {
         let dir = try scratchDirectory("cohort")
         let r = try runUnetDist(["synth", "--volumes", "\(count)", "--size", "32", "--seed", "5", "--out", dir + "/ph"])
@@ -57,7 +47,7 @@ final class CohortCommandTests: ScratchTestCase {
         let firstTest = try XCTUnwrap(byName.firstIndex { $0["split"] == "test" })
         XCTAssertTrue(byName[firstTest...].allSatisfy { $0["split"] == "test" })
         let testCount = byName.count - firstTest
-        let onDisk = try files(dir + "/data")
+        let onDisk = try seedLayoutFiles(dir + "/data")
         XCTAssertEqual(onDisk.count, 2 * rows.count)
         XCTAssertTrue(rows.allSatisfy { onDisk["MRIs/" + $0["file"]!] != nil })
         XCTAssertTrue(two.stdout.contains("test set: 1 subject(s) (\(testSubjects.first!)), \(testCount) slices"),
@@ -66,7 +56,7 @@ final class CohortCommandTests: ScratchTestCase {
         // One rank cuts the same bytes: the ranks only share the work.
         let one = try runUnetDist(prepare + ["--out", dir + "/one"])
         XCTAssertEqual(one.status, 0, one.stderr)
-        XCTAssertEqual(try files(dir + "/one"), onDisk)
+        XCTAssertEqual(try seedLayoutFiles(dir + "/one"), onDisk)
         XCTAssertEqual(try String(contentsOfFile: dir + "/one/manifest.csv", encoding: .utf8),
                        try String(contentsOfFile: dir + "/data/manifest.csv", encoding: .utf8))
 

@@ -282,27 +282,17 @@ final class PrepareCommandTests: ScratchTestCase {
 final class SynthCommandTests: ScratchTestCase {
     func tempDir() throws -> String { try scratchDirectory("synth") }
 
-    func files(_ dir: String) throws -> [String: Data] {
-        var out: [String: Data] = [:]
-        for sub in ["MRIs", "Segmentations"] {
-            for n in try FileManager.default.contentsOfDirectory(atPath: "\(dir)/\(sub)") {
-                out["\(sub)/\(n)"] = FileManager.default.contents(atPath: "\(dir)/\(sub)/\(n)")
-            }
-        }
-        return out
-    }
-
     func testPhantomsAreDeterministicAndBrainLike() throws {
         let d = try tempDir()
         for (name, seed) in [("a", "7"), ("b", "7"), ("c", "8")] {
             let r = try runUnetDist(["synth", "--out", "\(d)/\(name)", "--count", "6", "--size", "48", "--seed", seed])
             XCTAssertEqual(r.status, 0, r.stderr)
         }
-        let a = try files(d + "/a")
+        let a = try seedLayoutFiles(d + "/a")
         XCTAssertEqual(a.keys.sorted(), (0..<6).map { String(format: "MRIs/synth_%04d.npy", $0) }
                        + (0..<6).map { String(format: "Segmentations/segm_%04d.npy", $0) })
-        XCTAssertEqual(a, try files(d + "/b"), "same seed, same bytes")
-        XCTAssertNotEqual(a["MRIs/synth_0000.npy"], try files(d + "/c")["MRIs/synth_0000.npy"], "another seed, other phantoms")
+        XCTAssertEqual(a, try seedLayoutFiles(d + "/b"), "same seed, same bytes")
+        XCTAssertNotEqual(a["MRIs/synth_0000.npy"], try seedLayoutFiles(d + "/c")["MRIs/synth_0000.npy"], "another seed, other phantoms")
         let data = try SeedDataset(directory: d + "/a")
         for pair in data.pairs {
             let s = try Sample(pair, classes: 3)

@@ -57,3 +57,14 @@ public enum CraftedFile {
     /// 32767^3 int16 voxels (70 TB) stated over 1 KiB.
     public static let hugeNIfTI = nifti(dims: [32767, 32767, 32767])
 }
+
+/// Every file of a seed-layout data set (MRIs/ and Segmentations/), by its path under `dir`.
+public func seedLayoutFiles(_ dir: String) throws -> [String: Data] {
+    var out: [String: Data] = [:]
+    for sub in ["MRIs", "Segmentations"] {
+        for n in try FileManager.default.contentsOfDirectory(atPath: "\(dir)/\(sub)") {
+            out["\(sub)/\(n)"] = FileManager.default.contents(atPath: "\(dir)/\(sub)/\(n)")
+        }
+    }
+    return out
+}
