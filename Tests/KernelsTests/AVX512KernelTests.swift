@@ -63,7 +63,8 @@ final class AVX512KernelTests: XCTestCase {
         avx512Kernels = true
         for (threads, pixels) in settings {
             setComputeThreads(threads)
-            let r = run(s.tuned(KernelTuning(directPixels: pixels)), n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
+            let r = run(s.tuned(KernelTuning(directPixels: pixels)), n: n, h: h, w: w, x: x, weight: weight,
+                        bias: bias, dy: dy, split: split)
             let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split), \(threads) threads, \(pixels) pixels"
             assertClose(r.y, reference.y, "y " + name, file: file, line: line)
             assertClose(r.dx, reference.dx, "dx " + name, file: file, line: line)
