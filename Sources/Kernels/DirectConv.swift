@@ -5,9 +5,6 @@ import Foundation
 // contract as conv2dForward / conv2dBackward's banded path, which they replace where
 // `runsDirect` holds.
 
-/// Pixels per work item: a band of a large plane, or a group of small images.
-nonisolated(unsafe) public var directPixels = 4096
-
 extension Conv2dShape {
     /// 3x3 "same" convolutions run directly; an input gradient split into two tensors needs the
     /// split on a block of eight channels (the kernels write eight outputs at a time).
@@ -24,7 +21,8 @@ extension Conv2dShape {
     /// the image size alone (not by the threads), so that the sums are the same on any number of
     /// threads. 0 where the forward gives none (not a direct convolution).
     public func statisticsParts(batch: Int, height: Int, width: Int) -> Int {
-        runsDirect() ? batch * DirectPlan(batch: batch, height: height, width: width).bands : 0
+        guard runsDirect() else { return 0 }
+        return batch * DirectPlan(batch: batch, height: height, width: width, pixels: tuning.directPixels).bands
     }
 
     var packedCount: Int { cconv3x3_packed_count(Int32(outC), Int32(inC)) }
@@ -37,7 +35,7 @@ extension Conv2dShape {
 struct DirectPlan {
     let batch: Int, height: Int, width: Int, bandRows: Int, group: Int
 
-    init(batch: Int, height: Int, width: Int, pixels: Int = directPixels) {
+    init(batch: Int, height: Int, width: Int, pixels: Int) {
         self.batch = batch; self.height = height; self.width = width
         let plane = height * width
         if plane >= pixels {
@@ -100,7 +98,7 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
     let block = Int(CCONV3X3_BLOCK_FLOATS)
     let plane = height * width, blockStride = s.inC * block
     let inputs = Parts(x, channels: s.inC)
-    let plan = DirectPlan(batch: batch, height: height, width: width)
+    let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
     plan.forEach { _, images, rows in
         for n in images {
             inputs.forEach { tensor, channels, first, i in
@@ -138,8 +136,9 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     let cp = (s.inC + 15) / 16 * 16, op = (s.outC + 15) / 16 * 16
     // A thread's copies of x's and dy's rows stay within about 1 MiB, in its L2 through the nine
     // taps' passes: past that the weight gradient runs at about half speed (docs/kernel-notes.md).
+    let pixels = s.tuning.directPixels
     let plan = DirectPlan(batch: batch, height: height, width: width,
-                          pixels: unfolded ? min(directPixels, max(256, (1 << 18) / (cp + op))) : directPixels)
+                          pixels: unfolded ? min(pixels, max(256, (1 << 18) / (cp + op))) : pixels)
     let threads = min(computeThreads, plan.items)
     func rowsCount(_ images: Int, _ channels: Int, _ rows: Int) -> Int {
         cconv3x3_rows_count(Int32(images), Int32(channels), Int32(width), 0, Int32(rows))

@@ -35,7 +35,7 @@ extension Conv2dShape {
 
     /// As `statisticsParts`, for a convolution that runs in bf16.
     public func bf16StatisticsParts(batch: Int, height: Int, width: Int) -> Int {
-        batch * DirectPlan(batch: batch, height: height, width: width).bands
+        batch * DirectPlan(batch: batch, height: height, width: width, pixels: tuning.directPixels).bands
     }
 }
 
@@ -64,7 +64,7 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePoint
             if let b { k.pair_planes!(planes + (n * pairs + ca / 2) * plane, b + n * cb * plane, Int32(cb), plane) }
         }
     }
-    let plan = DirectPlan(batch: batch, height: height, width: width)
+    let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
     plan.forEach { _, images, rows in
         for n in images {
             k.forward!(y + n * s.outC * plane, planes + n * pairs * plane, packed, blockStride, bias, Int32(s.inC),
@@ -99,7 +99,7 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     let cp = (s.inC + 15) / 16 * 16, op = s.outC
     // Each work item's copies within about 1 MiB, as the float32 kernel's (same bytes per pixel).
     let plan = DirectPlan(batch: batch, height: height, width: width,
-                          pixels: min(directPixels, max(256, (1 << 18) / (cp + (s.outC + 15) / 16 * 16))))
+                          pixels: min(s.tuning.directPixels, max(256, (1 << 18) / (cp + (s.outC + 15) / 16 * 16))))
     let threads = min(computeThreads, plan.items)
     let group = plan.group, band = plan.bandRows
     let gCount = 9 * s.outC * cp

@@ -1,6 +1,6 @@
-/// How the banded convolutions cut their work: the model context holds one (the defaults, in
-/// training), `bench` sets it from its hidden flags, and tests pass small ones to exercise many
-/// bands. Any setting gives the same results up to the order of float additions.
+/// How the banded and direct convolutions cut their work: the model context holds one (the
+/// defaults, in training), `bench` sets it from its hidden flags, and tests pass small ones to
+/// exercise many bands. Any setting gives the same results up to the order of float additions.
 public struct KernelTuning: Equatable {
     /// Floats in one band of the column matrix (512 KiB: the band is written and read back in cache).
     public var bandFloats: Int
@@ -8,10 +8,14 @@ public struct KernelTuning: Equatable {
     /// wide layers at low resolution (512 channels at 8x8) would otherwise make GEMMs a few dozen
     /// columns wide, far below what OpenBLAS's kernels need to run at speed.
     public var minBandColumns: Int
+    /// Pixels per work item of the direct convolutions: a band of a large plane, or a group of
+    /// small images.
+    public var directPixels: Int
 
-    public init(bandFloats: Int = 1 << 17, minBandColumns: Int = 512) {
+    public init(bandFloats: Int = 1 << 17, minBandColumns: Int = 512, directPixels: Int = 4096) {
         self.bandFloats = max(1, bandFloats)
         self.minBandColumns = max(1, minBandColumns)
+        self.directPixels = max(1, directPixels)
     }
 }
 

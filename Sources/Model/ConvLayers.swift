@@ -19,9 +19,11 @@ final class Conv2d {
     /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
     private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil) -> UnsafeMutablePointer<Double>? {
         guard ctx.training && feedsBatchNorm else { return nil }
-        let parts = runsBF16(ctx, split: split) ? self.shape.bf16StatisticsParts(batch: shape.n, height: shape.h,
-                                                                                 width: shape.w)
-            : self.shape.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+        // Counted on the shape the kernels run, whose tuning fixes the bands.
+        let tuned = self.shape.tuned(ctx.tuning)
+        let parts = runsBF16(ctx, split: split)
+            ? tuned.bf16StatisticsParts(batch: shape.n, height: shape.h, width: shape.w)
+            : tuned.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
         return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC) : nil
     }
 

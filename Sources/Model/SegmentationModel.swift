@@ -90,12 +90,13 @@ extension ModelConfig {
         // fill (its deepest 3x3 convolution alone has (8 width)^2 x 9 weights) is refused before
         // it is allocated.
         guard inChannels >= 1, classes >= 1, width >= 1 else {
-            throw FormatError(path, "describes an empty model (width \(width), \(inChannels) input channels, \(classes) classes)")
+            throw FormatError(path, "describes an empty model (width \(width), \(inChannels) input channels, "
+                              + "\(classes) classes)")
         }
         let held = st.entries.values.reduce(0) { $0 + $1.count }
         guard let deepest = checkedProduct([8, width, 8, width, 9]), deepest <= held else {
-            throw FormatError(path, "describes a model (width \(width), \(inChannels) input channels, \(classes) classes) "
-                              + "larger than the \(held) values it holds")
+            throw FormatError(path, "describes a model (width \(width), \(inChannels) input channels, "
+                              + "\(classes) classes) larger than the \(held) values it holds")
         }
     }
 }

@@ -21,8 +21,9 @@ extension SegmentationModel {
     /// are needed by the cross-entropy losses. Returns this rank's share of the step's loss times
     /// the step's element count: summed over the ranks (and micro-batches), divided by
     /// globalCount x classes x pixels, it is the step's loss.
-    public func accumulateGradients(images: Tensor, targets: Tensor, labels: UnsafePointer<UInt8>? = nil, globalCount: Int,
-                                    microCount: Int? = nil, loss: LossKind = .bce, comm: Communicator, zeroFirst: Bool,
+    public func accumulateGradients(images: Tensor, targets: Tensor, labels: UnsafePointer<UInt8>? = nil,
+                                    globalCount: Int, microCount: Int? = nil, loss: LossKind = .bce,
+                                    comm: Communicator, zeroFirst: Bool,
                                     score: (Tensor) -> Void = { _ in }) -> Double {
         training = true
         let logits = forward(images)

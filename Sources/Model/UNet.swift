@@ -26,7 +26,9 @@ public final class UNet: SegmentationModel {
         out = Conv2d("out", Conv2dShape(inC: c[0], outC: config.classes, kernel: 3, padding: 1), store: store)
         // The first conv3x3_bn of every block is read only by the second; the last up block's
         // output only by `out`. Their outputs are recomputed in the backward instead of kept.
-        for block in [conv1] + encoders + decoders.map(\.convs) { block.first.bn.shareOutput(context, reader: block.second.conv) }
+        for block in [conv1] + encoders + decoders.map(\.convs) {
+            block.first.bn.shareOutput(context, reader: block.second.conv)
+        }
         decoders[2].convs.second.bn.shareOutput(context, reader: out)
         // An up-sampled tensor is copied into the concatenation at once.
         for d in decoders { d.upsample.output = context.sharedActivation }

@@ -24,7 +24,8 @@ final class BasicBlock {
         conv1 = Conv2d(name + ".conv1", Conv2dShape(inC: ci, outC: co, kernel: 3, stride: stride, padding: 1),
                        bias: false, store: store)
         bn1 = BatchNorm2d(name + ".bn1", co, store: store)
-        conv2 = Conv2d(name + ".conv2", Conv2dShape(inC: co, outC: co, kernel: 3, padding: 1), bias: false, store: store)
+        conv2 = Conv2d(name + ".conv2", Conv2dShape(inC: co, outC: co, kernel: 3, padding: 1), bias: false,
+                       store: store)
         bn2 = BatchNorm2d(name + ".bn2", co, store: store)
         if stride != 1 || ci != co {
             downsample = (Conv2d(name + ".downsample.0", Conv2dShape(inC: ci, outC: co, kernel: 1, stride: stride),
@@ -146,7 +147,8 @@ public final class UNetResNet: SegmentationModel {
         self.config = config
         let w = config.widths, store = self.store
         context = LayerContext(store: store)
-        stem = Conv2d("encoder.conv1", Conv2dShape(inC: config.inChannels, outC: w[0], kernel: 7, stride: 2, padding: 3),
+        stem = Conv2d("encoder.conv1",
+                      Conv2dShape(inC: config.inChannels, outC: w[0], kernel: 7, stride: 2, padding: 3),
                       bias: false, store: store)
         stemBN = BatchNorm2d("encoder.bn1", w[0], store: store)
         var blocks: [[BasicBlock]] = [], k = 0

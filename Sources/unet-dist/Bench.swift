@@ -36,7 +36,6 @@ struct Bench: ParsableCommand {
             let sgemm = sgemmSize > 0 ? measureSGEMM(size: sgemmSize, threads: 1) : 0
             setComputeThreads(threads)
             setBLASThreads(1)
-            if let directPixels { Kernels.directPixels = max(1, directPixels) }
             // vdpbf16ps's single-thread peak beside it (0 without AVX512_BF16).
             let bf16Peak = sgemmSize > 0 ? measureBF16Peak() : 0
             let setup = makeSetup(comm)
@@ -66,7 +65,8 @@ struct Bench: ParsableCommand {
         let precisionLine = precision.apply(to: net)
         let defaults = KernelTuning()
         net.context.tuning = KernelTuning(bandFloats: bandFloats ?? defaults.bandFloats,
-                                          minBandColumns: minBandColumns ?? defaults.minBandColumns)
+                                          minBandColumns: minBandColumns ?? defaults.minBandColumns,
+                                          directPixels: directPixels ?? defaults.directPixels)
         net.useGradientBuckets(megabytes: buckets.bucketMb, comm: comm, timing: true)
         let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
         let classes = net.config.classes, plane = size * size

@@ -47,7 +47,8 @@ extension Predict {
         if let truth = try truthLabels(like: volume) { report(seed, truth: truth, volume: volume, name: job.name) }
 
         let g = SliceGeometry(axis: axes[0], dims: volume.dims, affine: volume.affine)
-        let name = job.name + (job.path.hasSuffix(".nii.gz") ? ".nii.gz" : "." + URL(fileURLWithPath: job.path).pathExtension)
+        let suffix = job.path.hasSuffix(".nii.gz") ? ".nii.gz" : "." + URL(fileURLWithPath: job.path).pathExtension
+        let name = job.name + suffix
         let pixelArea = g.rowSpacing * g.columnSpacing, voxelVolume = volume.spacing.reduce(1, *)
         let codes = seed.map { Float($0) }
         var rows: [String] = [], totals = [0, 0, 0]

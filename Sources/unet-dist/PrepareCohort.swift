@@ -36,7 +36,9 @@ extension Prepare {
         var token = writer?.token ?? 0
         withUnsafeMutableBytes(of: &token) { comm.broadcast($0.baseAddress!, count: 4, root: 0) }
         try comm.everyRankDoes {
-            if !comm.isRoot { writer = try SeedLayoutWriter(directory: out, overwrite: true, token: token, owner: false) }
+            if !comm.isRoot {
+                writer = try SeedLayoutWriter(directory: out, overwrite: true, token: token, owner: false)
+            }
         }
         if comm.isRoot {
             say("\(cohort!): \(c.subjects.count) subjects on \(comm.size) rank(s)"

@@ -17,7 +17,7 @@ final class AVX512KernelTests: XCTestCase {
     /// before skipping). launch/test.sh accepts this skip only where /proc/cpuinfo lacks avx512f.
     let noAVX512 = "AVX-512 kernels: this CPU has no AVX-512"
 
-    override func tearDown() { avx512Kernels = avx512Available; directPixels = 4096; setComputeThreads(1) }
+    override func tearDown() { avx512Kernels = avx512Available; setComputeThreads(1) }
 
     func assertClose(_ a: [Float], _ b: [Float], _ name: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(a.count, b.count, name, file: file, line: line)
@@ -62,8 +62,9 @@ final class AVX512KernelTests: XCTestCase {
         let reference = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
         avx512Kernels = true
         for (threads, pixels) in settings {
-            setComputeThreads(threads); directPixels = pixels
-            let r = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
+            setComputeThreads(threads)
+            let r = run(s.tuned(KernelTuning(directPixels: pixels)), n: n, h: h, w: w, x: x, weight: weight,
+                        bias: bias, dy: dy, split: split)
             let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split), \(threads) threads, \(pixels) pixels"
             assertClose(r.y, reference.y, "y " + name, file: file, line: line)
             assertClose(r.dx, reference.dx, "dx " + name, file: file, line: line)
@@ -106,8 +107,8 @@ final class AVX512KernelTests: XCTestCase {
     func testRepeatable() throws {
         guard avx512Available else { XCTAssertFalse(avx512Kernels); throw XCTSkip(noAVX512) }
         avx512Kernels = true
-        setComputeThreads(2); directPixels = 100
-        let s = Conv2dShape(inC: 24, outC: 16, kernel: 3, padding: 1)
+        setComputeThreads(2)
+        let s = Conv2dShape(inC: 24, outC: 16, kernel: 3, padding: 1).tuned(KernelTuning(directPixels: 100))
         let x = random(4 * 24 * 11 * 13), weight = random(s.weightCount), bias = random(16), dy = random(4 * 16 * 11 * 13)
         let first = run(s, n: 4, h: 11, w: 13, x: x, weight: weight, bias: bias, dy: dy)
         for _ in 0..<3 {
@@ -129,9 +130,9 @@ final class AVX512KernelTests: XCTestCase {
         avx512Kernels = true
         // (in, out, batch, height, width, split, pixels per item)
         for (c, o, n, h, w, split, pixels) in [(5, 11, 3, 9, 21, 0, 60), (16, 9, 5, 6, 7, 8, 100), (3, 16, 2, 17, 16, 0, 4096)] {
-            let s = Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), plane = h * w
+            let s = Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1).tuned(KernelTuning(directPixels: pixels))
+            let plane = h * w
             let x = random(n * c * plane), weight = random(s.weightCount), bias = random(o)
-            directPixels = pixels
             var first: [Double]? = nil
             for threads in [1, 2, 3] {
                 setComputeThreads(threads)
@@ -232,7 +233,8 @@ final class AVX512KernelTests: XCTestCase {
             }
             let weight = random(s.weightCount, scale: 0.3), dy = random(n * outC * plane)
             for (threads, pixels) in settings {
-                setComputeThreads(threads); directPixels = pixels
+                setComputeThreads(threads)
+                let tuned = s.tuned(KernelTuning(directPixels: pixels))
                 var results: [[Float]] = []
                 for affine in [false, true] {
                     let ws = Workspace()
@@ -242,7 +244,7 @@ final class AVX512KernelTests: XCTestCase {
                         shift.withUnsafeBufferPointer { sh in
                             let f = affine ? AffineReLU(scale: sc.baseAddress!, shift: sh.baseAddress!) : nil
                             conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: affine ? x : stored, weight: weight,
-                                           batch: n, height: h, width: w, s, workspace: ws, inputAffineReLU: f)
+                                           batch: n, height: h, width: w, tuned, workspace: ws, inputAffineReLU: f)
                         }
                     }
                     results.append(dx + dw + db)

@@ -16,7 +16,7 @@ final class BF16KernelTests: XCTestCase {
 
     func random(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
 
-    override func tearDown() { bf16Kernels = cbf16_kernels(); directPixels = 4096; setComputeThreads(1) }
+    override func tearDown() { bf16Kernels = cbf16_kernels(); setComputeThreads(1) }
 
     /// x as the kernels see it: rounded to bf16.
     func bf(_ x: Float) -> Double { Double(cbf16_float(cbf16_round(x))) }
@@ -169,9 +169,9 @@ final class BF16KernelTests: XCTestCase {
         for kernels in [cbf16_kernels()!, cbf16_portable()!] {
             bf16Kernels = kernels
             for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
-                setComputeThreads(threads); directPixels = pixels
-                let r = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, dwStart: dwStart,
-                            dbStart: dbStart, split: split, affine: bn)
+                setComputeThreads(threads)
+                let r = run(s.tuned(KernelTuning(directPixels: pixels)), n: n, h: h, w: w, x: x, weight: weight,
+                            bias: bias, dy: dy, dwStart: dwStart, dbStart: dbStart, split: split, affine: bn)
                 let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split) affine \(affine), "
                     + "\(String(cString: kernels.pointee.name)), \(threads) threads, \(pixels) pixels"
                 // Terms per element: bias and 9 C products; 9 O products; start and N H W products.
