@@ -177,6 +177,14 @@ def icbm_means():
     return [statistics.fmean(col[a - 1:b]) for col in zip(*d["test_iou"])]
 
 
+def precision_convergence():
+    rows = load("precision_convergence.json")["rows"]
+    out = [[str(r["seed"]), f"{r['fp32']:.4f}", f"{r['bf16']:.4f}", f"{r['bf16'] - r['fp32']:+.4f}"] for r in rows]
+    mean = lambda k: sum(r[k] for r in rows) / len(rows)
+    out.append(["mean", f"{mean('fp32'):.4f}", f"{mean('bf16'):.4f}", f"{mean('bf16') - mean('fp32'):+.4f}"])
+    return table(["seed", "fp32", "bf16", "bf16 - fp32"], out)
+
+
 def icbm_fusion():
     d = load("icbm_fusion.json")
     best_wm = max(r["wm_dice"] for r in d["rows"])
@@ -256,6 +264,7 @@ TABLES = {
     "bf16-step-394": lambda: bf16_step("precision_step_394.json"),
     "icbm-test-iou": icbm_test_iou,
     "icbm-fusion": icbm_fusion,
+    "precision-convergence": precision_convergence,
     "scaling-model": scaling_model,
 }
 
