@@ -185,6 +185,19 @@ def precision_convergence():
     return table(["seed", "fp32", "bf16", "bf16 - fp32"], out)
 
 
+def vs_pytorch_mixed():
+    d = load("vs_pytorch_mixed.json")
+    rows = d["rows"]
+    best = min(r["median_ms"] for r in rows if r["configuration"].startswith("PyTorch"))
+    best_fast = min(r["fastest_ms"] for r in rows if r["configuration"].startswith("PyTorch"))
+    out = [[r["configuration"], f"{r['images_per_s']:.2f}", f"{r['median_ms']:.1f}", f"{best / r['median_ms']:.2f}x",
+            f"{r['fastest_ms']:.1f}", f"{best_fast / r['fastest_ms']:.2f}x", f"{r['peak_rss_mb']}"] for r in rows]
+    return (table(["configuration", "images/s", "median ms", "vs PyTorch's best", "fastest ms",
+                   "vs PyTorch's best", "peak RSS MB"], out)
+            + ["", f"CPU: {cpu_text(d['cpu'])}. Software: {d['software']}.", "",
+               "    " + d["commands"][0]])
+
+
 def icbm_fusion():
     d = load("icbm_fusion.json")
     best_wm = max(r["wm_dice"] for r in d["rows"])
@@ -264,6 +277,7 @@ TABLES = {
     "bf16-step-394": lambda: bf16_step("precision_step_394.json"),
     "icbm-test-iou": icbm_test_iou,
     "icbm-fusion": icbm_fusion,
+    "vs-pytorch-mixed": vs_pytorch_mixed,
     "precision-convergence": precision_convergence,
     "scaling-model": scaling_model,
 }
