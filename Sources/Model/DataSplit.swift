@@ -11,8 +11,13 @@ public struct DataSplit {
     public let note: String?
 
     public init(_ data: SeedDataset, testCount: Int) throws {
+        try self.init(data, manifest: try Manifest(directory: data.directory), testCount: testCount)
+    }
+
+    /// The same with the data set's manifest already read (nil where it has none).
+    public init(_ data: SeedDataset, manifest: Manifest?, testCount: Int) throws {
         let path = data.directory + "/manifest.csv"
-        guard let manifest = try Manifest(directory: data.directory), manifest.hasSplit else {
+        guard let manifest, manifest.hasSplit else {
             guard testCount >= 0, testCount < data.count else {
                 throw FormatError(data.directory,
                                   "--test-count \(testCount) leaves no training data (\(data.count) pairs)")

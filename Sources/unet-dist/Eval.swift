@@ -88,19 +88,10 @@ struct Eval: ParsableCommand {
         switch split {
         case .all: return (all, "all pairs")
         case .test, .train:
-            let test: Set<Int>
-            let source: String
-            if let manifest, manifest.hasSplit {
-                test = Set(all.filter { manifest.rows[name(d.pairs[$0])]?.split == "test" })
-                source = "the manifest's split"
-            } else {
-                guard testCount <= d.count else {
-                    throw FormatError(data, "--test-count \(testCount) is more than its \(d.count) pairs")
-                }
-                test = Set(all.suffix(testCount))
-                source = "the last \(testCount) pairs"
-            }
-            return (all.filter { test.contains($0) == (split == .test) }, "\(split.rawValue) split: \(source)")
+            // The split train uses, so that eval scores exactly the pairs a run was tested on.
+            let s = try DataSplit(d, manifest: manifest, testCount: testCount)
+            let source = s.note == nil ? "the last \(testCount) pairs" : "the manifest's split"
+            return (split == .test ? s.test : s.train, "\(split.rawValue) split: \(source)")
         }
     }
 }

@@ -34,7 +34,7 @@ extension Prepare {
         }
         var writer = rootWriter
         var token = writer?.token ?? 0
-        withUnsafeMutableBytes(of: &token) { comm.broadcast($0.baseAddress!, count: 4, root: 0) }
+        withUnsafeMutableBytes(of: &token) { comm.broadcast($0.baseAddress!, count: 4, root: 0, what: "staging token") }
         try comm.everyRankDoes {
             if !comm.isRoot {
                 writer = try SeedLayoutWriter(directory: out, overwrite: true, token: token, owner: false)
@@ -55,8 +55,12 @@ extension Prepare {
         }
         var counts = [Double](repeating: 0, count: c.subjects.count)
         for m in mine { counts[m.subject] = Double(m.places.count) }
-        counts.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: $0.count) }
-        classCounts.withUnsafeMutableBufferPointer { comm.allreduceSum($0.baseAddress!, count: 3) }
+        counts.withUnsafeMutableBufferPointer {
+            comm.allreduceSum($0.baseAddress!, count: $0.count, what: "slices per subject")
+        }
+        classCounts.withUnsafeMutableBufferPointer {
+            comm.allreduceSum($0.baseAddress!, count: 3, what: "class counts")
+        }
         let positions = filePositions(counts.map { Int($0) }, test: test)
         let total = counts.reduce(0, +)
         let split = c.hasSplit || testSubjectsFlag
@@ -78,7 +82,8 @@ extension Prepare {
         // The manifest's rows from every rank to rank 0, one rank at a time.
         var all: [(Int, String)] = []
         for r in 0 ..< comm.size {
-            let text = comm.broadcast(Data(rows.map { "\($0.0)\t\($0.1)" }.joined(separator: "\n").utf8), root: r)
+            let text = comm.broadcast(Data(rows.map { "\($0.0)\t\($0.1)" }.joined(separator: "\n").utf8), root: r,
+                                    what: "manifest rows")
             all += String(decoding: text, as: UTF8.self).split(separator: "\n").map { line in
                 let parts = line.split(separator: "\t", maxSplits: 1)
                 return (Int(parts[0])!, String(parts[1]))
