@@ -162,6 +162,13 @@ def bf16_median(name):
     return statistics.median(p["bf16"] / p["fp32"] for p in d["pairs"])
 
 
+def mixed_best(name):
+    """Ours in bf16 against PyTorch's fastest configuration, by median step time."""
+    rows = load(name)["rows"]
+    best = min(r["median_ms"] for r in rows if r["configuration"].startswith("PyTorch"))
+    return best / next(r["median_ms"] for r in rows if r["configuration"] == "ours bf16")
+
+
 def icbm_test_iou():
     d = load("icbm_test_iou.json")
     a, b = d["mean_over_epochs"]
@@ -185,8 +192,8 @@ def precision_convergence():
     return table(["seed", "fp32", "bf16", "bf16 - fp32"], out)
 
 
-def vs_pytorch_mixed():
-    d = load("vs_pytorch_mixed.json")
+def vs_pytorch_mixed(name):
+    d = load(name)
     rows = d["rows"]
     best = min(r["median_ms"] for r in rows if r["configuration"].startswith("PyTorch"))
     best_fast = min(r["fastest_ms"] for r in rows if r["configuration"].startswith("PyTorch"))
@@ -196,6 +203,21 @@ def vs_pytorch_mixed():
                    "vs PyTorch's best", "peak RSS MB"], out)
             + ["", f"CPU: {cpu_text(d['cpu'])}. Software: {d['software']}.", "",
                "    " + d["commands"][0]])
+
+
+def peak_shares():
+    d = load("peak_shares.json")
+    confs = d["configurations"]
+    kinds = [k for k in ["conv", "conv_transpose", "batch_norm", "pool", "other"] if k in confs[0]["kinds"]]
+    unit = lambda k: "GFLOP/s" if k.startswith("conv") else "GB/s"
+    rows = [["images/s"] + [f"{c['images_per_s']:.2f}" for c in confs],
+            ["peak: convolutions (GFLOP/s) / triad (GB/s)"]
+            + [f"{c['conv_peak_gflops']:.0f} / {c['triad_gbps']:.1f}" for c in confs]]
+    for k in kinds:
+        rows.append([f"{k}: ms per step, rate, share of its peak"]
+                    + [f"{c['kinds'][k]['ms']:.1f} ms, {c['kinds'][k]['rate']:.0f} {unit(k)}, "
+                       f"**{100 * c['kinds'][k]['share']:.0f}%**" for c in confs])
+    return table([""] + [f"{c['size']}, {c['precision']}" for c in confs], rows) + [""] + caption(d)
 
 
 def icbm_fusion():
@@ -249,6 +271,9 @@ def headline():
         ["`--precision bf16` against fp32, training step, 128 / 394",
          f"{bf16_median('precision_step_128.json'):.2f}x / {bf16_median('precision_step_394.json'):.2f}x",
          cpu("precision_step_128.json"), "`tools/measure_performance.sh bf16`"],
+        ["`--precision bf16` against PyTorch's best (bf16 autocast + channels_last), 128 / 394, 2 threads",
+         f"{mixed_best('vs_pytorch_mixed.json'):.2f}x / {mixed_best('vs_pytorch_mixed_394.json'):.2f}x",
+         cpu("vs_pytorch_mixed_394.json"), "`tools/measure_performance.sh mixed SIZE`"],
         ["test IoU, epochs 26-30 of 30, ICBM slices at 128: ours / PyTorch seeds 0, 1",
          f"{iou[0]:.3f} / {iou[1]:.3f}, {iou[2]:.3f}", "-", "docs/parity.md"],
     ]
@@ -277,7 +302,9 @@ TABLES = {
     "bf16-step-394": lambda: bf16_step("precision_step_394.json"),
     "icbm-test-iou": icbm_test_iou,
     "icbm-fusion": icbm_fusion,
-    "vs-pytorch-mixed": vs_pytorch_mixed,
+    "vs-pytorch-mixed": lambda: vs_pytorch_mixed("vs_pytorch_mixed.json"),
+    "vs-pytorch-mixed-394": lambda: vs_pytorch_mixed("vs_pytorch_mixed_394.json"),
+    "peak-shares": peak_shares,
     "precision-convergence": precision_convergence,
     "scaling-model": scaling_model,
 }

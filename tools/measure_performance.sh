@@ -16,15 +16,20 @@
 #                      (R+1)/2 at 394          -> precision_step_128.json, precision_step_394.json
 #   kernels            one thread's 3x3 kernels, fp32 against bf16 (tools/machine/conv_rates.c)
 #                                                                   -> precision_kernels.json
+#   mixed SIZE [R]     ours (fp32, bf16) against PyTorch's four configurations (fp32 and bf16
+#                      autocast, NCHW and channels_last), 2 threads, R rounds (default 3)
+#                                        -> vs_pytorch_mixed.json (128), vs_pytorch_mixed_SIZE.json
+#   shares [R]         each layer kind's share of its own peak (bench's FMA peak and triad), fp32
+#                      and bf16 at 128 and 394, R runs each (default 3)  -> peak_shares.json
 #
-# Needs a release build (swift build -c release), Open MPI, and for vs-torch, resnet and ddp a
+# Needs a release build (swift build -c release), Open MPI, and for vs-torch, resnet, ddp and mixed a
 # Python with torch (PYTHON=/path/to/python; resnet also torchvision). Timings need a quiet
 # machine: the load average is recorded beside them. Not a test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/data
 if [ "${1:-}" = -o ]; then out="$2"; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 mkdir -p "$out"
 py="${PYTHON:-python3}"
 bin="${UNET_DIST_BIN:-$PWD/.build/release/unet-dist}"
@@ -205,10 +210,77 @@ EOF
       "/tmp/conv_rates 64 128 9; /tmp/conv_rates 16 128 9; /tmp/conv_rates 128 32 9"
 }
 
+mixed() {
+  local size="${1:?mixed needs a size (128 or 394)}" r="${2:-3}" steps=5 file=vs_pytorch_mixed.json
+  [ "$size" = 128 ] || { steps=3; file="vs_pytorch_mixed_$size.json"; }
+  "$py" tools/bench_vs_torch.py --mixed --size "$size" --threads 2 --rounds "$r" --steps "$steps" --json "$work/m.json"
+  python3 - "$work/m.json" <<'EOF' |
+import json, statistics, sys
+runs = json.load(open(sys.argv[1]))
+names = {"torch fp32 NCHW": "PyTorch fp32 NCHW", "torch fp32 channels_last": "PyTorch fp32 channels_last",
+         "torch bf16 autocast NCHW": "PyTorch bf16 autocast NCHW",
+         "torch bf16 autocast channels_last": "PyTorch bf16 autocast channels_last",
+         "ours fp32": "ours fp32", "ours bf16": "ours bf16"}
+rows = []
+for key, name in names.items():
+    rs = [r for r in runs if r["configuration"] == key]
+    steps = [s for r in rs for s in r["step_s"]]
+    med = statistics.median(steps)
+    rows.append({"configuration": name, "images_per_s": round(rs[0]["batch"] / med, 2),
+                 "median_ms": round(1000 * med, 1), "fastest_ms": round(1000 * min(steps), 1),
+                 "peak_rss_mb": round(max(r["peak_rss_mb"] for r in rs))})
+print(json.dumps({"size": runs[0]["size"], "rows": rows}))
+EOF
+    record "$file" \
+      "ours against PyTorch's four configurations at ${size}x$size, batch 16, 2 threads: each round runs PyTorch in
+ float32 NCHW, float32 channels_last, bf16 autocast and bf16 autocast + channels_last, then ours in fp32 and bf16, one
+ process each, 1 warm-up and $steps timed steps; medians of the $((r * steps)) steps of each, and the fastest step" \
+      "PyTorch $(torch_version) (oneDNN), OpenBLAS $(blas_core)" \
+      "tools/bench_vs_torch.py --mixed --size $size --threads 2 --rounds $r --steps $steps"
+}
+
+shares() {
+  local r="${1:-3}" size p i steps
+  for size in 128 394; do
+    steps=5; [ "$size" = 128 ] || steps=3
+    for ((i = 1; i <= r; i++)); do
+      for p in fp32 bf16; do
+        "$bin" bench --size "$size" --batch-size 16 --threads 2 --precision "$p" --steps "$steps" --sgemm-size 1024 \
+          --json | tail -1 >> "$work/shares.jsonl"
+      done
+    done
+  done
+  python3 - "$work/shares.jsonl" <<'EOF' |
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+med = lambda xs: round(statistics.median(xs), 3)
+configurations = []
+for size in (128, 394):
+    for p in ("fp32", "bf16"):
+        rs = [r for r in runs if r["size"] == size and r["precision"] == p]
+        kinds = {k: {"ms": med([r["forward_ms"][k] + r["backward_ms"][k] for r in rs]),
+                     "rate": med([r["rate_by_kind"][k] for r in rs]),
+                     "share": med([r["share_of_peak"][k] for r in rs])} for k in rs[0]["share_of_peak"]}
+        configurations.append({"size": size, "precision": p, "runs": len(rs),
+                               "images_per_s": med([r["images_per_s"] for r in rs]),
+                               "step_ms": med([r["step_ms"] for r in rs]),
+                               "conv_peak_gflops": med([r["conv_peak_gflops"] for r in rs]),
+                               "triad_gbps": med([r["triad_gbps"] for r in rs]), "kinds": kinds})
+print(json.dumps({"configurations": configurations}))
+EOF
+    record peak_shares.json \
+      "each layer kind's rate against its own peak in a UNet training step, batch 16, 1 rank x 2 threads, rank 0's
+ profile, forward and backward together: the convolutions' GFLOP/s against the FMA peak of the 2 threads (vdpbf16ps
+ loop with bf16, one-thread sgemm with fp32, times 2), the memory-bound kinds' GB/s (every float32 element of every
+ pass over a tensor counted once) against a 2-thread triad over 3 x 128 MB; medians of $r runs each" \
+      "OpenBLAS $(blas_core)" \
+      "unet-dist bench --size S --batch-size 16 --threads 2 --precision P --steps 5 (3 at 394) --sgemm-size 1024 --json"
+}
+
 while [ $# -gt 0 ]; do
   what="$1"; shift
   args=()
-  while [ $# -gt 0 ] && ! [[ "$1" =~ ^(vs-torch|resnet|ddp|scaling|standin|bf16|kernels)$ ]]; do
+  while [ $# -gt 0 ] && ! [[ "$1" =~ ^(vs-torch|resnet|ddp|scaling|standin|bf16|kernels|mixed|shares)$ ]]; do
     args+=("$1"); shift
   done
   case "$what" in
@@ -219,7 +291,10 @@ while [ $# -gt 0 ]; do
     standin) standin "${args[@]}" ;;
     bf16) bf16 "${args[@]}" ;;
     kernels) kernels ;;
-    *) echo "error: unknown measurement '$what' (vs-torch, resnet, ddp, scaling, standin, bf16, kernels)" >&2; exit 2 ;;
+    mixed) mixed "${args[@]}" ;;
+    shares) shares "${args[@]}" ;;
+    *) echo "error: unknown measurement '$what' (vs-torch, resnet, ddp, scaling, standin, bf16, kernels, mixed," \
+         "shares)" >&2; exit 2 ;;
   esac
 done
 echo "now: python3 tools/docs_tables.py   (rewrites the tables in README.md and docs/ from $out)"

@@ -63,6 +63,7 @@ final class BatchNorm2d {
         guard !keepsOutput else { return }
         let s = ctx.store
         output.reshape(input.shape)
+        ctx.profile?.count(.batchNorm, floats: 2 * input.count)
         ctx.timed(.batchNorm, backward: true) {
             saveMean.withUnsafeBufferPointer { mean in
                 saveInvstd.withUnsafeBufferPointer { invstd in
@@ -90,6 +91,8 @@ final class BatchNorm2d {
         let s = ctx.store
         if ctx.training {
             let sums = ctx.takeStatistics(of: x)
+            // x read once more for the sums unless its convolution took them.
+            ctx.profile?.count(.batchNorm, floats: (sums == nil ? 3 : 2) * x.count)
             ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
                 saveMean.withUnsafeMutableBufferPointer { mean in
                     saveInvstd.withUnsafeMutableBufferPointer { invstd in
@@ -109,6 +112,7 @@ final class BatchNorm2d {
                                  runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
                                  BatchNormShape(x.shape))
             if relu { reluForward(output.data, count: output.count) }
+            ctx.profile?.count(.batchNorm, floats: (relu ? 4 : 2) * x.count)
         }
         return output
     }
@@ -123,6 +127,8 @@ final class BatchNorm2d {
     private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         let inputGrad = ctx.bnGrad
         inputGrad.reshape(input.shape)
+        // dy and x for the sums, then again with dx written.
+        ctx.profile?.count(.batchNorm, floats: 5 * input.count)
         let s = ctx.store
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
             batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,

@@ -60,6 +60,7 @@ final class ConvBlock {
     private func poolInput(_ ctx: LayerContext) {
         let x = input!
         pool.reshape(Shape(x.shape.n, x.shape.c, x.shape.h / 2, x.shape.w / 2))
+        ctx.profile?.count(.pool, floats: x.count + pool.count)
         ctx.timed(.pool) {
             maxPool2Forward(pool.data, x.data, planes: x.shape.n * x.shape.c, height: x.shape.h, width: x.shape.w)
         }
@@ -76,6 +77,8 @@ final class ConvBlock {
         let d = first.conv.backward(g1, ctx, needInputGrad: needInputGrad || pooled)
         guard pooled, needInputGrad, let skipGrad else { return d }
         precondition(skipGrad.shape == input.shape)
+        // dy and x read, dx added to: read and written.
+        ctx.profile?.count(.pool, floats: d.count + 3 * input.count)
         ctx.timed(.pool, backward: true) {
             maxPool2Backward(dx: skipGrad.data, dy: d.data, x: input.data, planes: input.shape.n * input.shape.c,
                              height: input.shape.h, width: input.shape.w, accumulate: true)
@@ -127,6 +130,7 @@ final class UpBlock {
             return padded
         }
         let up = upsample.forward(input, ctx)
+        ctx.profile?.count(.other, floats: up.count + padded.count)
         ctx.timed(.other) {
             padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
                               width: up.shape.w, top: top, left: left)
@@ -144,8 +148,11 @@ final class UpBlock {
         _ = upsampleAndPad(ctx)
         let upGrad = ctx.sharedActivation
         first.conv.backward(g1, ctx, into: skipGrad, upGrad)
+        // Nothing padded or cropped: the up-sampling's gradient is that input's, as it lies.
+        if top == 0 && left == 0 { return (upsample.backward(upGrad, ctx), skipGrad) }
         let paddedGrad = ctx.bnGrad
         paddedGrad.reshape(upShape)
+        ctx.profile?.count(.other, floats: 2 * paddedGrad.count)
         ctx.timed(.other, backward: true) {
             padTopLeftBackward(dx: paddedGrad.data, dy: upGrad.data, planes: upShape.n * upShape.c, height: upShape.h,
                                width: upShape.w, top: top, left: left)

@@ -47,7 +47,7 @@ final class Conv2d {
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
         output.reshape(shape.outputShape(x.shape))
-        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
         let sums = statistics(ctx, output.shape)
         let bf16 = runsBF16(ctx)
         ctx.timed(.conv) {
@@ -69,9 +69,7 @@ final class Conv2d {
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
         let inputGrad = ctx.convGrad
         if needInputGrad { inputGrad.reshape(input.shape) }
-        if let p = ctx.profile {
-            p.convFlops += Double((needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
-        }
+        ctx.profile?.count(.conv, flops: (needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
         var x = input!, affine: AffineReLU? = nil
         let bf16 = runsBF16(ctx)
         if let bn = inputBN {
@@ -108,7 +106,7 @@ extension Conv2d {
         precondition(a.shape.c + b.shape.c == shape.inC)
         input = a; secondInput = b
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
-        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * output.shape.count / shape.outC) }
+        ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
         let sums = statistics(ctx, output.shape, split: a.shape.c)
         let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv) {
@@ -130,7 +128,7 @@ extension Conv2d {
     func backward(_ dy: Tensor, _ ctx: LayerContext, into da: Tensor, _ db: Tensor) {
         let a = input!, b = secondInput!
         da.reshape(a.shape); db.reshape(b.shape)
-        if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * dy.shape.count / shape.outC) }
+        ctx.profile?.count(.conv, flops: 4 * shape.weightCount * dy.shape.count / shape.outC)
         let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv, backward: true) {
             if bf16 {
@@ -178,7 +176,7 @@ final class ConvTranspose2d {
     /// (`convTranspose2dForwardPadded`, the direct kernel only, or the bf16 one).
     func forward(_ x: Tensor, _ ctx: LayerContext, into y: Tensor, top: Int = 0, left: Int = 0) {
         input = x
-        if let p = ctx.profile { p.convFlops += Double(2 * shape.weightCount * x.shape.count / shape.inC) }
+        ctx.profile?.count(.convTranspose, flops: 2 * shape.weightCount * x.shape.count / shape.inC)
         let w = ctx.store.param(weight), b = ctx.store.param(bias)
         ctx.timed(.convTranspose) {
             if ctx.precision == .bf16 && shape.runsBF16 {
@@ -198,7 +196,7 @@ final class ConvTranspose2d {
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         let inputGrad = ctx.convGrad
         inputGrad.reshape(input.shape)
-        if let p = ctx.profile { p.convFlops += Double(4 * shape.weightCount * input.shape.count / shape.inC) }
+        ctx.profile?.count(.convTranspose, flops: 4 * shape.weightCount * input.shape.count / shape.inC)
         ctx.timed(.convTranspose, backward: true) {
             if ctx.precision == .bf16 && shape.runsBF16 {
                 convTranspose2dBackwardBF16(dx: inputGrad.data, dweight: ctx.store.grad(weight),

@@ -31,8 +31,18 @@ public final class LayerProfile {
     public private(set) var forward = [Double](repeating: 0, count: Kind.allCases.count)
     public private(set) var backward = [Double](repeating: 0, count: Kind.allCases.count)
 
-    /// Multiply-adds x 2 of the convolutions and transposed convolutions, forward and backward.
-    public var convFlops = 0.0
+    /// Multiply-adds x 2 per kind (the convolutions and transposed convolutions), forward and backward.
+    public private(set) var flops = [Double](repeating: 0, count: Kind.allCases.count)
+    /// Bytes per kind that the memory-bound layers' kernels read and write (each float32 element
+    /// of every pass over a tensor counted once: what their rate is compared with memory's).
+    public private(set) var bytes = [Double](repeating: 0, count: Kind.allCases.count)
+
+    public func count(_ kind: Kind, flops: Int) { self.flops[kind.rawValue] += Double(flops) }
+    /// `floats` float32 elements read or written by a memory-bound layer's kernels.
+    public func count(_ kind: Kind, floats: Int) { bytes[kind.rawValue] += Double(4 * floats) }
+
+    /// The convolutions' and transposed convolutions' FLOP.
+    public var convFlops: Double { flops[Kind.conv.rawValue] + flops[Kind.convTranspose.rawValue] }
 
     /// Seconds in collectives so far: a timed region subtracts what it contains.
     public private(set) var collectiveSeconds = 0.0
@@ -42,8 +52,8 @@ public final class LayerProfile {
     public init() {}
 
     public func reset() {
-        for i in forward.indices { forward[i] = 0; backward[i] = 0 }
-        convFlops = 0; collectiveSeconds = 0
+        for i in forward.indices { forward[i] = 0; backward[i] = 0; flops[i] = 0; bytes[i] = 0 }
+        collectiveSeconds = 0
     }
 
     @inline(__always)

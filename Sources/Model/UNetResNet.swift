@@ -49,6 +49,7 @@ final class BasicBlock {
         // The sum is formed in bn2's output, which bn2's backward (without a fused ReLU) never reads.
         let y = bn2.forward(conv2.forward(h, ctx), ctx)
         let identity = downsample.map { $0.bn.forward($0.conv.forward(x, ctx), ctx) } ?? x
+        ctx.profile?.count(.other, floats: 3 * y.count)
         ctx.timed(.other) {
             let out = y.data, id = identity.data
             parallelChunks(y.count) { _, range in for i in range { out[i] = max(out[i] + id[i], 0) } }
@@ -59,6 +60,7 @@ final class BasicBlock {
 
     /// Consumes `dy` (the ReLU's mask is applied to it in place); returns `inputGrad`.
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
+        ctx.profile?.count(.other, floats: 3 * dy.count)
         ctx.timed(.other, backward: true) {
             let g = dy.data, y = output.data
             parallelChunks(dy.count) { _, range in for i in range where y[i] <= 0 { g[i] = 0 } }
@@ -66,6 +68,7 @@ final class BasicBlock {
         let g = bn2.backward(dy, ctx)
         let main = conv1.backward(bn1.backward(conv2.backward(g, ctx), ctx), ctx)
         inputGrad.reshape(input.shape)
+        ctx.profile?.count(.other, floats: 2 * main.count)
         ctx.timed(.other, backward: true) { inputGrad.data.update(from: main.data, count: main.count) }
         if let downsample {
             add(into: inputGrad, downsample.conv.backward(downsample.bn.backward(dy, ctx), ctx))
@@ -101,6 +104,7 @@ final class OutStage {
         upShape = up.shape
         top = height - up.shape.h; left = width - up.shape.w
         padded.reshape(Shape(up.shape.n, up.shape.c, height, width))
+        ctx.profile?.count(.other, floats: up.count + padded.count)
         ctx.timed(.other) {
             padTopLeftForward(padded.data, up.data, planes: up.shape.n * up.shape.c, height: up.shape.h,
                               width: up.shape.w, top: top, left: left)
@@ -114,6 +118,7 @@ final class OutStage {
         // The BN gradient is free here: its reader, the conv's backward, has run.
         let paddedGrad = ctx.bnGrad
         paddedGrad.reshape(up)
+        ctx.profile?.count(.other, floats: 2 * paddedGrad.count)
         ctx.timed(.other, backward: true) {
             padTopLeftBackward(dx: paddedGrad.data, dy: d.data, planes: up.n * up.c, height: up.h, width: up.w,
                                top: top, left: left)
@@ -224,11 +229,15 @@ public final class UNetResNet: SegmentationModel {
         // that deconv1's dx lives in: layer4.1 (block 8, writing blockGrads[0]) gets a copy.
         let top = blockGrads[1]
         top.reshape(d.shape)
+        context.profile?.count(.other, floats: 2 * d.count)
         context.timed(.other, backward: true) { top.data.update(from: d.data, count: d.count) }
         d = top
         // Each of layer1..layer3's outputs also fed an up block: its gradient is the sum of both.
         for level in stride(from: 3, through: 0, by: -1) {
-            if level < 3 { context.timed(.other, backward: true) { add(into: d, skipGrads[level]) } }
+            if level < 3 {
+                context.profile?.count(.other, floats: 3 * d.count)
+                context.timed(.other, backward: true) { add(into: d, skipGrads[level]) }
+            }
             for block in layers[level].reversed() {
                 d = block.backward(d, context)
                 gradientsFinal(from: block.conv1.weight.offset)

@@ -41,11 +41,16 @@ struct Bench: ParsableCommand {
             let setup = makeSetup(comm)
             let steps = timeSteps(setup, comm)
             let r = BenchResult(steps, setup, comm, sgemm: sgemm, bf16Peak: bf16Peak, threads: threads)
+            // After the peak RSS was read: the triad's arrays are not the model's memory. Every
+            // rank measures at once, so each gets its share of a node's memory, as in training.
+            let bandwidth = sgemmSize > 0 ? measureTriadBandwidth() : 0
+            let shares = PeakShares(r, sgemm: sgemm, bf16Peak: bf16Peak, bandwidth: bandwidth, threads: threads,
+                                    bf16: precision.precision == .bf16)
             guard comm.isRoot else { return }
             if json {
-                try printJSON(r, comm: comm, threads: threads)
+                try printJSON(r, shares, comm: comm, threads: threads)
             } else {
-                printText(r, comm: comm, threads: threads)
+                printText(r, shares, comm: comm, threads: threads)
             }
         }
     }
@@ -126,7 +131,7 @@ struct Bench: ParsableCommand {
         return t
     }
 
-    func printJSON(_ r: BenchResult, comm: Communicator, threads: Int) throws {
+    func printJSON(_ r: BenchResult, _ shares: PeakShares, comm: Communicator, threads: Int) throws {
         var object: [String: Any] = [
             "model": modelOptions.model.rawValue, "size": size, "batch_size": batchSize, "steps": steps,
             "ranks": comm.size, "threads": threads, "blas_core": blasCoreName, "avx512_kernels": avx512Kernels,
@@ -148,11 +153,18 @@ struct Bench: ParsableCommand {
         }
         object["forward_ms"] = fw
         object["backward_ms"] = bw
+        object["bytes_per_step_by_kind"] = Dictionary(uniqueKeysWithValues: LayerProfile.Kind.allCases.map {
+            ($0.name, r.bytesByKind[$0.rawValue])
+        })
+        object["triad_gbps"] = shares.bandwidth
+        object["conv_peak_gflops"] = shares.convPeak
+        object["share_of_peak"] = Dictionary(uniqueKeysWithValues: shares.rows.map { ($0.kind.name, $0.share) })
+        object["rate_by_kind"] = Dictionary(uniqueKeysWithValues: shares.rows.map { ($0.kind.name, $0.rate) })
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     }
 
-    func printText(_ r: BenchResult, comm: Communicator, threads: Int) {
+    func printText(_ r: BenchResult, _ shares: PeakShares, comm: Communicator, threads: Int) {
         print("unet-dist bench: \(modelOptions.model.rawValue) \(size)x\(size), batch \(batchSize), "
               + "\(comm.size) rank(s) x \(threads) thread(s), "
               + "\(kernelsDescription), OpenBLAS \(blasCoreName), \(steps) steps after 1 warm-up")
@@ -176,6 +188,16 @@ struct Bench: ParsableCommand {
                      + "conv layers at %.0f%% of it x %d threads",
                      r.bf16Peak, 100 * r.convShare, threads))
         if let line = r.precisionLine { print("precision       " + line) }
+        if shares.bandwidth > 0 {
+            print(String(format: "memory GB/s     %.1f (triad, %d thread(s))", shares.bandwidth, threads))
+            print(String(format: "share of peak   rank 0: convolutions against %.0f GFLOP/s (%@ x %d threads), "
+                         + "the others against the triad", shares.convPeak,
+                         shares.bf16 ? "vdpbf16ps peak" : "one-thread sgemm", threads))
+            for row in shares.rows {
+                print(pad(row.kind.name) + String(format: " %8.1f %@  %3.0f%%", row.rate,
+                                                  row.kind.isConvolution ? "GFLOP/s" : "GB/s   ", 100 * row.share))
+            }
+        }
         print(String(format: "peak RSS        %.0f MB per rank (max), %.0f MB total", r.maxRSS, r.totalRSS))
         print(String(format: "allreduces      %d per step: %d of Float64 (BatchNorm, %.1f KB in all), "
                      + "1 of Float32 (gradients, %.1f MB)",
@@ -196,6 +218,8 @@ struct Bench: ParsableCommand {
 struct BenchResult {
     let times: [Double], cpuPerStep: Double, stepSeconds: Double
     let forward: [Double], backward: [Double], flops: Double
+    /// Rank 0's FLOP and memory-bound bytes per step, by kind.
+    let flopsByKind: [Double], bytesByKind: [Double]
     let imagesPerSecond: Double, maxRSS: Double, totalRSS: Double
     let convGflops: Double, stepGflops: Double, sgemm: Double, bf16Peak: Double, convShare: Double
     let waitsByRank: [[Double]], collectiveMax: Double
@@ -218,6 +242,8 @@ struct BenchResult {
         let convKinds = [LayerProfile.Kind.conv.rawValue, LayerProfile.Kind.convTranspose.rawValue]
         let convSeconds = convKinds.reduce(0.0) { [forward, backward] in $0 + forward[$1] + backward[$1] }
         flops = s.profile.convFlops * perStep
+        flopsByKind = s.profile.flops.map { $0 * perStep }
+        bytesByKind = s.profile.bytes.map { $0 * perStep }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let rssMB = Double(usage.ru_maxrss) / 1024
@@ -246,6 +272,33 @@ struct BenchResult {
         floatCounts = [s.net.store.parameterCount]
         precisionLine = s.precisionLine
     }
+}
+
+/// Each layer kind's rate against its own peak, from rank 0's profile: the convolutions' FLOP/s
+/// against the FMA peak of the rank's threads (vdpbf16ps's with bf16, else one-thread sgemm's),
+/// the memory-bound kinds' bytes/s (`LayerProfile.bytes`) against the triad bandwidth.
+struct PeakShares {
+    struct Row { let kind: LayerProfile.Kind, rate: Double, share: Double }
+    let rows: [Row], bandwidth: Double, convPeak: Double, bf16: Bool
+
+    init(_ r: BenchResult, sgemm: Double, bf16Peak: Double, bandwidth: Double, threads: Int, bf16: Bool) {
+        self.bandwidth = bandwidth; self.bf16 = bf16
+        convPeak = (bf16 ? bf16Peak : sgemm) * Double(threads)
+        var rows: [Row] = []
+        for kind in LayerProfile.Kind.allCases {
+            let seconds = r.forward[kind.rawValue] + r.backward[kind.rawValue]
+            let amount = kind.isConvolution ? r.flopsByKind[kind.rawValue] : r.bytesByKind[kind.rawValue]
+            let peak = kind.isConvolution ? convPeak : bandwidth
+            guard seconds > 0, amount > 0, peak > 0 else { continue }
+            let rate = amount / seconds / 1e9
+            rows.append(Row(kind: kind, rate: rate, share: rate / peak))
+        }
+        self.rows = rows
+    }
+}
+
+extension LayerProfile.Kind {
+    var isConvolution: Bool { self == .conv || self == .convTranspose }
 }
 
 /// User and system seconds of this process, all threads.

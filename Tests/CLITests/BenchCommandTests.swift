@@ -5,8 +5,8 @@ import XCTest
 /// `unet-dist bench` end to end: the JSON object, on one process and as global
 /// figures under mpirun. Tiny images and two steps: the timings themselves are not asserted.
 final class BenchCommandTests: XCTestCase {
-    func bench(batch: Int, ranks: Int? = nil) throws -> [String: Any] {
-        let r = try runUnetDist(["bench", "--size", "32", "--batch-size", "\(batch)", "--steps", "2", "--threads", "1",
+    func bench(batch: Int, ranks: Int? = nil, size: Int = 32) throws -> [String: Any] {
+        let r = try runUnetDist(["bench", "--size", "\(size)", "--batch-size", "\(batch)", "--steps", "2", "--threads", "1",
                                  "--sgemm-size", "64", "--json"], ranks: ranks)
         XCTAssertEqual(r.status, 0, r.stderr)
         let line = try XCTUnwrap(r.stdout.split(separator: "\n").last, r.stdout)
@@ -52,6 +52,44 @@ final class BenchCommandTests: XCTestCase {
         let floats = try XCTUnwrap(two["allreduce_float_counts"] as? [Int], "\(two)")
         XCTAssertEqual(floats.count, 1)
         XCTAssertGreaterThan(floats[0], 400_000)
+    }
+
+    /// The memory-bound layers' traffic, and each kind's share of its own peak.
+    func testTrafficAndPeakShares() throws {
+        let two = try bench(batch: 2), four = try bench(batch: 4)
+        let bytes = try XCTUnwrap(two["bytes_per_step_by_kind"] as? [String: Double], "\(two)")
+        let bytes4 = try XCTUnwrap(four["bytes_per_step_by_kind"] as? [String: Double], "\(four)")
+        for (kind, b) in bytes { XCTAssertEqual(bytes4[kind] ?? -1, 2 * b, accuracy: 1e-6, kind) }
+        // The three pools of the seed's UNet at 32x32 take 16x32x32, 32x16x16 and 64x8x8 inputs (28672
+        // floats per image): x and y (1.25 x) forward and again before the backward (the pooled
+        // tensor is not kept), then dy, x and the skip gradient added to (3.25 x).
+        XCTAssertEqual(bytes["pool"] ?? 0, 2 * 4 * (2 * 1.25 + 3.25) * 28672, accuracy: 1e-6)
+        // 14 BatchNorms over 118784 floats per image: forward 2 or 3 passes, backward 5, and
+        // where a BatchNorm's output is computed again for its reader, 2 more.
+        let bnFloats = 2 * 118784.0 * 4
+        XCTAssertGreaterThanOrEqual(bytes["batch_norm"] ?? 0, 7 * bnFloats)
+        XCTAssertLessThanOrEqual(bytes["batch_norm"] ?? 0, 10 * bnFloats)
+        // At 32 every up-sampling has its skip's size: nothing is padded, and no copy is made.
+        XCTAssertEqual(bytes["other"], 0)
+        XCTAssertEqual(bytes["conv"], 0)
+        XCTAssertGreaterThan(try number(two, "triad_gbps"), 0)
+        XCTAssertGreaterThan(try number(two, "conv_peak_gflops"), 0)
+        let shares = try XCTUnwrap(two["share_of_peak"] as? [String: Double], "\(two)")
+        let rates = try XCTUnwrap(two["rate_by_kind"] as? [String: Double], "\(two)")
+        for kind in ["conv", "conv_transpose", "batch_norm", "pool"] {
+            XCTAssertGreaterThan(shares[kind] ?? 0, 0, kind)
+            XCTAssertEqual((rates[kind] ?? 0) / (shares[kind] ?? 1),
+                           try number(two, kind.hasPrefix("conv") ? "conv_peak_gflops" : "triad_gbps"),
+                           accuracy: 1e-6 * (rates[kind] ?? 0) / (shares[kind] ?? 1), kind)
+        }
+        // Neither a loss nor a ReLU of its own counts bytes: no share is made up for them.
+        XCTAssertNil(shares["relu"]); XCTAssertNil(shares["loss_and_update"]); XCTAssertNil(shares["other"])
+        // At 36 the deepest up-sampling (64 x 8 x 8 per image) is padded to its skip's 9 x 9: its
+        // gradient is cut back (read and written once), and the forward pads it unless the
+        // transposed convolution writes it padded itself (64 x 8 x 8 read, 64 x 9 x 9 written).
+        let padded = try XCTUnwrap(try bench(batch: 2, size: 36)["bytes_per_step_by_kind"] as? [String: Double])
+        XCTAssertGreaterThanOrEqual(padded["other"] ?? 0, 2 * 4 * 2 * 4096)
+        XCTAssertLessThanOrEqual(padded["other"] ?? 0, 2 * 4 * (2 * 4096 + 4096 + 5184))
     }
 
     func testGlobalFiguresUnderMPI() throws {
