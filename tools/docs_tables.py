@@ -208,15 +208,20 @@ def vs_pytorch_mixed(name):
 def peak_shares():
     d = load("peak_shares.json")
     confs = d["configurations"]
-    kinds = [k for k in ["conv", "conv_transpose", "batch_norm", "pool", "other"] if k in confs[0]["kinds"]]
+    kinds = [k for k in ["conv", "conv_transpose", "batch_norm", "pool", "other"]
+             if any(k in c["kinds"] for c in confs)]
     unit = lambda k: "GFLOP/s" if k.startswith("conv") else "GB/s"
+
+    def cell(c, k):
+        if k not in c["kinds"]:
+            return "-"
+        v = c["kinds"][k]
+        return f"{v['ms']:.1f} ms, {v['rate']:.0f} {unit(k)}, **{100 * v['share']:.0f}%**"
     rows = [["images/s"] + [f"{c['images_per_s']:.2f}" for c in confs],
             ["peak: convolutions (GFLOP/s) / triad (GB/s)"]
             + [f"{c['conv_peak_gflops']:.0f} / {c['triad_gbps']:.1f}" for c in confs]]
     for k in kinds:
-        rows.append([f"{k}: ms per step, rate, share of its peak"]
-                    + [f"{c['kinds'][k]['ms']:.1f} ms, {c['kinds'][k]['rate']:.0f} {unit(k)}, "
-                       f"**{100 * c['kinds'][k]['share']:.0f}%**" for c in confs])
+        rows.append([f"{k}: ms per step, rate, share of its peak"] + [cell(c, k) for c in confs])
     return table([""] + [f"{c['size']}, {c['precision']}" for c in confs], rows) + [""] + caption(d)
 
 
