@@ -116,8 +116,8 @@ final class UpBlock {
     }
 
     /// The input up-sampled and padded or cropped to the skip's size, into the shared up-sampled
-    /// tensor, which it returns: written there at once where the direct kernel pads (no crop),
-    /// else up-sampled into the shared activation and copied.
+    /// tensor, which it returns: written there at once where nothing is padded or the direct
+    /// kernel pads (no crop), else up-sampled into the shared activation and copied.
     private func upsampleAndPad(_ ctx: LayerContext) -> Tensor {
         upShape = upsample.shape.outputShape(input.shape)
         // The seed pads width by the height difference and height by the width difference
@@ -125,7 +125,7 @@ final class UpBlock {
         top = skip.shape.h - upShape.h; left = skip.shape.w - upShape.w
         let padded = ctx.sharedUpsampled
         padded.reshape(Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w))
-        if upsample.shape.runsDirect && top >= 0 && left >= 0 {
+        if (top == 0 && left == 0) || (upsample.shape.runsDirect && top >= 0 && left >= 0) {
             upsample.forward(input, ctx, into: padded, top: top, left: left)
             return padded
         }
