@@ -4,12 +4,27 @@
 // The bf16 words and the pair step that the bf16 convolutions (cconv_bf16.c) and transposed
 // convolutions (cconvt_bf16.c) share: the portable step and its AVX512_BF16 instruction.
 
+#include <string.h>
+
 #include "cconv_bf16.h"
 #include "simd.h"
 
+/// `cbf16_round`, inline: the loops that round whole tensors call it per element.
+static inline uint16_t bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t exponent = u & 0x7F800000u;
+    // As VCVTNE2PS2BF16: a denormal becomes a zero of its sign, a NaN stays a (quiet) NaN.
+    if (exponent == 0) return (uint16_t)((u >> 16) & 0x8000);
+    if (exponent == 0x7F800000u && (u & 0x007FFFFFu)) return (uint16_t)((u >> 16) | 0x0040);
+    // Round to nearest, ties to the even bf16 (whose lowest kept bit is bit 16).
+    u += 0x7FFFu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
 /// (low, high) rounded to bf16, in one word: low in bits 0-15, high in bits 16-31.
 static inline uint32_t pair(float low, float high) {
-    return (uint32_t)cbf16_round(low) | (uint32_t)cbf16_round(high) << 16;
+    return (uint32_t)bf16_round(low) | (uint32_t)bf16_round(high) << 16;
 }
 
 /// One vdpbf16ps lane: the high halves' product, then the low halves', added to s. Each product

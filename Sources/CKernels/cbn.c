@@ -1,5 +1,6 @@
 #include "cbn.h"
 
+#include "bf16.h"
 #include "simd.h"
 
 // x * scale + shift must round as the Swift forward computes it: a product, then a sum.
@@ -143,6 +144,34 @@ AVX512 static void output_avx512(float *y, const float *x, long n, float scale, 
 }
 #endif
 
+#if HAVE_AVX512
+/// The whole vectors of `cbn_output_keeping_bf16`; returns how many elements it did.
+/// VCVTNEPS2BF16 rounds as cbf16_round does.
+AVXBF16 static long output_keeping_bf16_avx(float *y, const float *x, uint16_t *xb, long n, float scale, float shift,
+                                            int relu) {
+    const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+        _mm256_storeu_si256((__m256i *)(xb + i), b);
+        __m512 r = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+        __m512 v = _mm512_add_ps(_mm512_mul_ps(r, vscale), vshift);
+        if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero, _CMP_NLE_UQ), v);
+        _mm512_storeu_ps(y + i, v);
+    }
+    return i;
+}
+
+AVX512 static long expand_bf16_avx512(float *x, const uint16_t *xb, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256i b = _mm256_loadu_si256((const __m256i *)(xb + i));
+        _mm512_storeu_si512(x + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+    }
+    return i;
+}
+#endif
+
 // y, x: [n] contiguous floats of one channel (y may be x); scale, shift: that channel's.
 void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512) {
 #if HAVE_AVX512
@@ -215,4 +244,28 @@ double cbn_sum(const float *x, long n, int avx512) {
     for (int j = 0; j < 8; j++) s += a[j];
     for (; i < n; i++) s += x[i];
     return s;
+}
+
+// y = x rounded to bf16 (xb: its upper halves), then * scale + shift, and max(y, 0) with relu.
+void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, float scale, float shift, int relu,
+                             int avx512bf16) {
+    long i = 0;
+#if HAVE_AVX512
+    if (avx512bf16) i = output_keeping_bf16_avx(y, x, xb, n, scale, shift, relu);
+#endif
+    for (; i < n; i++) {
+        uint16_t b = bf16_round(x[i]);
+        xb[i] = b;
+        float v = cbf16_float(b) * scale + shift;
+        y[i] = relu && v <= 0 ? 0 : v;
+    }
+}
+
+// x = the floats whose upper halves xb holds.
+void cbn_expand_bf16(float *x, const uint16_t *xb, long n, int avx512) {
+    long i = 0;
+#if HAVE_AVX512
+    if (avx512) i = expand_bf16_avx512(x, xb, n);
+#endif
+    for (; i < n; i++) x[i] = cbf16_float(xb[i]);
 }

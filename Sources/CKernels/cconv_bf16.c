@@ -14,17 +14,7 @@
 //   y       [O][H][W] float32, rows [row0, row1)
 // The portable functions come first; they are the reference the AVX512_BF16 ones are tested against.
 
-uint16_t cbf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    uint32_t exponent = u & 0x7F800000u;
-    // As VCVTNE2PS2BF16: a denormal becomes a zero of its sign, a NaN stays a (quiet) NaN.
-    if (exponent == 0) return (uint16_t)((u >> 16) & 0x8000);
-    if (exponent == 0x7F800000u && (u & 0x007FFFFFu)) return (uint16_t)((u >> 16) | 0x0040);
-    // Round to nearest, ties to the even bf16 (whose lowest kept bit is bit 16).
-    u += 0x7FFFu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
+uint16_t cbf16_round(float x) { return bf16_round(x); }
 
 float cbf16_float(uint16_t b) {
     uint32_t u = (uint32_t)b << 16;

@@ -29,7 +29,8 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
                                   saveMean: UnsafeMutablePointer<Float>, saveInvstd: UnsafeMutablePointer<Float>,
                                   _ s: BatchNormShape, momentum: Float = 0.1, eps: Float = 1e-5,
                                   scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
-                                  relu: Bool = false, partialSums: UnsafePointer<Double>? = nil, parts: Int = 0) {
+                                  relu: Bool = false, partialSums: UnsafePointer<Double>? = nil, parts: Int = 0,
+                                  keeping xb: UnsafeMutablePointer<UInt16>? = nil) {
     let C = s.channels, plane = s.spatial
     parallelFor(C) { c in
         var s1 = 0.0, s2 = 0.0
@@ -59,7 +60,8 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
         runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(mean)
         runningVar[c] = (1 - momentum) * runningVar[c] + momentum * Float(variance * count / max(count - 1, 1))
     }
-    batchNormTrainOutput(y, x, weight: weight, bias: bias, saveMean: saveMean, saveInvstd: saveInvstd, s, relu: relu)
+    batchNormTrainOutput(y, x, weight: weight, bias: bias, saveMean: saveMean, saveInvstd: saveInvstd, s, relu: relu,
+                         keeping: xb)
 }
 
 /// The training-mode output from the saved batch statistics: what the forward writes, and what a
@@ -68,13 +70,18 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
 public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                  weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                  saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
-                                 _ s: BatchNormShape, relu: Bool) {
+                                 _ s: BatchNormShape, relu: Bool, keeping xb: UnsafeMutablePointer<UInt16>? = nil) {
     let C = s.channels, plane = s.spatial
     parallelFor(C) { c in
         let scale = weight[c] * saveInvstd[c], shift = bias[c] - saveMean[c] * scale
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            cbn_output(y + o, x + o, plane, scale, shift, relu ? 1 : 0, avx512Kernels ? 1 : 0)
+            if let xb {
+                cbn_output_keeping_bf16(y + o, x + o, xb + o, plane, scale, shift, relu ? 1 : 0,
+                                        avx512Kernels && bf16Available ? 1 : 0)
+            } else {
+                cbn_output(y + o, x + o, plane, scale, shift, relu ? 1 : 0, avx512Kernels ? 1 : 0)
+            }
         }
     }
 }
@@ -184,5 +191,12 @@ public func batchNormEvalBackward(dx: UnsafeMutablePointer<Float>, dweight: Unsa
             }
         }
         dbias[c] += Float(sdy); dweight[c] += Float(sdyx)
+    }
+}
+
+/// x = the floats whose upper halves `xb` holds: a BatchNorm input kept in bf16 for the backward.
+public func expandBF16(_ xb: UnsafePointer<UInt16>, into x: UnsafeMutablePointer<Float>, count: Int) {
+    parallelChunks(count) { _, range in
+        cbn_expand_bf16(x + range.lowerBound, xb + range.lowerBound, range.count, avx512Kernels ? 1 : 0)
     }
 }

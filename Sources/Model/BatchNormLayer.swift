@@ -11,6 +11,13 @@ final class BatchNorm2d {
     private(set) var keepsOutput = true
     private var saveMean: [Float], saveInvstd: [Float]
     private unowned var input: Tensor!
+    /// The last training forward's input shape (the input may live in a shared tensor).
+    private var inputShape = Shape(0, 0, 0, 0)
+    /// In bf16 training, an input in the context's shared convolution output is rounded to bf16
+    /// in place (as an autocast convolution's output is) and kept here, half the size, for the
+    /// backward; `inputForBackward` expands it again.
+    private var keepsBF16Input = false
+    private var inputBF16 = UnsafeMutablePointer<UInt16>.allocate(capacity: 1), bf16Capacity = 1
 
     init(_ name: String, _ channels: Int, store: ParameterStore) {
         self.channels = channels
@@ -42,7 +49,20 @@ final class BatchNorm2d {
     }
 
     /// The input of the last training forward: what the output is computed again from.
-    var recomputedFrom: Tensor { input }
+    func recomputedFrom(_ ctx: LayerContext) -> Tensor { inputForBackward(ctx) }
+
+    /// The last training forward's input: the tensor itself, or its bf16 copy expanded into the
+    /// shared convolution output (once for this layer's backward and its reader's).
+    private func inputForBackward(_ ctx: LayerContext) -> Tensor {
+        guard keepsBF16Input else { return input }
+        let x = ctx.sharedConvOutput
+        guard ctx.expandedInputOf != ObjectIdentifier(self) else { return x }
+        x.reshape(inputShape)
+        ctx.profile?.count(.batchNorm, floats: 3 * x.count / 2)
+        ctx.timed(.batchNorm, backward: true) { expandBF16(inputBF16, into: x.data, count: x.count) }
+        ctx.expandedInputOf = ObjectIdentifier(self)
+        return x
+    }
 
     /// The last training forward's output as a function of its input: relu(x * scale + shift)
     /// per channel, with scale and shift as `batchNormTrainOutput` computes them.
@@ -56,20 +76,20 @@ final class BatchNorm2d {
         return AffineReLU(scale: outScale, shift: outShift)
     }
     private let outScale: UnsafeMutablePointer<Float>, outShift: UnsafeMutablePointer<Float>
-    deinit { outScale.deallocate(); outShift.deallocate() }
+    deinit { outScale.deallocate(); outShift.deallocate(); inputBF16.deallocate() }
 
     /// Recomputes the last training forward's output (bit for bit) where it is not kept.
     func rematerialize(_ ctx: LayerContext) {
         guard !keepsOutput else { return }
-        let s = ctx.store
-        output.reshape(input.shape)
-        ctx.profile?.count(.batchNorm, floats: 2 * input.count)
+        let s = ctx.store, x = inputForBackward(ctx)
+        output.reshape(inputShape)
+        ctx.profile?.count(.batchNorm, floats: 2 * x.count)
         ctx.timed(.batchNorm, backward: true) {
             saveMean.withUnsafeBufferPointer { mean in
                 saveInvstd.withUnsafeBufferPointer { invstd in
-                    batchNormTrainOutput(output.data, input.data, weight: s.param(weight), bias: s.param(bias),
+                    batchNormTrainOutput(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
                                          saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
-                                         BatchNormShape(input.shape), relu: fusedReLU)
+                                         BatchNormShape(inputShape), relu: fusedReLU)
                 }
             }
         }
@@ -86,9 +106,20 @@ final class BatchNorm2d {
 
     private func forwardBody(_ x: Tensor, _ ctx: LayerContext, relu: Bool) -> Tensor {
         input = x
+        inputShape = x.shape
         fusedReLU = relu
         output.reshape(x.shape)
         let s = ctx.store
+        keepsBF16Input = ctx.training && ctx.precision == .bf16 && x === ctx.sharedConvOutput
+        if keepsBF16Input {
+            if x.count > bf16Capacity {
+                inputBF16.deallocate()
+                bf16Capacity = x.count
+                inputBF16 = .allocate(capacity: bf16Capacity)
+            }
+            // Its rounded copy, half the size, written beside the output.
+            ctx.profile?.count(.batchNorm, floats: x.count / 2)
+        }
         if ctx.training {
             let sums = ctx.takeStatistics(of: x)
             // x read once more for the sums unless its convolution took them.
@@ -101,7 +132,7 @@ final class BatchNorm2d {
                                               saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
                                               BatchNormShape(x.shape), scratch: scratch.baseAddress!,
                                               reducer: ctx.statistics, relu: relu, partialSums: sums?.sums,
-                                              parts: sums?.parts ?? 0)
+                                              parts: sums?.parts ?? 0, keeping: keepsBF16Input ? inputBF16 : nil)
                         globalCount = scratch[2 * channels]
                     }
                 }
@@ -121,19 +152,20 @@ final class BatchNorm2d {
     private var globalCount = 0.0
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
-        ctx.timed(.batchNorm, backward: true) { backwardBody(dy, ctx) }
+        let x = inputForBackward(ctx)
+        return ctx.timed(.batchNorm, backward: true) { backwardBody(dy, x, ctx) }
     }
 
-    private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
+    private func backwardBody(_ dy: Tensor, _ x: Tensor, _ ctx: LayerContext) -> Tensor {
         let inputGrad = ctx.bnGrad
-        inputGrad.reshape(input.shape)
+        inputGrad.reshape(inputShape)
         // dy and x for the sums, then again with dx written.
-        ctx.profile?.count(.batchNorm, floats: 5 * input.count)
+        ctx.profile?.count(.batchNorm, floats: 5 * x.count)
         let s = ctx.store
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
             batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
-                                   x: input.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
-                                   BatchNormShape(input.shape), count: globalCount, scratch: scratch.baseAddress!,
+                                   x: x.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
+                                   BatchNormShape(inputShape), count: globalCount, scratch: scratch.baseAddress!,
                                    reducer: ctx.statistics,
                                    reluBias: fusedReLU ? UnsafePointer(s.param(bias)) : nil)
         }

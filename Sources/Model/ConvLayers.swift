@@ -5,7 +5,9 @@ final class Conv2d {
     let shape: Conv2dShape
     let weight: TensorView
     let bias: TensorView?
-    let output = Tensor()
+    /// The last forward's output: its own tensor, or the context's shared one (`sharesOutput`).
+    private(set) unowned var output: Tensor
+    private let ownOutput = Tensor()
     fileprivate unowned var input: Tensor!
     /// The second half of a concatenated input (`forward(_:concatenatedWith:)`).
     fileprivate unowned var secondInput: Tensor?
@@ -29,6 +31,7 @@ final class Conv2d {
 
     init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
         self.shape = shape
+        output = ownOutput
         weight = store.addParameter(name + ".weight", [shape.outC, shape.inC, shape.kernel, shape.kernel])
         self.bias = bias ? store.addParameter(name + ".bias", [shape.outC]) : nil
     }
@@ -44,8 +47,22 @@ final class Conv2d {
         if let bias { initUniform(store.param(bias), count: bias.count, fanIn: fanIn, rng: &rng) }
     }
 
+    /// Whether the output goes to the context's shared convolution output: where its BatchNorm
+    /// is its only reader and keeps what its backward needs itself (a bf16 copy in bf16
+    /// training, nothing in evaluation).
+    private func sharesOutput(_ ctx: LayerContext) -> Bool {
+        feedsBatchNorm && (!ctx.training || ctx.precision == .bf16)
+    }
+
+    /// Points `output` at the tensor this forward writes.
+    private func chooseOutput(_ ctx: LayerContext) {
+        output = sharesOutput(ctx) ? ctx.sharedConvOutput : ownOutput
+        if sharesOutput(ctx) { ctx.expandedInputOf = nil }
+    }
+
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x
+        chooseOutput(ctx)
         output.reshape(shape.outputShape(x.shape))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
         let sums = statistics(ctx, output.shape)
@@ -76,7 +93,7 @@ final class Conv2d {
             // The bf16 weight gradient always reads its input through its own copies.
             if shape.unfoldsInputInBackward || bf16 {
                 affine = bn.outputAffineReLU(ctx)
-                x = bn.recomputedFrom
+                x = bn.recomputedFrom(ctx)
             } else {
                 bn.rematerialize(ctx)
             }
@@ -105,6 +122,7 @@ extension Conv2d {
         precondition(a.shape.n == b.shape.n && a.shape.h == b.shape.h && a.shape.w == b.shape.w)
         precondition(a.shape.c + b.shape.c == shape.inC)
         input = a; secondInput = b
+        chooseOutput(ctx)
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
         let sums = statistics(ctx, output.shape, split: a.shape.c)

@@ -24,6 +24,12 @@ public final class LayerContext {
     /// the next convolution, whose backward computes it again from the BN's input (inside the
     /// weight gradient's copy of the rows, or `BatchNorm2d.rematerialize`).
     let sharedActivation = Tensor()
+    /// The outputs of the convolutions whose BatchNorm keeps what its backward needs itself (a
+    /// bf16 copy of its input in bf16 training; nothing in evaluation): each is read at once by
+    /// that BatchNorm. In the backward it holds one BatchNorm's input expanded from its copy
+    /// (`expandedInputOf`), for that layer's backward and its reader's.
+    let sharedConvOutput = Tensor()
+    var expandedInputOf: ObjectIdentifier?
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward.
     let sharedUpsampled = Tensor()

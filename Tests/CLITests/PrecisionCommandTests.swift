@@ -63,6 +63,17 @@ final class PrecisionCommandTests: ScratchTestCase {
         XCTAssertNotNil(bf16["conv_share_of_bf16_peak"] as? Double)
     }
 
+    /// bf16 training keeps the BatchNorm inputs (the convolutions' outputs) in bf16, one float32
+    /// convolution output shared among the layers: a step takes less memory than in fp32, though
+    /// its paired planes add some.
+    func testBF16StepTakesLessMemory() throws {
+        let args = ["bench", "--size", "128", "--batch-size", "16", "--steps", "1", "--threads", "1", "--sgemm-size",
+                    "0", "--json"]
+        let fp32 = try json(try runUnetDist(args)), bf16 = try json(try runUnetDist(args + ["--precision", "bf16"]))
+        let fp32MB = try XCTUnwrap(fp32["peak_rss_mb"] as? Double), bf16MB = try XCTUnwrap(bf16["peak_rss_mb"] as? Double)
+        XCTAssertLessThan(bf16MB, 0.95 * fp32MB, "peak RSS: bf16 \(bf16MB) MB, fp32 \(fp32MB) MB")
+    }
+
     func testTrainInBF16EvaluatesInBothPrecisions() throws {
         let run = try scratchDirectory("bf16") + "/run"
         let r = try runUnetDist(["train", "--data", data, "--run-dir", run, "--batch-size", "4", "--test-count", "2",

@@ -256,6 +256,33 @@ final class BF16KernelTests: XCTestCase {
         XCTAssertEqual(slow[count + 7], UInt32(cbf16_round(x[2 * count + 7])))  // the odd channel's partner is zero
     }
 
+    /// BatchNorm's output from its input rounded to bf16, the rounded halves kept
+    /// (`cbn_output_keeping_bf16`), and the copy expanded again (`cbn_expand_bf16`): the halves
+    /// are `cbf16_round`'s, the output is `cbn_output` of the rounded values bit for bit, on both
+    /// paths, with and without the ReLU, and the expansion gives the rounded values back.
+    func testBatchNormOutputKeepingBF16() {
+        let n = 1037
+        var x = random(n, scale: 3)
+        x[0] = Float(bitPattern: 0x3F80_8000); x[1] = Float(bitPattern: 0x8000_1234); x[2] = -0.0; x[3] = 1e-39
+        x[4] = Float(bitPattern: 0x3F81_8000); x[5] = -Float(bitPattern: 0x3FFF_FFFF)
+        let halves = x.map { cbf16_round($0) }, rounded = halves.map { cbf16_float($0) }
+        for relu: Int32 in [0, 1] {
+            var want = [Float](repeating: 0, count: n)
+            cbn_output(&want, rounded, n, 0.75, -0.25, relu, 0)
+            for path: Int32 in bf16Available ? [0, 1] : [0] {
+                var y = [Float](repeating: 0, count: n), xb = [UInt16](repeating: 0, count: n)
+                cbn_output_keeping_bf16(&y, x, &xb, n, 0.75, -0.25, relu, path)
+                XCTAssertEqual(xb, halves, "AVX512_BF16 path: \(path)")
+                XCTAssertEqual(y.map(\.bitPattern), want.map(\.bitPattern), "AVX512_BF16 path: \(path), relu \(relu)")
+            }
+        }
+        for avx: Int32 in avx512Kernels ? [0, 1] : [0] {
+            var back = [Float](repeating: 0, count: n)
+            cbn_expand_bf16(&back, halves, n, avx)
+            XCTAssertEqual(back.map(\.bitPattern), rounded.map(\.bitPattern), "AVX-512 path: \(avx)")
+        }
+    }
+
     /// The peak loop runs and gives a positive rate where the instruction exists.
     func testPeak() throws {
         guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }

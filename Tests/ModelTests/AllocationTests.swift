@@ -11,12 +11,18 @@ import XCTest
 /// OpenBLAS thread, OpenBLAS's own thread pool allocates a few job records per threaded GEMM:
 /// that is the library's, so the check runs with one.)
 final class AllocationTests: XCTestCase {
-    func testTrainingStepAllocatesNothingAfterTheFirst() throws {
+    func testTrainingStepAllocatesNothingAfterTheFirst() throws { try assertNoAllocations(.fp32) }
+
+    /// bf16 too: its paired planes, and the BatchNorm inputs it keeps in bf16.
+    func testBF16TrainingStepAllocatesNothingAfterTheFirst() throws { try assertNoAllocations(.bf16) }
+
+    func assertNoAllocations(_ precision: Precision) throws {
         guard malloc_counter_active() != 0 else { throw XCTSkip("a sanitizer owns the allocator in this build") }
         let dir = try makeTemporaryDirectory("alloc")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = TrainConfig()
         c.data = fixturesDirectory + "/seeddata"; c.runDir = dir + "/run"; c.batchSize = 4; c.testCount = 2
+        c.precision = precision
         let trainer = try Trainer(c, comm: SingleProcess()) { _ in }
         setBLASThreads(1)
         defer { setBLASThreads(ProcessInfo.processInfo.activeProcessorCount) }

@@ -1,6 +1,8 @@
 #ifndef UNET_DIST_CBN_H
 #define UNET_DIST_CBN_H
 
+#include <stdint.h>
+
 /// BatchNorm's per-channel reductions: float data summed in double (a float sum over ~10^5
 /// pixels loses most of its digits). `avx512` picks the AVX-512 loop (only where the CPU has
 /// it); otherwise a portable loop. Both add the same terms; only the order of the additions
@@ -26,5 +28,14 @@ void cbn_output(float *y, const float *x, long n, float scale, float shift, int 
 void cbn_input_gradient(float *dx, const float *dy, const float *x, int masked, float scale,
                         float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
                         int avx512);
+
+/// `cbn_output` of x rounded to bf16 (as the convolutions round their operands, and as an
+/// autocast convolution's output is), the rounded values' upper halves written to xb: a
+/// BatchNorm input kept in bf16 for the backward. `avx512bf16`: the CPU has AVX512_BF16.
+void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, float scale, float shift, int relu,
+                             int avx512bf16);
+
+/// x = the floats whose upper halves xb holds.
+void cbn_expand_bf16(float *x, const uint16_t *xb, long n, int avx512);
 
 #endif
