@@ -14,8 +14,8 @@ final class BatchNorm2d {
     /// The last training forward's input shape (the input may live in a shared tensor).
     private var inputShape = Shape(0, 0, 0, 0)
     /// In bf16 training, an input in the context's shared convolution output is rounded to bf16
-    /// in place (as an autocast convolution's output is) and kept here, half the size, for the
-    /// backward; `inputForBackward` expands it again.
+    /// (as an autocast convolution's output is): the output is computed from the rounded values,
+    /// kept here at half the size for the backward, which `inputForBackward` expands again.
     private var keepsBF16Input = false
     private var inputBF16 = UnsafeMutablePointer<UInt16>.allocate(capacity: 1), bf16Capacity = 1
 
