@@ -244,9 +244,7 @@ struct BenchResult {
         flops = s.profile.convFlops * perStep
         flopsByKind = s.profile.flops.map { $0 * perStep }
         bytesByKind = s.profile.bytes.map { $0 * perStep }
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        let rssMB = Double(usage.ru_maxrss) / 1024
+        let rssMB = peakResidentMegabytes()
         let width = 4 + steps
         var slots = [Double](repeating: 0, count: width * comm.size)
         slots[width * comm.rank] = Double(s.local) / stepSeconds
@@ -299,6 +297,20 @@ struct PeakShares {
 
 extension LayerProfile.Kind {
     var isConvolution: Bool { self == .conv || self == .convTranspose }
+}
+
+/// This program's peak resident set in MB: VmHWM in /proc/self/status, the high-water mark of
+/// the memory it has had since it started; else ru_maxrss, which on Linux carries a parent's
+/// peak over fork and exec (a bench started by a large process would read the parent's).
+func peakResidentMegabytes() -> Double {
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kB = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") {
+        return kB / 1024
+    }
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_maxrss) / 1024
 }
 
 /// User and system seconds of this process, all threads.
