@@ -190,9 +190,15 @@ struct Bench: ParsableCommand {
         if let line = r.precisionLine { print("precision       " + line) }
         if shares.bandwidth > 0 {
             print(String(format: "memory GB/s     %.1f (triad, %d thread(s))", shares.bandwidth, threads))
-            print(String(format: "share of peak   rank 0: convolutions against %.0f GFLOP/s (%@ x %d threads), "
-                         + "the others against the triad", shares.convPeak,
-                         shares.bf16 ? "vdpbf16ps peak" : "one-thread sgemm", threads))
+            if shares.convPeak > 0 {
+                print(String(format: "share of peak   rank 0: convolutions against %.0f GFLOP/s (%@ x %d threads), "
+                             + "the others against the triad", shares.convPeak,
+                             shares.bf16 ? "vdpbf16ps peak" : "one-thread sgemm", threads))
+            } else {
+                // The portable bf16 kernels have no instruction peak to be measured against.
+                print("share of peak   rank 0: the others against the triad (no vdpbf16ps on this CPU: "
+                      + "no peak for the convolutions)")
+            }
             for row in shares.rows {
                 print(pad(row.kind.name) + String(format: " %8.1f %@  %3.0f%%", row.rate,
                                                   row.kind.isConvolution ? "GFLOP/s" : "GB/s   ", 100 * row.share))
