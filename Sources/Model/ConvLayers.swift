@@ -56,8 +56,9 @@ final class Conv2d {
 
     /// Points `output` at the tensor this forward writes.
     private func chooseOutput(_ ctx: LayerContext) {
-        output = sharesOutput(ctx) ? ctx.sharedConvOutput : ownOutput
-        if sharesOutput(ctx) { ctx.expandedInputOf = nil }
+        guard sharesOutput(ctx) else { output = ownOutput; return }
+        output = ctx.sharedConvOutput
+        ctx.expandedInputOf = nil  // whatever BatchNorm input was expanded there is overwritten
     }
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {
