@@ -168,6 +168,56 @@ private func bilinearTaps(from n: Int, to size: Int) -> [(i0: Int, i1: Int, w0: 
     }
 }
 
+/// Bicubic resampling to height x width with half-pixel centers, as PyTorch's
+/// F.interpolate(mode="bicubic", align_corners=False): Keys' kernel with a = -0.75, source
+/// positions left unclamped and taps past the border clamped to it. Sharper than bilinear: where
+/// class scores are brought back to a finer grid it keeps thin structures that bilinear smooths
+/// away (docs/segmentation.md).
+public func resizeBicubic(_ image: Image2D, height: Int, width: Int) -> Image2D {
+    let rows = bicubicTaps(from: image.height, to: height), cols = bicubicTaps(from: image.width, to: width)
+    var tall = [Float](repeating: 0, count: height * image.width)
+    for (r, t) in rows.enumerated() {
+        for c in 0..<image.width {
+            var v: Float = 0
+            for k in 0..<4 { v += t.w[k] * image.pixels[t.i[k] * image.width + c] }
+            tall[r * image.width + c] = v
+        }
+    }
+    var out = [Float](repeating: 0, count: height * width)
+    for r in 0..<height {
+        for (c, t) in cols.enumerated() {
+            var v: Float = 0
+            for k in 0..<4 { v += t.w[k] * tall[r * image.width + t.i[k]] }
+            out[r * width + c] = v
+        }
+    }
+    return Image2D(height: height, width: width, pixels: out)
+}
+
+/// For each output index: the four source indices around it and their weights.
+private func bicubicTaps(from n: Int, to size: Int) -> [(i: [Int], w: [Float])] {
+    let scale = Float(n) / Float(size)
+    return (0..<size).map { d in
+        let src = (Float(d) + 0.5) * scale - 0.5
+        let floor = src.rounded(.down), t = src - floor
+        let first = Int(floor) - 1
+        return ((0..<4).map { min(max(first + $0, 0), n - 1) },
+                [keysCubic(t + 1), keysCubic(t), keysCubic(1 - t), keysCubic(2 - t)])
+    }
+}
+
+/// Keys' cubic convolution kernel with a = -0.75 (PyTorch's), at distance x from a tap.
+private func keysCubic(_ x: Float) -> Float {
+    let a: Float = -0.75, x = abs(x)
+    if x <= 1 {
+        let p = (a + 2) * x - (a + 3)
+        return p * x * x + 1
+    }
+    guard x < 2 else { return 0 }
+    let p = a * x - 5 * a, q = p * x + 8 * a
+    return q * x - 4 * a
+}
+
 /// White- and gray-matter maps over a volume, as probabilities in [0, 1].
 public struct TissueMaps {
     public var wm: [Float], gm: [Float]

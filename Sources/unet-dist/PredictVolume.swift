@@ -166,7 +166,7 @@ extension Predict {
     }
 
     /// The logits (classes x H x W) for one slice, at its own size or through a square of
-    /// `--size` (padded, resized, and each class's logits resized back and cropped).
+    /// `--size` (padded, resized, and each class's logits resized back bicubically and cropped).
     func logits(_ slice: Image2D, _ predictor: Predictor) -> [Float] {
         let classes = predictor.model.config.classes
         guard let size else {
@@ -180,11 +180,12 @@ extension Predict {
         let z = small.pixels.withUnsafeBufferPointer {
             predictor.predict($0, count: 1, height: size, width: size).logits
         }
+        // The input is resized as `prepare` resizes training slices (bilinear); the scores come back
+        // bicubically, which keeps the thin gyri and sulci that bilinear smooths into the
+        // neighbouring tissue (docs/segmentation.md).
         let maps = (0..<classes).map { c in
-            resizeBilinear(Image2D(height: size, width: size,
-                                   pixels: Array(UnsafeBufferPointer(start: z.data + c * size * size,
-                                                                     count: size * size))),
-                           height: n, width: n)
+            let scores = Array(UnsafeBufferPointer(start: z.data + c * size * size, count: size * size))
+            return resizeBicubic(Image2D(height: size, width: size, pixels: scores), height: n, width: n)
         }
         // The slice's window of the square, class after class.
         let top = (n - slice.height) / 2, left = (n - slice.width) / 2

@@ -225,6 +225,30 @@ final class SlicingTests: XCTestCase {
         XCTAssertEqual(row.pixels, [1, 7, 1, 7])
     }
 
+    /// Against PyTorch's F.interpolate(mode="bicubic", align_corners=False)
+    /// (Tests/Fixtures/bicubic_resize.json, made by tools/make_resize_fixtures.py).
+    func testBicubicResizeMatchesPyTorch() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: fixturesDirectory + "/bicubic_resize.json"))
+        let root = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let cases = try XCTUnwrap(root["cases"] as? [[String: Any]])
+        XCTAssertEqual(cases.count, 6)
+        for (k, c) in cases.enumerated() {
+            let image = Image2D(height: c["height"] as! Int, width: c["width"] as! Int,
+                                pixels: (c["pixels"] as! [Double]).map(Float.init))
+            let expected = (c["out"] as! [Double]).map(Float.init)
+            let out = resizeBicubic(image, height: c["out_height"] as! Int, width: c["out_width"] as! Int)
+            XCTAssertEqual(out.pixels.count, expected.count, "case \(k)")
+            let worst = zip(out.pixels, expected).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(worst, 1e-5, "case \(k)")
+        }
+        // The same size is the identity, and a constant stays constant (the weights sum to 1).
+        let ramp = Image2D(height: 3, width: 5, pixels: (0..<15).map { Float($0 * $0) })
+        XCTAssertEqual(resizeBicubic(ramp, height: 3, width: 5), ramp)
+        let flat = resizeBicubic(Image2D(height: 4, width: 4, pixels: [Float](repeating: 2, count: 16)), height: 7, width: 9)
+        XCTAssertLessThan(flat.pixels.map { abs($0 - 2) }.max()!, 1e-5)
+        XCTAssertEqual(flat.pixels.count, 63)
+    }
+
     func testPadToSquarePutsTheOddPixelAtTheBottomAndRight() {
         let tall = padToSquare(Image2D(height: 3, width: 2, pixels: [1, 2, 3, 4, 5, 6]))
         XCTAssertEqual(tall.pixels, [1, 2, 0, 3, 4, 0, 5, 6, 0])
