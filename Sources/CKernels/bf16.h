@@ -22,6 +22,14 @@ static inline uint16_t bf16_round(float x) {
     return (uint16_t)(u >> 16);
 }
 
+/// `cbf16_float`, inline: exact, the bf16's bits as a float's upper half.
+static inline float bf16_float(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 /// (low, high) rounded to bf16, in one word: low in bits 0-15, high in bits 16-31.
 static inline uint32_t pair(float low, float high) {
     return (uint32_t)bf16_round(low) | (uint32_t)bf16_round(high) << 16;

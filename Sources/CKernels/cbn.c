@@ -57,13 +57,28 @@ void cbn_sums(const float *x, long n, double out[2], int avx512) {
     out[1] = s2;
 }
 
-/// One element's masked gradient, as the vector loops compute it.
-static inline float masked_gradient(const float *dy, const float *x, int masked, float scale, float shift, long i) {
-    if (masked) return x[i] * scale + shift <= 0 ? 0 : dy[i];
+// The backward's loops read x as floats, or with xb as the bf16 whose upper halves xb holds
+// (a BatchNorm input kept in bf16): expanded exactly as it is loaded, so both give the same
+// terms without an expanded copy in memory. Each loop is compiled twice, once with x and once
+// with xb (the other NULL), so that the choice is not made per element.
+
+/// x[i] as a float.
+static INLINE float x_at(const float *x, const uint16_t *xb, long i) { return xb ? bf16_float(xb[i]) : x[i]; }
+
+/// One element's masked gradient, as the vector loops compute it; xi: x[i].
+static INLINE float masked_gradient(const float *dy, float xi, int masked, float scale, float shift, long i) {
+    if (masked) return xi * scale + shift <= 0 ? 0 : dy[i];
     return dy[i];
 }
 
 #if HAVE_AVX512
+/// Sixteen lanes of `x_at`.
+AVX512 static INLINE __m512 x_at16(const float *x, const uint16_t *xb, long i) {
+    if (!xb) return _mm512_loadu_ps(x + i);
+    __m256i b = _mm256_loadu_si256((const __m256i *)(xb + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+}
+
 /// Sixteen lanes of `masked_gradient`; x's lanes are given.
 AVX512 static INLINE __m512 masked_gradient16(const float *dy, __m512 xv, int masked, __m512 vscale, __m512 vshift,
                                               long i) {
@@ -73,14 +88,14 @@ AVX512 static INLINE __m512 masked_gradient16(const float *dy, __m512 xv, int ma
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, zero, _CMP_NLE_UQ), g);
 }
 
-AVX512 static void gradient_sums_avx512(const float *dy, const float *x, int masked, float scale,
-                                        float shift, long n, float mean, float invstd, double out[2]) {
+AVX512 static INLINE void gradient_sums16(const float *dy, const float *x, const uint16_t *xb, int masked,
+                                          float scale, float shift, long n, float mean, float invstd, double out[2]) {
     __m512d a1 = _mm512_setzero_pd(), b1 = a1, a2 = a1, b2 = a1;
     const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd);
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, masked, vscale, vshift, i);
+        __m512 xv = x_at16(x, xb, i), g = masked_gradient16(dy, xv, masked, vscale, vshift, i);
         __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
         __m512d glo = low_half(g), ghi = high_half(g), xlo = low_half(xhat), xhi = high_half(xhat);
         a1 = _mm512_add_pd(a1, glo);
@@ -90,29 +105,32 @@ AVX512 static void gradient_sums_avx512(const float *dy, const float *x, int mas
     }
     double s1 = _mm512_reduce_add_pd(_mm512_add_pd(a1, b1)), s2 = _mm512_reduce_add_pd(_mm512_add_pd(a2, b2));
     for (; i < n; i++) {
-        double g = masked_gradient(dy, x, masked, scale, shift, i);
+        float xi = x_at(x, xb, i);
+        double g = masked_gradient(dy, xi, masked, scale, shift, i);
         s1 += g;
-        s2 += g * (double)((x[i] - mean) * invstd);
+        s2 += g * (double)((xi - mean) * invstd);
     }
     out[0] = s1;
     out[1] = s2;
 }
+
+AVX512 static void gradient_sums_avx512(const float *dy, const float *x, const uint16_t *xb, int masked,
+                                        float scale, float shift, long n, float mean, float invstd, double out[2]) {
+    if (xb) gradient_sums16(dy, NULL, xb, masked, scale, shift, n, mean, invstd, out);
+    else gradient_sums16(dy, x, NULL, masked, scale, shift, n, mean, invstd, out);
+}
 #endif
 
-// dy, x: [n] contiguous floats of one channel; scale, shift, mean, invstd: that
-// channel's; out: {sum g, sum g * xhat}.
-void cbn_gradient_sums(const float *dy, const float *x, int masked, float scale, float shift,
-                       long n, float mean, float invstd, double out[2], int avx512) {
-#if HAVE_AVX512
-    if (avx512) return gradient_sums_avx512(dy, x, masked, scale, shift, n, mean, invstd, out);
-#endif
+static INLINE void gradient_sums_portable(const float *dy, const float *x, const uint16_t *xb, int masked,
+                                          float scale, float shift, long n, float mean, float invstd, double out[2]) {
     double a1[8] = {0}, a2[8] = {0};
     long i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++) {
-            double g = masked_gradient(dy, x, masked, scale, shift, i + j);
+            float xi = x_at(x, xb, i + j);
+            double g = masked_gradient(dy, xi, masked, scale, shift, i + j);
             a1[j] += g;
-            a2[j] += g * (double)((x[i + j] - mean) * invstd);
+            a2[j] += g * (double)((xi - mean) * invstd);
         }
     double s1 = 0, s2 = 0;
     for (int j = 0; j < 8; j++) {
@@ -120,12 +138,24 @@ void cbn_gradient_sums(const float *dy, const float *x, int masked, float scale,
         s2 += a2[j];
     }
     for (; i < n; i++) {
-        double g = masked_gradient(dy, x, masked, scale, shift, i);
+        float xi = x_at(x, xb, i);
+        double g = masked_gradient(dy, xi, masked, scale, shift, i);
         s1 += g;
-        s2 += g * (double)((x[i] - mean) * invstd);
+        s2 += g * (double)((xi - mean) * invstd);
     }
     out[0] = s1;
     out[1] = s2;
+}
+
+// dy, x (or xb): [n] contiguous elements of one channel; scale, shift, mean, invstd: that
+// channel's; out: {sum g, sum g * xhat}.
+void cbn_gradient_sums(const float *dy, const float *x, const uint16_t *xb, int masked, float scale, float shift,
+                       long n, float mean, float invstd, double out[2], int avx512) {
+#if HAVE_AVX512
+    if (avx512) return gradient_sums_avx512(dy, x, xb, masked, scale, shift, n, mean, invstd, out);
+#endif
+    if (xb) gradient_sums_portable(dy, NULL, xb, masked, scale, shift, n, mean, invstd, out);
+    else gradient_sums_portable(dy, x, NULL, masked, scale, shift, n, mean, invstd, out);
 }
 
 #if HAVE_AVX512
@@ -184,38 +214,54 @@ void cbn_output(float *y, const float *x, long n, float scale, float shift, int 
 }
 
 #if HAVE_AVX512
-AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float *x, int masked,
-                                         float scale, float shift, long n, float mean, float invstd, float k,
-                                         float mean_dy, float mean_dy_xhat) {
+AVX512 static INLINE void input_gradient16(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked,
+                                           float scale, float shift, long n, float mean, float invstd, float k,
+                                           float mean_dy, float mean_dy_xhat) {
     const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd), vk = _mm512_set1_ps(k);
     const __m512 vdy = _mm512_set1_ps(mean_dy), vdyx = _mm512_set1_ps(mean_dy_xhat);
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 xv = _mm512_loadu_ps(x + i), g = masked_gradient16(dy, xv, masked, vscale, vshift, i);
+        __m512 xv = x_at16(x, xb, i), g = masked_gradient16(dy, xv, masked, vscale, vshift, i);
         __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
         _mm512_storeu_ps(dx + i, _mm512_mul_ps(vk, _mm512_sub_ps(_mm512_sub_ps(g, vdy), _mm512_mul_ps(xhat, vdyx))));
     }
     for (; i < n; i++) {
-        float g = masked_gradient(dy, x, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
+        float xi = x_at(x, xb, i);
+        float g = masked_gradient(dy, xi, masked, scale, shift, i), xhat = (xi - mean) * invstd;
         dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
     }
 }
+
+AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked,
+                                         float scale, float shift, long n, float mean, float invstd, float k,
+                                         float mean_dy, float mean_dy_xhat) {
+    if (xb) input_gradient16(dx, dy, NULL, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    else input_gradient16(dx, dy, x, NULL, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+}
 #endif
 
-// dx, dy, x: [n] contiguous floats of one channel; the other arguments: that
+static INLINE void input_gradient_portable(float *dx, const float *dy, const float *x, const uint16_t *xb,
+                                           int masked, float scale, float shift, long n, float mean, float invstd,
+                                           float k, float mean_dy, float mean_dy_xhat) {
+    for (long i = 0; i < n; i++) {
+        float xi = x_at(x, xb, i);
+        float g = masked_gradient(dy, xi, masked, scale, shift, i), xhat = (xi - mean) * invstd;
+        dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
+    }
+}
+
+// dx, dy, x (or xb): [n] contiguous elements of one channel; the other arguments: that
 // channel's statistics and gradient sums.
-void cbn_input_gradient(float *dx, const float *dy, const float *x, int masked, float scale,
+void cbn_input_gradient(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked, float scale,
                         float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
                         int avx512) {
 #if HAVE_AVX512
     if (avx512)
-        return input_gradient_avx512(dx, dy, x, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+        return input_gradient_avx512(dx, dy, x, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
 #endif
-    for (long i = 0; i < n; i++) {
-        float g = masked_gradient(dy, x, masked, scale, shift, i), xhat = (x[i] - mean) * invstd;
-        dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
-    }
+    if (xb) input_gradient_portable(dx, dy, NULL, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    else input_gradient_portable(dx, dy, x, NULL, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
 }
 
 #if HAVE_AVX512
@@ -256,7 +302,7 @@ void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, flo
     for (; i < n; i++) {
         uint16_t b = bf16_round(x[i]);
         xb[i] = b;
-        float v = cbf16_float(b) * scale + shift;
+        float v = bf16_float(b) * scale + shift;
         y[i] = relu && v <= 0 ? 0 : v;
     }
 }
@@ -267,5 +313,5 @@ void cbn_expand_bf16(float *x, const uint16_t *xb, long n, int avx512) {
 #if HAVE_AVX512
     if (avx512) i = expand_bf16_avx512(x, xb, n);
 #endif
-    for (; i < n; i++) x[i] = cbf16_float(xb[i]);
+    for (; i < n; i++) x[i] = bf16_float(xb[i]);
 }

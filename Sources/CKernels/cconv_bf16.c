@@ -16,12 +16,7 @@
 
 uint16_t cbf16_round(float x) { return bf16_round(x); }
 
-float cbf16_float(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-}
+float cbf16_float(uint16_t b) { return bf16_float(b); }
 
 size_t cbf16_packed_count(int outputs, int inputs) {
     return (size_t)((outputs + OB - 1) / OB) * (size_t)((inputs + 1) / 2) * TAPS * OB;

@@ -91,13 +91,17 @@ public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePo
 /// With `reluBias` (the forward's bias, when it ran with `relu: true`), `dy` is the gradient after
 /// the ReLU, and is taken as zero wherever that output is not positive: its sign recomputed from
 /// `x` exactly as the forward computed the output, so the output itself need not be kept or read.
+/// With `keptBF16` (the upper halves the forward kept with `keeping`), x is read from them, at
+/// half the bytes, as the floats they are exactly; `x` is then not read and may be nil.
 public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
                                    dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
-                                   x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                   x: UnsafePointer<Float>?, keptBF16 xb: UnsafePointer<UInt16>? = nil,
+                                   weight: UnsafePointer<Float>,
                                    saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
                                    _ s: BatchNormShape, count: Double,
                                    scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
                                    reluBias: UnsafePointer<Float>? = nil) {
+    precondition(x != nil || xb != nil, "the backward reads x or its bf16 copy")
     let C = s.channels, plane = s.spatial
     /// Channel c's fused ReLU, as the forward's output pass computed it.
     func mask(_ c: Int) -> ReLUMask? {
@@ -111,7 +115,8 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
         let mean = saveMean[c], invstd = saveInvstd[c], mask = mask(c)
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            let (a, b) = gradientSums(dy + o, x + o, plane, mean: mean, invstd: invstd, mask: mask)
+            let (a, b) = gradientSums(dy + o, x.map { $0 + o }, xb.map { $0 + o }, plane, mean: mean, invstd: invstd,
+                                      mask: mask)
             sdy += a; sdyx += b
         }
         scratch[c] = sdy; scratch[C + c] = sdyx
@@ -124,8 +129,9 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
         let meanDy = Float(scratch[c] / count), meanDyX = Float(scratch[C + c] / count), mask = mask(c)
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            cbn_input_gradient(dx + o, dy + o, x + o, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, plane,
-                               mean, invstd, k, meanDy, meanDyX, avx512Kernels ? 1 : 0)
+            cbn_input_gradient(dx + o, dy + o, x.map { $0 + o }, xb.map { $0 + o }, mask == nil ? 0 : 1,
+                               mask?.scale ?? 0, mask?.shift ?? 0, plane, mean, invstd, k, meanDy, meanDyX,
+                               avx512Kernels ? 1 : 0)
         }
     }
 }
@@ -145,13 +151,14 @@ struct ReLUMask {
     var scale: Float, shift: Float
 }
 
-/// (sum g, sum g * xhat) in Double, with g = dy masked by `mask` when given.
+/// (sum g, sum g * xhat) in Double, with g = dy masked by `mask` when given; x read from `xb`
+/// when given.
 @inline(__always)
-func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
+func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>?, _ xb: UnsafePointer<UInt16>?, _ n: Int,
                   mean: Float, invstd: Float, mask: ReLUMask? = nil) -> (Double, Double) {
     var out = (0.0, 0.0)
     withUnsafeMutableBytes(of: &out) {
-        cbn_gradient_sums(dy, x, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, n, mean, invstd,
+        cbn_gradient_sums(dy, x, xb, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, n, mean, invstd,
                           $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0)
     }
     return out
@@ -194,7 +201,8 @@ public func batchNormEvalBackward(dx: UnsafeMutablePointer<Float>, dweight: Unsa
     }
 }
 
-/// x = the floats whose upper halves `xb` holds: a BatchNorm input kept in bf16 for the backward.
+/// x = the floats whose upper halves `xb` holds: a BatchNorm input kept in bf16, for a reader that
+/// needs it as floats (the backward reads `xb` itself, `keptBF16`).
 public func expandBF16(_ xb: UnsafePointer<UInt16>, into x: UnsafeMutablePointer<Float>, count: Int) {
     parallelChunks(count) { _, range in
         cbn_expand_bf16(x + range.lowerBound, xb + range.lowerBound, range.count, avx512Kernels ? 1 : 0)

@@ -15,7 +15,8 @@ final class BatchNorm2d {
     private var inputShape = Shape(0, 0, 0, 0)
     /// In bf16 training, an input in the context's shared convolution output is rounded to bf16
     /// (as an autocast convolution's output is): the output is computed from the rounded values,
-    /// kept here at half the size for the backward, which `inputForBackward` expands again.
+    /// kept here at half the size. The backward reads them here; only a reader that recomputes
+    /// the output needs them as floats (`floatInput`).
     private var keepsBF16Input = false
     private var inputBF16 = UnsafeMutablePointer<UInt16>.allocate(capacity: 1), bf16Capacity = 1
 
@@ -49,18 +50,16 @@ final class BatchNorm2d {
     }
 
     /// The input of the last training forward: what the output is computed again from.
-    func recomputedFrom(_ ctx: LayerContext) -> Tensor { inputForBackward(ctx) }
+    func recomputedFrom(_ ctx: LayerContext) -> Tensor { floatInput(ctx) }
 
-    /// The last training forward's input: the tensor itself, or its bf16 copy expanded into the
-    /// shared convolution output (once for this layer's backward and its reader's).
-    private func inputForBackward(_ ctx: LayerContext) -> Tensor {
+    /// The last training forward's input as floats: the tensor itself, or its bf16 copy expanded
+    /// into the shared convolution output (free in the backward: only forwards write it).
+    private func floatInput(_ ctx: LayerContext) -> Tensor {
         guard keepsBF16Input else { return input }
         let x = ctx.sharedConvOutput
-        guard ctx.expandedInputOf != ObjectIdentifier(self) else { return x }
         x.reshape(inputShape)
         ctx.profile?.count(.batchNorm, floats: 3 * x.count / 2)
         ctx.timed(.batchNorm, backward: true) { expandBF16(inputBF16, into: x.data, count: x.count) }
-        ctx.expandedInputOf = ObjectIdentifier(self)
         return x
     }
 
@@ -81,7 +80,7 @@ final class BatchNorm2d {
     /// Recomputes the last training forward's output (bit for bit) where it is not kept.
     func rematerialize(_ ctx: LayerContext) {
         guard !keepsOutput else { return }
-        let s = ctx.store, x = inputForBackward(ctx)
+        let s = ctx.store, x = floatInput(ctx)
         output.reshape(inputShape)
         ctx.profile?.count(.batchNorm, floats: 2 * x.count)
         ctx.timed(.batchNorm, backward: true) {
@@ -152,19 +151,20 @@ final class BatchNorm2d {
     private var globalCount = 0.0
 
     func backward(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
-        let x = inputForBackward(ctx)
-        return ctx.timed(.batchNorm, backward: true) { backwardBody(dy, x, ctx) }
+        ctx.timed(.batchNorm, backward: true) { backwardBody(dy, ctx) }
     }
 
-    private func backwardBody(_ dy: Tensor, _ x: Tensor, _ ctx: LayerContext) -> Tensor {
+    private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         let inputGrad = ctx.bnGrad
         inputGrad.reshape(inputShape)
-        // dy and x for the sums, then again with dx written.
-        ctx.profile?.count(.batchNorm, floats: 5 * x.count)
+        // dy and x for the sums, then again with dx written; x kept in bf16 is half a float each.
+        ctx.profile?.count(.batchNorm, floats: (keepsBF16Input ? 4 : 5) * inputShape.count)
         let s = ctx.store
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
             batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
-                                   x: x.data, weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
+                                   x: keepsBF16Input ? nil : UnsafePointer(input.data),
+                                   keptBF16: keepsBF16Input ? UnsafePointer(inputBF16) : nil,
+                                   weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
                                    BatchNormShape(inputShape), count: globalCount, scratch: scratch.baseAddress!,
                                    reducer: ctx.statistics,
                                    reluBias: fusedReLU ? UnsafePointer(s.param(bias)) : nil)

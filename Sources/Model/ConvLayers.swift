@@ -58,7 +58,6 @@ final class Conv2d {
     private func chooseOutput(_ ctx: LayerContext) {
         guard sharesOutput(ctx) else { output = ownOutput; return }
         output = ctx.sharedConvOutput
-        ctx.expandedInputOf = nil  // whatever BatchNorm input was expanded there is overwritten
     }
 
     func forward(_ x: Tensor, _ ctx: LayerContext) -> Tensor {

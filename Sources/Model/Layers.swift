@@ -26,10 +26,10 @@ public final class LayerContext {
     let sharedActivation = Tensor()
     /// The outputs of the convolutions whose BatchNorm keeps what its backward needs itself (a
     /// bf16 copy of its input in bf16 training; nothing in evaluation): each is read at once by
-    /// that BatchNorm. In the backward it holds one BatchNorm's input expanded from its copy
-    /// (`expandedInputOf`), for that layer's backward and its reader's.
+    /// that BatchNorm. In the backward it holds the input of a BatchNorm that does not keep its
+    /// output, expanded from its copy for the reader that computes that output again (the
+    /// BatchNorm's own backward reads the copy).
     let sharedConvOutput = Tensor()
-    var expandedInputOf: ObjectIdentifier?
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward.
     let sharedUpsampled = Tensor()

@@ -283,6 +283,33 @@ final class BF16KernelTests: XCTestCase {
         }
     }
 
+    /// BatchNorm's backward reading its input from the kept bf16 halves: the gradient sums and the
+    /// input gradient equal, bit for bit, the float kernels on the halves expanded, on both paths,
+    /// with and without the fused ReLU's mask, at lengths that leave tails of every size.
+    func testBatchNormBackwardReadsBF16Halves() {
+        for n in [1, 7, 15, 17, 40, 1037] {
+            var x = random(n, scale: 3)
+            // An output of exactly 0 (masked), a denormal (a zero of its sign in bf16), -0.
+            x[0] = 1; if n > 2 { x[1] = Float(bitPattern: 0x8000_1234); x[2] = -0.0 }
+            let dy = random(n), halves = x.map { cbf16_round($0) }, expanded = halves.map { cbf16_float($0) }
+            for masked: Int32 in [0, 1] {
+                for avx: Int32 in avx512Kernels ? [0, 1] : [0] {
+                    let what = "n \(n), masked \(masked), AVX-512 path: \(avx)"
+                    var want = [Double](repeating: 0, count: 2), got = want
+                    cbn_gradient_sums(dy, expanded, nil, masked, 0.5, -0.5, n, 0.25, 1.5, &want, avx)
+                    cbn_gradient_sums(dy, nil, halves, masked, 0.5, -0.5, n, 0.25, 1.5, &got, avx)
+                    XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), what)
+                    var dxWant = [Float](repeating: 0, count: n), dx = dxWant
+                    cbn_input_gradient(&dxWant, dy, expanded, nil, masked, 0.5, -0.5, n, 0.25, 1.5, 0.75, 0.125, -0.375,
+                                       avx)
+                    cbn_input_gradient(&dx, dy, nil, halves, masked, 0.5, -0.5, n, 0.25, 1.5, 0.75, 0.125, -0.375, avx)
+                    XCTAssertEqual(dx.map(\.bitPattern), dxWant.map(\.bitPattern), what)
+                    if masked == 1 { XCTAssertEqual(dx[0], 0.75 * (-0.125 - (1 - 0.25) * 1.5 * -0.375), what) }
+                }
+            }
+        }
+    }
+
     /// The peak loop runs and gives a positive rate where the instruction exists.
     func testPeak() throws {
         guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }

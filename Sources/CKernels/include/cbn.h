@@ -16,16 +16,18 @@ void cbn_sums(const float *x, long n, double out[2], int avx512);
 
 /// out[0] = sum g, out[1] = sum g * xhat with xhat = (x - mean) * invstd in float, where
 /// g = dy, or with `masked` (a fused ReLU) 0 where its output x * scale + shift, recomputed
-/// exactly as the forward made it, is not positive.
-void cbn_gradient_sums(const float *dy, const float *x, int masked, float scale, float shift,
+/// exactly as the forward made it, is not positive. x: n floats, or where xb is not NULL, the
+/// floats whose upper halves xb holds (a BatchNorm input kept in bf16; x is not read): the
+/// same terms as x expanded by `cbn_expand_bf16`, at half the bytes.
+void cbn_gradient_sums(const float *dy, const float *x, const uint16_t *xb, int masked, float scale, float shift,
                        long n, float mean, float invstd, double out[2], int avx512);
 
 /// y = x * scale + shift (a product, then a sum), and max(y, 0) with `relu`: the normalized
 /// output, bit for bit the same on both paths.
 void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512);
 
-/// dx = k * ((g - mean_dy) - xhat * mean_dy_xhat), g and xhat as in `cbn_gradient_sums`.
-void cbn_input_gradient(float *dx, const float *dy, const float *x, int masked, float scale,
+/// dx = k * ((g - mean_dy) - xhat * mean_dy_xhat), g, xhat, x and xb as in `cbn_gradient_sums`.
+void cbn_input_gradient(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked, float scale,
                         float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
                         int avx512);
 
@@ -35,7 +37,7 @@ void cbn_input_gradient(float *dx, const float *dy, const float *x, int masked, 
 void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, float scale, float shift, int relu,
                              int avx512bf16);
 
-/// x = the floats whose upper halves xb holds.
+/// x = the floats whose upper halves xb holds (for a reader that needs them as floats).
 void cbn_expand_bf16(float *x, const uint16_t *xb, long n, int avx512);
 
 #endif
