@@ -60,16 +60,16 @@ AVXBF16 static INLINE __m512i to_pairs(__m512 low, __m512 high) {
 
 // The 3x3 weight gradient's kernels (cconv_bf16_weight_grad.c), for cconv_bf16.c's tables; the
 // arguments as cbf16_unfold_fn and cbf16_weight_grad_fn.
-void cbf16_unfold_portable(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
-                           int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
-                           const float *scale, const float *shift);
+void cbf16_unfold_portable(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
+                           int first, int padded_channels, int height, int width, int row0, int rows, int col0,
+                           int pairs, const float *scale, const float *shift);
 void cbf16_weight_grad_portable(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
                                 const uint32_t *odd, int images, int padded_channels, int outputs, int width,
                                 int rows);
 #if HAVE_AVX512
-AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
-                              int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
-                              const float *scale, const float *shift);
+AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
+                              int first, int padded_channels, int height, int width, int row0, int rows, int col0,
+                              int pairs, const float *scale, const float *shift);
 AVXBF16 void cbf16_weight_grad_avx(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
                                    const uint32_t *odd, int images, int padded_channels, int outputs, int width,
                                    int rows);

@@ -19,9 +19,9 @@ static float affine_relu(float v, float scale, float shift) {
     return y > 0 || y != y ? y : 0.f;
 }
 
-void cbf16_unfold_portable(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
-                            int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
-                            const float *scale, const float *shift) {
+void cbf16_unfold_portable(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
+                           int first, int padded_channels, int height, int width, int row0, int rows, int col0,
+                           int pairs, const float *scale, const float *shift) {
     size_t plane = (size_t)height * width;
     for (int n = 0; n < images; n++)
         for (int r = 0; r < rows; r++) {
@@ -32,7 +32,8 @@ void cbf16_unfold_portable(uint32_t *t, const float *x, size_t x_image, int imag
                     for (int h = 0; h < 2; h++) {
                         int ix = col0 + 2 * j + h;
                         if (iy < 0 || iy >= height || ix < 0 || ix >= width) continue;
-                        v[h] = x[n * x_image + c * plane + (size_t)iy * width + ix];
+                        size_t i = n * x_image + c * plane + (size_t)iy * width + ix;
+                        v[h] = xb ? bf16_float(xb[i]) : x[i];
                         if (scale) v[h] = affine_relu(v[h], scale[c], shift[c]);
                     }
                     t[(((size_t)n * rows + r) * pairs + j) * padded_channels + first + c] = pair(v[0], v[1]);
@@ -78,9 +79,17 @@ static INLINE __mmask16 columns_inside(int c, int width) {
     return (__mmask16)(low_lanes(width - c) & ~low_lanes(-c));
 }
 
-AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
-                               int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
-                               const float *scale, const float *shift) {
+/// Sixteen of x's floats from `i` where `inside` (else 0): read as floats, or as the bf16 upper
+/// halves xb holds, expanded exactly.
+AVXBF16 static INLINE __m512 load_x(const float *x, const uint16_t *xb, ptrdiff_t i, __mmask16 inside) {
+    if (!xb) return _mm512_maskz_loadu_ps(inside, x + i);
+    __m256i b = _mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)inside, xb + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+}
+
+AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
+                              int first, int padded_channels, int height, int width, int row0, int rows, int col0,
+                              int pairs, const float *scale, const float *shift) {
     size_t plane = (size_t)height * width;
     int cp = padded_channels;
     for (int n = 0; n < images; n++)
@@ -94,7 +103,7 @@ AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, size_t x_image, int i
                 int c = col0 + 2 * j0, np = pairs - j0 < LANES ? pairs - j0 : LANES;
                 __mmask16 m0 = row_inside ? columns_inside(c, width) : 0;
                 __mmask16 m1 = row_inside ? columns_inside(c + LANES, width) : 0;
-                const float *src = x + n * x_image + (ptrdiff_t)iy * width + c;
+                ptrdiff_t src = (ptrdiff_t)(n * x_image) + (ptrdiff_t)iy * width + c;
                 for (int c0 = 0; c0 < channels; c0 += LANES) {
                     int nc = channels - c0 < LANES ? channels - c0 : LANES;
                     __m512 v[16];
@@ -103,8 +112,8 @@ AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, size_t x_image, int i
                             v[i] = _mm512_setzero_ps();
                             continue;
                         }
-                        const float *s = src + (size_t)(c0 + i) * plane;
-                        __m512 a = _mm512_maskz_loadu_ps(m0, s), b = _mm512_maskz_loadu_ps(m1, s + LANES);
+                        ptrdiff_t s = src + (ptrdiff_t)((size_t)(c0 + i) * plane);
+                        __m512 a = load_x(x, xb, s, m0), b = load_x(x, xb, s + LANES, m1);
                         if (scale) {
                             a = bn_relu(a, scale[c0 + i], shift[c0 + i], m0);
                             b = bn_relu(b, scale[c0 + i], shift[c0 + i], m1);

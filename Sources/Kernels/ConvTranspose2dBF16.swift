@@ -74,8 +74,8 @@ public func convTranspose2dBackwardBF16(dx: UnsafeMutablePointer<Float>?, dweigh
             let xn = x + n * s.inC * plane, dyn = dy + n * s.outC * outPlane
             for r0 in stride(from: 0, to: height, by: band) {
                 let rows = Int32(min(band, height - r0))
-                unfold(xCopy, xn, s.inC * plane, 1, Int32(s.inC), 0, Int32(cp), h, w, Int32(r0), rows, 0, Int32(pairs),
-                       nil, nil)
+                unfold(xCopy, xn, nil, s.inC * plane, 1, Int32(s.inC), 0, Int32(cp), h, w, Int32(r0), rows, 0,
+                       Int32(pairs), nil, nil)
                 k.unfold_dy!(dyCopy, dyn, s.outC * outPlane, 1, Int32(s.outC), h, w, Int32(r0), rows)
                 k.weight_grad!(g, dyCopy, xCopy, Int32(s.outC), Int32(cp), Int(rows) * pairs)
             }

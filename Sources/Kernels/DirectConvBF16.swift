@@ -81,15 +81,18 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePoint
 
 /// The backward of `conv2dForwardBF16`: dweight and dbias accumulated (+=), dx assigned (to `dxA`
 /// and, for a concatenation, `dxB`) when given; dy is rounded to bf16 as the inputs are. With
-/// `inputAffineReLU` the layer's input is that function of a (one tensor only).
+/// `inputAffineReLU` the layer's input is that function of a (one tensor only). With `aBF16`, a's
+/// values are the floats whose upper halves it holds (a BatchNorm input kept in bf16, one tensor
+/// only), read where they lie; `a` is then not read.
 public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMutablePointer<Float>? = nil,
                                dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
                                dy: UnsafePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
-                               _ b: UnsafePointer<Float>? = nil, weight: UnsafePointer<Float>, batch: Int, height: Int,
-                               width: Int, _ s: Conv2dShape, workspace: Workspace,
-                               inputAffineReLU f: AffineReLU? = nil) {
+                               _ b: UnsafePointer<Float>? = nil, aBF16: UnsafePointer<UInt16>? = nil,
+                               weight: UnsafePointer<Float>, batch: Int, height: Int, width: Int, _ s: Conv2dShape,
+                               workspace: Workspace, inputAffineReLU f: AffineReLU? = nil) {
     precondition(s.runsBF16(split: b == nil ? nil : channelsA))
     precondition(f == nil || b == nil, "an affine ReLU input is one tensor")
+    precondition(aBF16 == nil || b == nil, "a bf16 input is one tensor")
     let k = bf16Kernels.pointee
     let x = b == nil ? ChannelBlocks(a) : ChannelBlocks(a, b!, channelsA: channelsA!)
     let dx: ChannelBlocks<UnsafeMutablePointer<Float>>? = dxA.map {
@@ -136,14 +139,14 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
         let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
         let h = Int32(height), w = Int32(width), n = Int32(rows.count), pw = Int32(pairs)
         inputs.forEach { tensor, channels, first, _ in
-            let xn = tensor + n0 * channels * plane
-            k.unfold!(even, xn, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1, n + 2,
-                     -1, pw + 1, f?.scale, f?.shift)
-            k.unfold!(odd, xn, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1, n + 2,
-                     0, pw, f?.scale, f?.shift)
+            let o = n0 * channels * plane, xn = aBF16 == nil ? tensor + o : nil, xb = aBF16.map { $0 + o }
+            k.unfold!(even, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
+                     n + 2, -1, pw + 1, f?.scale, f?.shift)
+            k.unfold!(odd, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
+                     n + 2, 0, pw, f?.scale, f?.shift)
         }
-        k.unfold!(dyt, dy + n0 * s.outC * plane, s.outC * plane, count, Int32(s.outC), 0, Int32(op), h, w, r0, n, 0, pw,
-                 nil, nil)
+        k.unfold!(dyt, dy + n0 * s.outC * plane, nil, s.outC * plane, count, Int32(s.outC), 0, Int32(op), h, w, r0, n,
+                 0, pw, nil, nil)
         k.weight_grad!(g, dyt, Int32(op), even, odd, count, Int32(cp), Int32(s.outC), w, n)
         for i in images {
             if dbias != nil {

@@ -15,8 +15,9 @@ final class BatchNorm2d {
     private var inputShape = Shape(0, 0, 0, 0)
     /// In bf16 training, an input in the context's shared convolution output is rounded to bf16
     /// (as an autocast convolution's output is): the output is computed from the rounded values,
-    /// kept here at half the size. The backward reads them here; only a reader that recomputes
-    /// the output needs them as floats (`floatInput`).
+    /// kept here at half the size. The backward reads them here, as does a bf16 reader's weight
+    /// gradient (`keptBF16Input`); only a float32 reader that recomputes the output needs them as
+    /// floats (`floatInput`).
     private var keepsBF16Input = false
     private var inputBF16 = UnsafeMutablePointer<UInt16>.allocate(capacity: 1), bf16Capacity = 1
 
@@ -51,6 +52,12 @@ final class BatchNorm2d {
 
     /// The input of the last training forward: what the output is computed again from.
     func recomputedFrom(_ ctx: LayerContext) -> Tensor { floatInput(ctx) }
+
+    /// The last training forward's input as its kept bf16 upper halves, and its shape; nil where
+    /// it was not kept in bf16.
+    func keptBF16Input() -> (UnsafePointer<UInt16>, Shape)? {
+        keepsBF16Input ? (UnsafePointer(inputBF16), inputShape) : nil
+    }
 
     /// The last training forward's input as floats: the tensor itself, or its bf16 copy expanded
     /// into the shared convolution output (free in the backward: only forwards write it).

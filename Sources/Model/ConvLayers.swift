@@ -87,23 +87,28 @@ final class Conv2d {
         let inputGrad = ctx.convGrad
         if needInputGrad { inputGrad.reshape(input.shape) }
         ctx.profile?.count(.conv, flops: (needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
-        var x = input!, affine: AffineReLU? = nil
+        var x = input!, affine: AffineReLU? = nil, xBF16: UnsafePointer<UInt16>? = nil, keptShape: Shape?
         let bf16 = runsBF16(ctx)
         if let bn = inputBN {
-            // The bf16 weight gradient always reads its input through its own copies.
-            if shape.unfoldsInputInBackward || bf16 {
+            // The bf16 weight gradient always reads its input through its own copies, from the
+            // BatchNorm's bf16 halves where it kept them.
+            if bf16, let kept = bn.keptBF16Input() {
+                affine = bn.outputAffineReLU(ctx)
+                (xBF16, keptShape) = kept
+            } else if shape.unfoldsInputInBackward || bf16 {
                 affine = bn.outputAffineReLU(ctx)
                 x = bn.recomputedFrom(ctx)
             } else {
                 bn.rematerialize(ctx)
             }
         }
+        let xShape = keptShape ?? x.shape
         ctx.timed(.conv, backward: true) {
             if bf16 {
                 conv2dBackwardBF16(dxA: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
-                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x.data,
-                                   weight: ctx.store.param(weight), batch: x.shape.n, height: x.shape.h,
-                                   width: x.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace,
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x.data, aBF16: xBF16,
+                                   weight: ctx.store.param(weight), batch: xShape.n, height: xShape.h,
+                                   width: xShape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace,
                                    inputAffineReLU: affine)
                 return
             }

@@ -310,6 +310,48 @@ final class BF16KernelTests: XCTestCase {
         }
     }
 
+    /// The weight gradient reading a BatchNorm's input from its kept bf16 halves: dw, db and dx
+    /// equal, bit for bit, the backward on the halves expanded to floats, on both kernel sets and
+    /// on several threads; the float input it is given instead is NaN, so it is not read.
+    func testWeightGradientReadsBF16Halves() {
+        for (c, o, n, h, w) in [(16, 8, 2, 9, 21), (11, 16, 3, 4, 4), (40, 32, 2, 33, 50)] {
+            let s = Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), plane = h * w
+            let halves = random(n * c * plane, scale: 2).map { cbf16_round($0) }
+            let expanded = halves.map { cbf16_float($0) }, nan = [Float](repeating: .nan, count: halves.count)
+            let weight = random(o * c * 9), dy = random(n * o * plane)
+            let scale = random(c), shift = random(c, scale: 0.5)
+            for kernels in [cbf16_kernels()!, cbf16_portable()!] {
+                bf16Kernels = kernels
+                for threads in [1, 3] {
+                    setComputeThreads(threads)
+                    func backward(_ x: [Float], _ xb: [UInt16]?) -> [[Float]] {
+                        var dx = [Float](repeating: 0, count: x.count), dw = [Float](repeating: 0, count: weight.count)
+                        var db = [Float](repeating: 0, count: o)
+                        scale.withUnsafeBufferPointer { sc in
+                            shift.withUnsafeBufferPointer { sh in
+                                let f = AffineReLU(scale: sc.baseAddress!, shift: sh.baseAddress!)
+                                if let xb {
+                                    conv2dBackwardBF16(dxA: &dx, dweight: &dw, dbias: &db, dy: dy, x, aBF16: xb,
+                                                       weight: weight, batch: n, height: h, width: w, s,
+                                                       workspace: Workspace(), inputAffineReLU: f)
+                                } else {
+                                    conv2dBackwardBF16(dxA: &dx, dweight: &dw, dbias: &db, dy: dy, x, weight: weight,
+                                                       batch: n, height: h, width: w, s, workspace: Workspace(),
+                                                       inputAffineReLU: f)
+                                }
+                            }
+                        }
+                        return [dx, dw, db]
+                    }
+                    let want = backward(expanded, nil), got = backward(nan, halves)
+                    let what = "\(c)->\(o) \(n)x\(h)x\(w), \(String(cString: kernels.pointee.name)), \(threads) threads"
+                    XCTAssertFalse(want[1].contains { $0.isNaN }, what)
+                    for (a, b) in zip(got, want) { XCTAssertEqual(a.map(\.bitPattern), b.map(\.bitPattern), what) }
+                }
+            }
+        }
+    }
+
     /// The peak loop runs and gives a positive rate where the instruction exists.
     func testPeak() throws {
         guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }

@@ -73,15 +73,17 @@ size_t cbf16_rows_count(int images, int rows, int pairs, int padded_channels);
 /// Copies rows [row0, row0 + rows) (zero outside the image), pixel pairs starting at column
 /// `col0` (word j holds columns col0 + 2j and col0 + 2j + 1; zero outside the image), channels
 /// `first` to `first + channels` of `padded_channels` (a multiple of 16), into
-/// t[image][row][pair][channel]; images lie `x_image` floats apart. With `scale` (else NULL),
+/// t[image][row][pair][channel]; images lie `x_image` elements apart. x: floats, or where xb is
+/// not NULL, the floats whose upper halves xb holds (a BatchNorm input kept in bf16; x is not
+/// read), the same words at half the bytes read. With `scale` (else NULL),
 /// the copy holds relu(x[c] * scale[c] + shift[c]) (a BatchNorm's output with its fused ReLU,
 /// computed as cconv3x3_unfold_rows does). The weight gradient reads: dy as
 /// (row0, rows = band, col0 = 0, pairs = ceil(W / 2)); x's even copy as
 /// (row0 - 1, band + 2, col0 = -1, ceil(W / 2) + 1); x's odd copy as (row0 - 1, band + 2, 0,
 /// ceil(W / 2)).
-typedef void (*cbf16_unfold_fn)(uint32_t *t, const float *x, size_t x_image, int images, int channels, int first,
-                                int padded_channels, int height, int width, int row0, int rows, int col0, int pairs,
-                                const float *scale, const float *shift);
+typedef void (*cbf16_unfold_fn)(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images,
+                                int channels, int first, int padded_channels, int height, int width, int row0,
+                                int rows, int col0, int pairs, const float *scale, const float *shift);
 
 /// g[tap][o][c] += sum over the band's images, rows and pixel pairs of dy[o] x[c] shifted by the
 /// tap, for o < outputs and c < padded_channels (g's rows `padded_channels` floats long). dy,
