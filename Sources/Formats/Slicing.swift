@@ -202,7 +202,7 @@ private func bicubicTaps(from n: Int, to size: Int) -> [(i: [Int], w: [Float])] 
         let floor = src.rounded(.down), t = src - floor
         let first = Int(floor) - 1
         return ((0..<4).map { min(max(first + $0, 0), n - 1) },
-                [keysCubic(t + 1), keysCubic(t), keysCubic(1 - t), keysCubic(2 - t)])
+                [keysCubic(t + 1), keysCubic(t), keysCubic(1 - t), keysCubic((1 - t) + 1)])
     }
 }
 

@@ -85,7 +85,6 @@ final class Conv2d {
     @discardableResult
     func backward(_ dy: Tensor, _ ctx: LayerContext, needInputGrad: Bool = true) -> Tensor {
         let inputGrad = ctx.convGrad
-        if needInputGrad { inputGrad.reshape(input.shape) }
         ctx.profile?.count(.conv, flops: (needInputGrad ? 4 : 2) * shape.weightCount * dy.shape.count / shape.outC)
         var x = input!, affine: AffineReLU? = nil, xBF16: UnsafePointer<UInt16>? = nil, keptShape: Shape?
         let bf16 = runsBF16(ctx)
@@ -102,7 +101,10 @@ final class Conv2d {
                 bn.rematerialize(ctx)
             }
         }
+        // The input's shape from what was kept or recomputed: a shared input tensor may have
+        // been reshaped by the layers after this one.
         let xShape = keptShape ?? x.shape
+        if needInputGrad { inputGrad.reshape(xShape) }
         ctx.timed(.conv, backward: true) {
             if bf16 {
                 conv2dBackwardBF16(dxA: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
