@@ -38,13 +38,18 @@ static inline uint32_t pair(float low, float high) {
 /// One vdpbf16ps lane: the high halves' product, then the low halves', added to s. Each product
 /// of two bf16 is exact in float32, so only the two sums round (FMA or not: the same result).
 static inline float dot_pair(float s, uint32_t a, uint32_t b) {
-    s += cbf16_float((uint16_t)(a >> 16)) * cbf16_float((uint16_t)(b >> 16));
-    s += cbf16_float((uint16_t)a) * cbf16_float((uint16_t)b);
+    s += bf16_float((uint16_t)(a >> 16)) * bf16_float((uint16_t)(b >> 16));
+    s += bf16_float((uint16_t)a) * bf16_float((uint16_t)b);
     return s;
 }
 
 #if HAVE_AVX512
 #define AVXBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+
+/// Sixteen bf16 (upper halves) as the floats they are, exactly: `bf16_float` on every lane.
+AVX512 static INLINE __m512 bf16_expand16(__m256i b) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+}
 
 /// Sixteen lanes, each the sum s + (high product) + (low product) of its pair of bf16 pairs.
 AVXBF16 static INLINE __m512 dot(__m512 s, __m512i a, __m512i b) {

@@ -75,8 +75,7 @@ static INLINE float masked_gradient(const float *dy, float xi, int masked, float
 /// Sixteen lanes of `x_at`.
 AVX512 static INLINE __m512 x_at16(const float *x, const uint16_t *xb, long i) {
     if (!xb) return _mm512_loadu_ps(x + i);
-    __m256i b = _mm256_loadu_si256((const __m256i *)(xb + i));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+    return bf16_expand16(_mm256_loadu_si256((const __m256i *)(xb + i)));
 }
 
 /// Sixteen lanes of `masked_gradient`; x's lanes are given.
@@ -184,7 +183,7 @@ AVXBF16 static long output_keeping_bf16_avx(float *y, const float *x, uint16_t *
     for (; i + 16 <= n; i += 16) {
         __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
         _mm256_storeu_si256((__m256i *)(xb + i), b);
-        __m512 r = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+        __m512 r = bf16_expand16(b);
         __m512 v = _mm512_add_ps(_mm512_mul_ps(r, vscale), vshift);
         if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero, _CMP_NLE_UQ), v);
         _mm512_storeu_ps(y + i, v);
@@ -195,8 +194,7 @@ AVXBF16 static long output_keeping_bf16_avx(float *y, const float *x, uint16_t *
 AVX512 static long expand_bf16_avx512(float *x, const uint16_t *xb, long n) {
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m256i b = _mm256_loadu_si256((const __m256i *)(xb + i));
-        _mm512_storeu_si512(x + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+        _mm512_storeu_ps(x + i, bf16_expand16(_mm256_loadu_si256((const __m256i *)(xb + i))));
     }
     return i;
 }

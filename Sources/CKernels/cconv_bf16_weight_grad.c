@@ -83,8 +83,7 @@ static INLINE __mmask16 columns_inside(int c, int width) {
 /// halves xb holds, expanded exactly.
 AVXBF16 static INLINE __m512 load_x(const float *x, const uint16_t *xb, ptrdiff_t i, __mmask16 inside) {
     if (!xb) return _mm512_maskz_loadu_ps(inside, x + i);
-    __m256i b = _mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)inside, xb + i));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+    return bf16_expand16(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)inside, xb + i)));
 }
 
 AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,

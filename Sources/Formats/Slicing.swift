@@ -138,33 +138,19 @@ public func resizeBilinear(_ image: Image2D, size: Int) -> Image2D {
 
 /// The same to any height x width.
 public func resizeBilinear(_ image: Image2D, height: Int, width: Int) -> Image2D {
-    let rows = bilinearTaps(from: image.height, to: height), cols = bilinearTaps(from: image.width, to: width)
-    // Rows first, then columns (separable).
-    var tall = [Float](repeating: 0, count: height * image.width)
-    for (r, t) in rows.enumerated() {
-        for c in 0..<image.width {
-            tall[r * image.width + c] = t.w0 * image.pixels[t.i0 * image.width + c]
-                + t.w1 * image.pixels[t.i1 * image.width + c]
-        }
-    }
-    var out = [Float](repeating: 0, count: height * width)
-    for r in 0..<height {
-        for (c, t) in cols.enumerated() {
-            out[r * width + c] = t.w0 * tall[r * image.width + t.i0] + t.w1 * tall[r * image.width + t.i1]
-        }
-    }
-    return Image2D(height: height, width: width, pixels: out)
+    resample(image, rows: bilinearTaps(from: image.height, to: height),
+             columns: bilinearTaps(from: image.width, to: width))
 }
 
 /// For each output index: the two source indices and their weights.
-private func bilinearTaps(from n: Int, to size: Int) -> [(i0: Int, i1: Int, w0: Float, w1: Float)] {
+private func bilinearTaps(from n: Int, to size: Int) -> [Taps] {
     let scale = Double(n) / Double(size)
     return (0..<size).map { d in
         // PyTorch clamps source positions left of the first center to it.
         let src = max((Double(d) + 0.5) * scale - 0.5, 0)
         let i0 = min(Int(src), n - 1), i1 = min(i0 + 1, n - 1)
         let w1 = Float(src - Double(i0))
-        return (i0, i1, 1 - w1, w1)
+        return Taps(index: [i0, i1], weight: [1 - w1, w1])
     }
 }
 
@@ -174,35 +160,19 @@ private func bilinearTaps(from n: Int, to size: Int) -> [(i0: Int, i1: Int, w0: 
 /// class scores are brought back to a finer grid it keeps thin structures that bilinear smooths
 /// away (docs/segmentation.md).
 public func resizeBicubic(_ image: Image2D, height: Int, width: Int) -> Image2D {
-    let rows = bicubicTaps(from: image.height, to: height), cols = bicubicTaps(from: image.width, to: width)
-    var tall = [Float](repeating: 0, count: height * image.width)
-    for (r, t) in rows.enumerated() {
-        for c in 0..<image.width {
-            var v: Float = 0
-            for k in 0..<4 { v += t.w[k] * image.pixels[t.i[k] * image.width + c] }
-            tall[r * image.width + c] = v
-        }
-    }
-    var out = [Float](repeating: 0, count: height * width)
-    for r in 0..<height {
-        for (c, t) in cols.enumerated() {
-            var v: Float = 0
-            for k in 0..<4 { v += t.w[k] * tall[r * image.width + t.i[k]] }
-            out[r * width + c] = v
-        }
-    }
-    return Image2D(height: height, width: width, pixels: out)
+    resample(image, rows: bicubicTaps(from: image.height, to: height),
+             columns: bicubicTaps(from: image.width, to: width))
 }
 
 /// For each output index: the four source indices around it and their weights.
-private func bicubicTaps(from n: Int, to size: Int) -> [(i: [Int], w: [Float])] {
+private func bicubicTaps(from n: Int, to size: Int) -> [Taps] {
     let scale = Float(n) / Float(size)
     return (0..<size).map { d in
         let src = (Float(d) + 0.5) * scale - 0.5
         let floor = src.rounded(.down), t = src - floor
         let first = Int(floor) - 1
-        return ((0..<4).map { min(max(first + $0, 0), n - 1) },
-                [keysCubic(t + 1), keysCubic(t), keysCubic(1 - t), keysCubic((1 - t) + 1)])
+        return Taps(index: (0..<4).map { min(max(first + $0, 0), n - 1) },
+                    weight: [keysCubic(t + 1), keysCubic(t), keysCubic(1 - t), keysCubic((1 - t) + 1)])
     }
 }
 
@@ -216,6 +186,32 @@ private func keysCubic(_ x: Float) -> Float {
     guard x < 2 else { return 0 }
     let p = a * x - 5 * a, q = p * x + 8 * a
     return q * x - 4 * a
+}
+
+/// One output index's source indices and weights.
+private struct Taps {
+    var index: [Int], weight: [Float]
+
+    /// sum weight[k] * value(index[k]), added in tap order.
+    @inline(__always) func apply(_ value: (Int) -> Float) -> Float {
+        var v = weight[0] * value(index[0])
+        for k in 1..<index.count { v += weight[k] * value(index[k]) }
+        return v
+    }
+}
+
+/// Separable resampling: rows first, then columns.
+private func resample(_ image: Image2D, rows: [Taps], columns: [Taps]) -> Image2D {
+    let w = image.width, height = rows.count, width = columns.count
+    var tall = [Float](repeating: 0, count: height * w)
+    for (r, t) in rows.enumerated() {
+        for c in 0..<w { tall[r * w + c] = t.apply { image.pixels[$0 * w + c] } }
+    }
+    var out = [Float](repeating: 0, count: height * width)
+    for r in 0..<height {
+        for (c, t) in columns.enumerated() { out[r * width + c] = t.apply { tall[r * w + $0] } }
+    }
+    return Image2D(height: height, width: width, pixels: out)
 }
 
 /// White- and gray-matter maps over a volume, as probabilities in [0, 1].

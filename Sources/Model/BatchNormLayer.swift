@@ -17,7 +17,7 @@ final class BatchNorm2d {
     /// (as an autocast convolution's output is): the output is computed from the rounded values,
     /// kept here at half the size. The backward reads them here, as does a bf16 reader's weight
     /// gradient (`keptBF16Input`); only a float32 reader that recomputes the output needs them as
-    /// floats (`floatInput`).
+    /// floats (`recomputedFrom`).
     private var keepsBF16Input = false
     private var inputBF16 = UnsafeMutablePointer<UInt16>.allocate(capacity: 1), bf16Capacity = 1
 
@@ -50,18 +50,16 @@ final class BatchNorm2d {
         reader.inputBN = self
     }
 
-    /// The input of the last training forward: what the output is computed again from.
-    func recomputedFrom(_ ctx: LayerContext) -> Tensor { floatInput(ctx) }
-
     /// The last training forward's input as its kept bf16 upper halves, and its shape; nil where
     /// it was not kept in bf16.
     func keptBF16Input() -> (UnsafePointer<UInt16>, Shape)? {
         keepsBF16Input ? (UnsafePointer(inputBF16), inputShape) : nil
     }
 
-    /// The last training forward's input as floats: the tensor itself, or its bf16 copy expanded
-    /// into the shared convolution output (free in the backward: only forwards write it).
-    private func floatInput(_ ctx: LayerContext) -> Tensor {
+    /// The last training forward's input as floats, what the output is computed again from: the
+    /// tensor itself, or its bf16 copy expanded into the shared convolution output (free in the
+    /// backward: only forwards write it).
+    func recomputedFrom(_ ctx: LayerContext) -> Tensor {
         guard keepsBF16Input else { return input }
         let x = ctx.sharedConvOutput
         x.reshape(inputShape)
@@ -87,7 +85,7 @@ final class BatchNorm2d {
     /// Recomputes the last training forward's output (bit for bit) where it is not kept.
     func rematerialize(_ ctx: LayerContext) {
         guard !keepsOutput else { return }
-        let s = ctx.store, x = floatInput(ctx)
+        let s = ctx.store, x = recomputedFrom(ctx)
         output.reshape(inputShape)
         ctx.profile?.count(.batchNorm, floats: 2 * x.count)
         ctx.timed(.batchNorm, backward: true) {

@@ -27,8 +27,8 @@ public final class LayerContext {
     /// The outputs of the convolutions whose BatchNorm keeps what its backward needs itself (a
     /// bf16 copy of its input in bf16 training; nothing in evaluation): each is read at once by
     /// that BatchNorm. In the backward it holds the input of a BatchNorm that does not keep its
-    /// output, expanded from its copy for the reader that computes that output again (the
-    /// BatchNorm's own backward reads the copy).
+    /// output, expanded from its copy for a float32 reader that computes that output again (the
+    /// BatchNorm's own backward and a bf16 reader's weight gradient read the copy).
     let sharedConvOutput = Tensor()
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward.
