@@ -48,16 +48,17 @@ size_t cbf16_rows_count(int images, int rows, int pairs, int padded_channels) {
 
 // MARK: portable
 
-static void pair_planes_portable(uint32_t *p, const float *x, int channels, size_t plane) {
+static void pair_planes_portable(uint32_t *p, size_t p_plane, const float *x, size_t x_plane, int channels,
+                                 size_t count) {
     for (int k = 0; 2 * k < channels; k++) {
-        const float *lo = x + (size_t)2 * k * plane, *hi = 2 * k + 1 < channels ? lo + plane : NULL;
-        for (size_t i = 0; i < plane; i++) p[(size_t)k * plane + i] = pair(lo[i], hi ? hi[i] : 0.f);
+        const float *lo = x + (size_t)2 * k * x_plane, *hi = 2 * k + 1 < channels ? lo + x_plane : NULL;
+        for (size_t i = 0; i < count; i++) p[(size_t)k * p_plane + i] = pair(lo[i], hi ? hi[i] : 0.f);
     }
 }
 
-static void forward_portable(float *y, const uint32_t *x, const uint32_t *packed, size_t block_stride,
-                             const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
-                             int accumulate) {
+static void forward_portable(float *y, const uint32_t *x, size_t x_plane, int x_row, const uint32_t *packed,
+                             size_t block_stride, const float *bias, int inputs, int outputs, int height, int width,
+                             int row0, int row1, int accumulate) {
     size_t plane = (size_t)height * width;
     int pairs = (inputs + 1) / 2;
     for (int p = 0; p < outputs; p++) {
@@ -71,7 +72,8 @@ static void forward_portable(float *y, const uint32_t *x, const uint32_t *packed
                         // Padding taps add zero products: skipping them leaves the sum as it is.
                         int iy = oy + t / 3 - 1, ix = ox + t % 3 - 1;
                         if (iy < 0 || iy >= height || ix < 0 || ix >= width) continue;
-                        s = dot_pair(s, x[k * plane + (size_t)iy * width + ix], wp[((size_t)k * TAPS + t) * OB]);
+                        s = dot_pair(s, x[k * x_plane + (size_t)(iy - x_row) * width + ix],
+                                     wp[((size_t)k * TAPS + t) * OB]);
                     }
                 *out = s;
             }
@@ -92,13 +94,14 @@ int cbf16_available(void) {
            __builtin_cpu_supports("avx512bf16");
 }
 
-AVXBF16 static void pair_planes_avx(uint32_t *p, const float *x, int channels, size_t plane) {
+AVXBF16 static void pair_planes_avx(uint32_t *p, size_t p_plane, const float *x, size_t x_plane, int channels,
+                                    size_t count) {
     for (int k = 0; 2 * k < channels; k++) {
-        const float *lo = x + (size_t)2 * k * plane, *hi = lo + plane;
+        const float *lo = x + (size_t)2 * k * x_plane, *hi = lo + x_plane;
         int has_high = 2 * k + 1 < channels;
-        uint32_t *pk = p + (size_t)k * plane;
-        for (size_t i = 0; i < plane; i += LANES) {
-            __mmask16 m = low_lanes((int)(plane - i < LANES ? plane - i : LANES));
+        uint32_t *pk = p + (size_t)k * p_plane;
+        for (size_t i = 0; i < count; i += LANES) {
+            __mmask16 m = low_lanes((int)(count - i < LANES ? count - i : LANES));
             __m512 a = _mm512_maskz_loadu_ps(m, lo + i);
             __m512 b = has_high ? _mm512_maskz_loadu_ps(m, hi + i) : _mm512_setzero_ps();
             // Lane i of a and b to lanes 2i, 2i + 1: each 32-bit word of the result one pixel's pair.
@@ -112,9 +115,10 @@ AVXBF16 static void pair_planes_avx(uint32_t *p, const float *x, int channels, s
 
 /// Up to eight outputs of tv <= TV vectors, as cconv.c's forward_tile with a pair of input
 /// channels per step: every input pair and tap, sums kept in registers.
-AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, const uint32_t *wb, const float *bias, int outputs,
-                                        int pairs, size_t plane, const ptrdiff_t d[TAPS], const Vec v[TV],
-                                        int accumulate, const int clean, const int tv) {
+AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, size_t x_plane, const uint32_t *wb,
+                                        const float *bias, int outputs, int pairs, size_t plane,
+                                        const ptrdiff_t d[TAPS], const Vec v[TV], int accumulate, const int clean,
+                                        const int tv) {
     __m512 acc[OB][TV];
     for (int o = 0; o < OB; o++)
         for (int s = 0; s < tv; s++)
@@ -123,10 +127,10 @@ AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, const uint3
     __mmask16 left[TV], right[TV];
     for (int s = 0; s < tv; s++) left[s] = v[s].tap[3], right[s] = v[s].tap[5];
     for (int k = 0; k < pairs; k++) {
-        const uint32_t *xk = x + k * plane, *wk = wb + (size_t)k * TAPS * OB;
+        const uint32_t *xk = x + k * x_plane, *wk = wb + (size_t)k * TAPS * OB;
         for (int s = 0; s < tv; s++)
             for (int ky = 0; ky < 3; ky++)
-                _mm_prefetch((const char *)(xk + plane + v[s].offset + d[ky * 3 + 1]), _MM_HINT_T0);
+                _mm_prefetch((const char *)(xk + x_plane + v[s].offset + d[ky * 3 + 1]), _MM_HINT_T0);
         if (clean) {
 #pragma clang loop unroll(full)
             for (int t = 0; t < TAPS; t++) {
@@ -157,11 +161,14 @@ AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, const uint3
         for (int s = 0; s < tv; s++) _mm512_mask_storeu_ps(y + o * plane + v[s].offset, v[s].store, acc[o][s]);
 }
 
-AVXBF16 static void forward_avx(float *y, const uint32_t *x, const uint32_t *packed, size_t block_stride,
-                                const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
-                                int accumulate) {
+AVXBF16 static void forward_avx(float *y, const uint32_t *x, size_t x_plane, int x_row, const uint32_t *packed,
+                                size_t block_stride, const float *bias, int inputs, int outputs, int height, int width,
+                                int row0, int row1, int accumulate) {
     size_t plane = (size_t)height * width;
     int pairs = (inputs + 1) / 2;
+    // Pixel offsets stay the image's: x from its row 0 (a padding tap's address may lie outside
+    // the band, as outside the image; its lanes are never loaded).
+    x -= (ptrdiff_t)x_row * width;
     // Vectors as in cconv3x3_forward: rows' pieces, or runs of sixteen pixels across rows.
     int narrow = width < LANES || (width % LANES != 0 && width < 4 * LANES);
     int per_row = (width + LANES - 1) / LANES;
@@ -187,10 +194,10 @@ AVXBF16 static void forward_avx(float *y, const uint32_t *x, const uint32_t *pac
             float *yb = y + (size_t)b * OB * plane;
             const uint32_t *wb = packed + (size_t)b * block_stride;
             const float *bb = bias ? bias + b * OB : 0;
-            if (clean) forward_tile(yb, x, wb, bb, n, pairs, plane, d, v, accumulate, 1, TV);
-            else if (end - i >= TV) forward_tile(yb, x, wb, bb, n, pairs, plane, d, v, accumulate, 0, TV);
-            else if (end - i == 2) forward_tile(yb, x, wb, bb, n, pairs, plane, d, v, accumulate, 0, 2);
-            else forward_tile(yb, x, wb, bb, n, pairs, plane, d, v, accumulate, 0, 1);
+            if (clean) forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 1, TV);
+            else if (end - i >= TV) forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 0, TV);
+            else if (end - i == 2) forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 0, 2);
+            else forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 0, 1);
         }
     }
 }

@@ -3,8 +3,9 @@
 #include "bf16.h"
 
 // ConvTranspose2d 2x2 stride 2 in bf16 (cconvt_bf16.h). Arrays, per image:
-//   x   [inputs][H][W] float32; as paired planes [ceil(inputs / 2)][H][W] words (forward), as a
-//       pixel-pair copy [rows][ceil(W / 2)][padded_channels] words (weight gradient)
+//   x   [inputs][H][W] float32, paired in the forward as it is read (word = (x[2k], x[2k + 1])
+//       at one pixel); as a pixel-pair copy [rows][ceil(W / 2)][padded_channels] words (weight
+//       gradient)
 //   y   [outputs][2H][2W] float32 (rows `out_width` apart inside a padded plane)
 //   dy  [outputs][2H][2W] float32; as words [outputs][2H][W] (input gradient), as the copy
 //       [outputs * 4][images][rows][ceil(W / 2)] words (weight gradient)
@@ -58,12 +59,13 @@ size_t cbf16t_dy_count(int outputs, int images, int rows, int width) {
 
 // MARK: portable
 
-static void forward_portable(float *y, size_t ow, size_t out_plane, const uint32_t *x, const uint32_t *packed,
+static void forward_portable(float *y, size_t ow, size_t out_plane, const float *x, const uint32_t *packed,
                              const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
                              uint32_t *tile) {
     (void)tile;
     size_t plane = (size_t)height * width;
     int pairs = (inputs + 1) / 2;
+#define X(k, at) pair(x[2 * (k) * plane + (at)], 2 * (k) + 1 < inputs ? x[(2 * (k) + 1) * plane + (at)] : 0.f)
     for (int p = 0; p < outputs; p++)
         for (int a = 0; a < 2; a++)
             for (int kx = 0; kx < 2; kx++) {
@@ -72,11 +74,12 @@ static void forward_portable(float *y, size_t ow, size_t out_plane, const uint32
                     for (int j = 0; j < width; j++) {
                         float s = 0;
                         for (int k = 0; k < pairs; k++)
-                            s = dot_pair(s, x[k * plane + (size_t)i * width + j], wp[k * 2 * FB]);
+                            s = dot_pair(s, X(k, (size_t)i * width + j), wp[k * 2 * FB]);
                         if (bias) s += bias[p];
                         y[p * out_plane + (size_t)(2 * i + a) * ow + 2 * j + kx] = s;
                     }
             }
+#undef X
 }
 
 static void round_pairs_portable(uint32_t *d, const float *dy, size_t count) {
@@ -159,7 +162,7 @@ static INLINE void vectors(Vectors *v, long i, long end, int width) {
     }
 }
 
-AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const uint32_t *x, const uint32_t *packed,
+AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const float *x, const uint32_t *packed,
                                 const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
                                 uint32_t *tile) {
     size_t plane = (size_t)height * width;
@@ -168,11 +171,17 @@ AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const uin
     for (long i = (long)row0 * per_row; i < end; i += TV) {
         Vectors v;
         vectors(&v, i, end, width);
-        // The tile's input words, pair after pair: read once per block of outputs and kernel row.
+        // The tile's input words, pair after pair, rounded once for every block of outputs and
+        // kernel row: lane i of channels 2k and 2k + 1 to lanes 2i, 2i + 1, then to bf16.
         for (int k = 0; k < pairs; k++)
-            for (int s = 0; s < TV; s++)
-                _mm512_storeu_si512(tile + (k * TV + s) * LANES,
-                                    _mm512_maskz_loadu_epi32(v.lanes[s], x + k * plane + v.in[s]));
+            for (int s = 0; s < TV; s++) {
+                const float *lo = x + (size_t)2 * k * plane + v.in[s];
+                __m512 a = _mm512_maskz_loadu_ps(v.lanes[s], lo);
+                __m512 b = 2 * k + 1 < inputs ? _mm512_maskz_loadu_ps(v.lanes[s], lo + plane) : _mm512_setzero_ps();
+                __m512 even, odd;
+                interleave(a, b, &even, &odd);
+                _mm512_storeu_si512(tile + (k * TV + s) * LANES, to_pairs(even, odd));
+            }
         for (int b = 0; b * FB < outputs; b++) {
             int count = outputs - b * FB < FB ? outputs - b * FB : FB;
             for (int a = 0; a < 2; a++) {
@@ -204,6 +213,8 @@ AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const uin
                         float *at = yo + (size_t)2 * v.row[s] * ow + 2 * v.column[s];
                         _mm512_mask_storeu_ps(at, low_lanes(2 * n), lo);
                         _mm512_mask_storeu_ps(at + LANES, low_lanes(2 * n - LANES), hi);
+                        _mm_prefetch((const char *)(at + 2 * TV * LANES), _MM_HINT_ET0);
+                        _mm_prefetch((const char *)(at + 2 * TV * LANES + LANES), _MM_HINT_ET0);
                     }
                 }
             }

@@ -25,16 +25,15 @@ public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ x: Un
                                        height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
                                        workspace: Workspace) {
     precondition(s.runsBF16 && top >= 0 && left >= 0)
-    let k = bf16TransposedKernels.pointee, pairPlanes = bf16Kernels.pointee.pair_planes!
-    let plane = height * width, pairs = (s.inC + 1) / 2
+    let k = bf16TransposedKernels.pointee
+    let plane = height * width
     let packedCount = cbf16t_packed_count(Int32(s.inC), Int32(s.outC)), tileCount = cbf16t_tile_count(Int32(s.inC))
-    let ws = workspace.floats(packedCount + batch * pairs * plane + computeThreads * tileCount)
-    let packed = words(ws), planes = words(ws + packedCount), tiles = planes + batch * pairs * plane
+    let ws = workspace.floats(packedCount + computeThreads * tileCount)
+    let packed = words(ws), tiles = packed + packedCount
     cbf16t_pack(packed, weight, Int32(s.inC), Int32(s.outC), 0)
     let outWidth = 2 * width + left, outPlane = (2 * height + top) * outWidth
     parallelChunks(batch) { t, images in for n in images {
-        let yn = y + n * s.outC * outPlane, xn = planes + n * pairs * plane
-        pairPlanes(xn, x + n * s.inC * plane, Int32(s.inC), plane)
+        let yn = y + n * s.outC * outPlane, xn = x + n * s.inC * plane
         zeroPadding(yn, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
         k.forward!(yn + top * outWidth + left, outWidth, outPlane, xn, packed, bias, Int32(s.inC), Int32(s.outC),
                    Int32(height), Int32(width), 0, Int32(height), tiles + t * tileCount)
@@ -43,14 +42,15 @@ public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ x: Un
 
 /// The backward of `convTranspose2dForwardBF16` (unpadded planes): dweight and dbias accumulated
 /// (+=), dx assigned when given; dy is rounded to bf16 for both gradients, the bias gradient sums
-/// it in float32 as the float32 path does.
+/// it in float32 as the float32 path does. Each image goes by bands of rows, every use of a band
+/// of dy (its copy for the weight gradient, its sums, its rounding for dx) while it is in cache.
 public func convTranspose2dBackwardBF16(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
                                         dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                                         x: UnsafePointer<Float>, weight: UnsafePointer<Float>, batch: Int, height: Int,
                                         width: Int, _ s: ConvTranspose2dShape, workspace: Workspace) {
     precondition(s.runsBF16)
     let k = bf16TransposedKernels.pointee, unfold = bf16Kernels.pointee.unfold!
-    let plane = height * width, outPlane = 4 * plane, pairs = (width + 1) / 2
+    let plane = height * width, outPlane = 4 * plane, outWidth = 2 * width, pairs = (width + 1) / 2
     let cp = (s.inC + 15) / 16 * 16, threads = min(computeThreads, batch)
     // Rows per copy: the two copies of a band within about 1 MiB.
     let band = max(1, min(height, (1 << 18) / (pairs * (cp + 4 * s.outC))))
@@ -64,7 +64,7 @@ public func convTranspose2dBackwardBF16(dx: UnsafeMutablePointer<Float>?, dweigh
     if dx != nil { cbf16t_pack(packed, weight, Int32(s.inC), Int32(s.outC), 1) }
     for t in 0..<threads {
         // The sums start at zero; the x copy's padding channels are never written.
-        (slots + t * slot).update(repeating: 0, count: gCount + s.outC + xCount)
+        (slots + t * slot).update(repeating: 0, count: gCount + s.outC + (cp > s.inC ? xCount : 0))
     }
     let h = Int32(height), w = Int32(width)
     parallelChunks(batch) { t, images in
@@ -73,16 +73,20 @@ public func convTranspose2dBackwardBF16(dx: UnsafeMutablePointer<Float>?, dweigh
         for n in images {
             let xn = x + n * s.inC * plane, dyn = dy + n * s.outC * outPlane
             for r0 in stride(from: 0, to: height, by: band) {
-                let rows = Int32(min(band, height - r0))
-                unfold(xCopy, xn, nil, s.inC * plane, 1, Int32(s.inC), 0, Int32(cp), h, w, Int32(r0), rows, 0,
+                let rows = min(band, height - r0), r = Int32(r0), count = Int32(rows)
+                unfold(xCopy, xn, nil, s.inC * plane, 1, Int32(s.inC), 0, Int32(cp), h, w, r, count, 0,
                        Int32(pairs), nil, nil)
-                k.unfold_dy!(dyCopy, dyn, s.outC * outPlane, 1, Int32(s.outC), h, w, Int32(r0), rows)
-                k.weight_grad!(g, dyCopy, xCopy, Int32(s.outC), Int32(cp), Int(rows) * pairs)
-            }
-            if dbias != nil { addRowSums(db, dyn, rows: s.outC, columns: outPlane) }
-            if let dx {
-                k.round_pairs!(dyRounded, dyn, s.outC * outPlane)
-                k.input_grad!(dx + n * s.inC * plane, dyRounded, packed, Int32(s.inC), Int32(s.outC), h, w, 0, h)
+                k.unfold_dy!(dyCopy, dyn, s.outC * outPlane, 1, Int32(s.outC), h, w, r, count)
+                k.weight_grad!(g, dyCopy, xCopy, Int32(s.outC), Int32(cp), rows * pairs)
+                // The band's output rows 2 r0 ..< 2 (r0 + rows) of every plane.
+                let first = 2 * r0 * outWidth, floats = 2 * rows * outWidth
+                if dbias != nil { addRowSums(db, dyn + first, rows: s.outC, columns: floats, stride: outPlane) }
+                guard let dx else { continue }
+                for p in 0..<s.outC {
+                    k.round_pairs!(dyRounded + (p * outPlane + first) / 2, dyn + p * outPlane + first, floats)
+                }
+                k.input_grad!(dx + n * s.inC * plane, dyRounded, packed, Int32(s.inC), Int32(s.outC), h, w, r,
+                              r + count)
             }
         }
     }

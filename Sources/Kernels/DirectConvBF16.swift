@@ -43,8 +43,20 @@ extension Conv2dShape {
     UnsafeMutableRawPointer(p).assumingMemoryBound(to: UInt32.self)
 }
 
+/// The rows a band of output rows reads through the 3x3 taps: one more on each side, within the image.
+@inline(__always) func readRows(_ rows: Range<Int>, height: Int) -> Range<Int> {
+    max(0, rows.lowerBound - 1)..<min(height, rows.upperBound + 1)
+}
+
+/// Words of one thread's paired planes for the bands of `plan` (at most a whole image).
+func bandPlanesCount(_ plan: DirectPlan, pairs: Int) -> Int {
+    pairs * min(plan.height, plan.bandRows + 2) * plan.width
+}
+
 /// y = conv(x, weight) + bias in bf16, x = a or torch.cat([a, b], 1) (`channelsA` in a). With
-/// `statistics`, BatchNorm's per-band sums of y, as `conv2dForward` takes them.
+/// `statistics`, BatchNorm's per-band sums of y, as `conv2dForward` takes them. Each thread pairs
+/// the rows its band reads into its own planes, so the paired copy stays in cache and its memory
+/// is a band's, not the batch's.
 public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
                               _ b: UnsafePointer<Float>? = nil, weight: UnsafePointer<Float>,
                               bias: UnsafePointer<Float>?, batch: Int, height: Int, width: Int, _ s: Conv2dShape,
@@ -53,22 +65,24 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePoint
     let k = bf16Kernels.pointee
     let plane = height * width, pairs = (s.inC + 1) / 2, blockStride = pairs * 72
     let ca = b == nil ? s.inC : channelsA!, cb = s.inC - ca
-    let packedCount = cbf16_packed_count(Int32(s.outC), Int32(s.inC))
-    let ws = workspace.floats(packedCount + batch * pairs * plane)
-    let packed = words(ws), planes = words(ws + packedCount)
-    cbf16_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
-    // Both tensors' channels as one image of paired planes (a's count is even: pairs line up).
-    parallelChunks(batch) { _, images in
-        for n in images {
-            k.pair_planes!(planes + n * pairs * plane, a + n * ca * plane, Int32(ca), plane)
-            if let b { k.pair_planes!(planes + (n * pairs + ca / 2) * plane, b + n * cb * plane, Int32(cb), plane) }
-        }
-    }
     let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
-    plan.forEach { _, images, rows in
+    let packedCount = cbf16_packed_count(Int32(s.outC), Int32(s.inC)), bandCount = bandPlanesCount(plan, pairs: pairs)
+    let ws = workspace.floats(packedCount + min(computeThreads, plan.items) * bandCount)
+    let packed = words(ws), bands = words(ws + packedCount)
+    cbf16_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
+    plan.forEach { t, images, rows in
+        let planes = bands + t * bandCount, read = readRows(rows, height: height), bandPlane = read.count * width
         for n in images {
-            k.forward!(y + n * s.outC * plane, planes + n * pairs * plane, packed, blockStride, bias, Int32(s.inC),
-                      Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound), Int32(rows.upperBound), 0)
+            // Both tensors' channels as one image of paired planes (a's count is even: pairs line up).
+            let at = read.lowerBound * width
+            k.pair_planes!(planes, bandPlane, a + n * ca * plane + at, plane, Int32(ca), bandPlane)
+            if let b {
+                k.pair_planes!(planes + ca / 2 * bandPlane, bandPlane, b + n * cb * plane + at, plane, Int32(cb),
+                               bandPlane)
+            }
+            k.forward!(y + n * s.outC * plane, planes, bandPlane, Int32(read.lowerBound), packed, blockStride, bias,
+                       Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound),
+                       Int32(rows.upperBound), 0)
             guard let statistics else { continue }
             let part = statistics + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC
             for o in 0..<s.outC {
@@ -109,21 +123,16 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     let evenCount = cbf16_rows_count(Int32(group), Int32(band + 2), Int32(pairs + 1), Int32(cp))
     let oddCount = cbf16_rows_count(Int32(group), Int32(band + 2), Int32(pairs), Int32(cp))
     let dyCount = cbf16_rows_count(Int32(group), Int32(band), Int32(pairs), Int32(op))
-    let slot = gCount + s.outC + evenCount + oddCount + dyCount
+    let weightCount = gCount + s.outC + evenCount + oddCount + dyCount
+    // The input gradient is the convolution of dy (rounded to bf16, paired per band as the
+    // forward pairs x) with the adjoint kernel.
     let dyPairs = (s.outC + 1) / 2, adjointStride = dyPairs * 72
     let adjointCount = cbf16_packed_count(Int32(s.inC), Int32(s.outC))
-    let planesCount = dx == nil ? 0 : batch * dyPairs * plane
-    let ws = workspace.floats(adjointCount + planesCount + threads * slot)
-    let adjoint = words(ws), dyPlanes = words(ws + adjointCount), slots = ws + adjointCount + planesCount
-    if dx != nil {
-        // The input gradient is the convolution of dy (rounded to bf16) with the adjoint kernel.
-        cbf16_pack(adjoint, weight, Int32(s.outC), Int32(s.inC), 1)
-        parallelChunks(batch) { _, images in
-            for n in images {
-                k.pair_planes!(dyPlanes + n * dyPairs * plane, dy + n * s.outC * plane, Int32(s.outC), plane)
-            }
-        }
-    }
+    let planesCount = dx == nil ? 0 : bandPlanesCount(plan, pairs: dyPairs)
+    let slot = weightCount + planesCount
+    let ws = workspace.floats(adjointCount + threads * slot)
+    let adjoint = words(ws), slots = ws + adjointCount
+    if dx != nil { cbf16_pack(adjoint, weight, Int32(s.outC), Int32(s.inC), 1) }
     for t in 0..<threads {
         let base = slots + t * slot
         base.update(repeating: 0, count: gCount + s.outC)
@@ -134,7 +143,7 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     let outputs = dx.map { Parts($0, channels: s.inC) }
     plan.forEach { t, images, rows in
         let g = slots + t * slot, db = g + gCount
-        let even = words(db + s.outC), odd = even + evenCount, dyt = odd + oddCount
+        let even = words(db + s.outC), odd = even + evenCount, dyt = odd + oddCount, dyPlanes = dyt + dyCount
         let n0 = images.lowerBound, count = Int32(images.count)
         let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
         let h = Int32(height), w = Int32(width), n = Int32(rows.count), pw = Int32(pairs)
@@ -153,10 +162,14 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
                 addRowSums(db, dy + i * s.outC * plane + rows.lowerBound * width, rows: s.outC,
                            columns: rows.count * width, stride: plane)
             }
-            outputs?.forEach { tensor, channels, first, _ in
-                k.forward!(tensor + i * channels * plane, dyPlanes + i * dyPairs * plane,
-                          adjoint + first / 8 * adjointStride, adjointStride, nil, Int32(s.outC), Int32(channels), h, w,
-                          r0, r1, 0)
+            guard let outputs else { continue }
+            let read = readRows(rows, height: height), bandPlane = read.count * width
+            k.pair_planes!(dyPlanes, bandPlane, dy + i * s.outC * plane + read.lowerBound * width, plane,
+                           Int32(s.outC), bandPlane)
+            outputs.forEach { tensor, channels, first, _ in
+                k.forward!(tensor + i * channels * plane, dyPlanes, bandPlane, Int32(read.lowerBound),
+                           adjoint + first / 8 * adjointStride, adjointStride, nil, Int32(s.outC), Int32(channels), h,
+                           w, r0, r1, 0)
             }
         }
     }

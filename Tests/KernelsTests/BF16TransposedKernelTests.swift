@@ -8,7 +8,7 @@ import XCTest
 /// its number of terms, gamma(n) * sum |terms| (as BF16KernelTests). Shapes reach the kernels'
 /// edges: odd widths (a last pixel pair of one pixel), 1 x 1 planes, rows of one and several
 /// vectors with a partial last one, channel counts that fill neither a pair nor a block of four,
-/// eight or sixteen; one thread and three. The portable kernels and the AVX512_BF16 ones give the
+/// eight or sixteen, a backward in several bands of rows; one thread and three. The portable kernels and the AVX512_BF16 ones give the
 /// same bits; padded planes hold the unpadded result; and the input and weight gradients are the
 /// adjoints of the forward (the exact form of a finite-difference check for a linear map).
 final class BF16TransposedKernelTests: XCTestCase {
@@ -101,9 +101,9 @@ final class BF16TransposedKernelTests: XCTestCase {
         return results
     }
 
-    // (in, out, batch, height, width)
+    // (in, out, batch, height, width); the last one's backward goes by bands of 32 rows and 13.
     let shapes = [(8, 4, 2, 5, 7), (1, 1, 1, 1, 1), (3, 5, 1, 1, 17), (17, 12, 3, 6, 33), (16, 8, 2, 20, 64),
-                  (33, 16, 2, 3, 2), (64, 32, 1, 4, 4), (32, 16, 2, 9, 50)]
+                  (33, 16, 2, 3, 2), (64, 32, 1, 4, 4), (32, 16, 2, 9, 50), (16, 16, 1, 45, 201)]
 
     func testAgainstFloat64Reference() throws {
         for (c, o, n, h, w) in shapes { _ = check(makeCase(c, o, n, h, w)) }

@@ -53,18 +53,23 @@ size_t cbf16_packed_count(int outputs, int inputs);
 void cbf16_pack(uint32_t *packed, const float *w, int O, int C, int adjoint);
 
 /// Paired planes from float32 NCHW planes: p[k][pixel] = (x[2k][pixel], x[2k + 1][pixel]) for
-/// k < ceil(channels / 2), x[channels] read as zero. `plane` pixels per channel. One image.
-typedef void (*cbf16_pair_planes_fn)(uint32_t *p, const float *x, int channels, size_t plane);
+/// k < ceil(channels / 2) and the first `count` pixels of each plane, x[channels] read as zero.
+/// p's planes lie `p_plane` words apart, x's `x_plane` floats. One image, or a band of its rows.
+typedef void (*cbf16_pair_planes_fn)(uint32_t *p, size_t p_plane, const float *x, size_t x_plane, int channels,
+                                     size_t count);
 
 /// One image, output rows [row0, row1): y[p] = sum over input channels q of conv(x[q], w[p, q]),
 /// plus bias[p] (NULL: none), or added to what y holds when `accumulate` is 1, for p < outputs.
-/// x: ceil(inputs / 2) paired planes of height x width words; y: float32 planes. `packed` from
-/// cbf16_pack; its blocks of eight outputs lie `block_stride` words apart (a sub-range of the
-/// input pairs is a pointer into the first block with the full stride). Sums per output pixel:
-/// bias or y first, then for each input pair, the nine taps in order.
-typedef void (*cbf16_forward_fn)(float *y, const uint32_t *x, const uint32_t *packed, size_t block_stride,
-                                 const float *bias, int inputs, int outputs, int height, int width, int row0,
-                                 int row1, int accumulate);
+/// x: ceil(inputs / 2) paired planes, `x_plane` words apart, whose first row is the image's row
+/// `x_row`: a band of rows [x_row, x_row + x_plane / width) that holds every row the output rows
+/// read (row0 - 1 to row1, within the image), or the whole image (x_plane = height x width,
+/// x_row = 0). y: float32 planes of height x width. `packed` from cbf16_pack; its blocks of
+/// eight outputs lie `block_stride` words apart (a sub-range of the input pairs is a pointer into
+/// the first block with the full stride). Sums per output pixel: bias or y first, then for each
+/// input pair, the nine taps in order.
+typedef void (*cbf16_forward_fn)(float *y, const uint32_t *x, size_t x_plane, int x_row, const uint32_t *packed,
+                                 size_t block_stride, const float *bias, int inputs, int outputs, int height,
+                                 int width, int row0, int row1, int accumulate);
 
 /// Words of one pixel-pair copy: `images` images of `rows` rows of `pairs` words of
 /// `padded_channels` channels.

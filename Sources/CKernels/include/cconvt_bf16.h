@@ -14,8 +14,9 @@
 /// [inputs][outputs][2][2]; y[p, 2i + a, 2j + b] = bias[p] + sum over q of w[q, p, a, b] x[q, i, j].
 /// Each kernel pairs two terms of its sum:
 ///
-/// - Forward: pairs of INPUT CHANNELS, x as cconv_bf16.h's paired planes (H x W words, word =
-///   (x[2k], x[2k + 1]) at one pixel); one weight word per (pair, output, tap).
+/// - Forward: pairs of INPUT CHANNELS, x read as cconv_bf16.h's paired planes (word =
+///   (x[2k], x[2k + 1]) at one pixel, rounded as it is read); one weight word per (pair, output,
+///   tap).
 /// - Input gradient: dx[q, i, j] = sum over p, a of w[q, p, a, 0] dy[p, 2i + a, 2j] +
 ///   w[q, p, a, 1] dy[p, 2i + a, 2j + 1]: the two kernel COLUMNS b are the pair. Output pixels 2j
 ///   and 2j + 1 lie side by side, so dy rounded to bf16 in place (NCHW, 2W bf16 a row) already
@@ -36,10 +37,10 @@ size_t cbf16t_packed_count(int inputs, int outputs);
 void cbf16t_pack(uint32_t *packed, const float *w, int inputs, int outputs, int input_grad);
 
 /// One image, input rows [row0, row1): y[p, 2i + a, 2j + b] = (sum over input pairs k in order of
-/// the pair step) + bias[p] (NULL: none), assigned. x: ceil(inputs / 2) paired planes; y's rows
-/// `out_width` floats apart (2W, or more inside a padded plane), its planes `out_plane`.
-/// `tile`: scratch of `cbf16t_tile_count(inputs)` words.
-typedef void (*cbf16t_forward_fn)(float *y, size_t out_width, size_t out_plane, const uint32_t *x,
+/// the pair step) + bias[p] (NULL: none), assigned. x: float32 [inputs][H][W]; y's rows
+/// `out_width` floats apart (2W, or more inside a padded plane), its planes `out_plane`. `tile`:
+/// scratch of `cbf16t_tile_count(inputs)` words.
+typedef void (*cbf16t_forward_fn)(float *y, size_t out_width, size_t out_plane, const float *x,
                                   const uint32_t *packed, const float *bias, int inputs, int outputs, int height,
                                   int width, int row0, int row1, uint32_t *tile);
 size_t cbf16t_tile_count(int inputs);
