@@ -8,9 +8,10 @@ import XCTest
 /// its number of terms, gamma(n) * sum |terms| (as BF16KernelTests). Shapes reach the kernels'
 /// edges: odd widths (a last pixel pair of one pixel), 1 x 1 planes, rows of one and several
 /// vectors with a partial last one, channel counts that fill neither a pair nor a block of four,
-/// eight or sixteen, a backward in several bands of rows; one thread and three. The portable kernels and the AVX512_BF16 ones give the
-/// same bits; padded planes hold the unpadded result; and the input and weight gradients are the
-/// adjoints of the forward (the exact form of a finite-difference check for a linear map).
+/// eight or sixteen, a backward in several bands of rows; one thread and three. The portable
+/// kernels and the AVX512_BF16 ones give the same bits; padded planes hold the unpadded result;
+/// and the input and weight gradients are the adjoints of the forward (the exact form of a
+/// finite-difference check for a linear map).
 final class BF16TransposedKernelTests: XCTestCase {
     var rng = SplitMix64(seed: 29)
 
