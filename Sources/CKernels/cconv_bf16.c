@@ -158,7 +158,12 @@ AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, size_t x_pl
         }
     }
     for (int o = 0; o < outputs; o++)
-        for (int s = 0; s < tv; s++) _mm512_mask_storeu_ps(y + o * plane + v[s].offset, v[s].store, acc[o][s]);
+        for (int s = 0; s < tv; s++) {
+            float *at = y + o * plane + v[s].offset;
+            _mm512_mask_storeu_ps(at, v[s].store, acc[o][s]);
+            // The next tile's output line, for writing: a miss there stalls the stores.
+            _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_ET0);
+        }
 }
 
 AVXBF16 static void forward_avx(float *y, const uint32_t *x, size_t x_plane, int x_row, const uint32_t *packed,

@@ -213,6 +213,7 @@ AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const flo
                         float *at = yo + (size_t)2 * v.row[s] * ow + 2 * v.column[s];
                         _mm512_mask_storeu_ps(at, low_lanes(2 * n), lo);
                         _mm512_mask_storeu_ps(at + LANES, low_lanes(2 * n - LANES), hi);
+                        // The next tile's output lines, for writing: a miss there stalls the stores.
                         _mm_prefetch((const char *)(at + 2 * TV * LANES), _MM_HINT_ET0);
                         _mm_prefetch((const char *)(at + 2 * TV * LANES + LANES), _MM_HINT_ET0);
                     }
@@ -260,8 +261,11 @@ AVXBF16 static void input_grad_avx(float *dx, const uint32_t *d, const uint32_t 
                     }
                 }
             for (int o = 0; o < count; o++)
-                for (int s = 0; s < TV; s++)
-                    _mm512_mask_storeu_ps(dx + (size_t)(b * DB + o) * plane + v.in[s], v.lanes[s], acc[o][s]);
+                for (int s = 0; s < TV; s++) {
+                    float *at = dx + (size_t)(b * DB + o) * plane + v.in[s];
+                    _mm512_mask_storeu_ps(at, v.lanes[s], acc[o][s]);
+                    _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_ET0);
+                }
         }
     }
 }
