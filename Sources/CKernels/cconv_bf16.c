@@ -48,8 +48,15 @@ size_t cbf16_rows_count(int images, int rows, int pairs, int padded_channels) {
 
 // MARK: portable
 
-static void pair_planes_portable(uint32_t *p, size_t p_plane, const float *x, size_t x_plane, int channels,
-                                 size_t count) {
+static void pair_planes_portable(uint32_t *p, size_t p_plane, const float *x, const uint16_t *xb, size_t x_plane,
+                                 int channels, size_t count) {
+    if (xb) {
+        for (int k = 0; 2 * k < channels; k++) {
+            const uint16_t *lo = xb + (size_t)2 * k * x_plane, *hi = 2 * k + 1 < channels ? lo + x_plane : NULL;
+            for (size_t i = 0; i < count; i++) p[(size_t)k * p_plane + i] = lo[i] | (uint32_t)(hi ? hi[i] : 0) << 16;
+        }
+        return;
+    }
     for (int k = 0; 2 * k < channels; k++) {
         const float *lo = x + (size_t)2 * k * x_plane, *hi = 2 * k + 1 < channels ? lo + x_plane : NULL;
         for (size_t i = 0; i < count; i++) p[(size_t)k * p_plane + i] = pair(lo[i], hi ? hi[i] : 0.f);
@@ -94,8 +101,26 @@ int cbf16_available(void) {
            __builtin_cpu_supports("avx512bf16");
 }
 
-AVXBF16 static void pair_planes_avx(uint32_t *p, size_t p_plane, const float *x, size_t x_plane, int channels,
-                                    size_t count) {
+AVXBF16 static void pair_planes_avx(uint32_t *p, size_t p_plane, const float *x, const uint16_t *xb,
+                                    size_t x_plane, int channels, size_t count) {
+    if (xb) {
+        for (int k = 0; 2 * k < channels; k++) {
+            const uint16_t *lo = xb + (size_t)2 * k * x_plane, *hi = lo + x_plane;
+            int has_high = 2 * k + 1 < channels;
+            uint32_t *pk = p + (size_t)k * p_plane;
+            for (size_t i = 0; i < count; i += LANES) {
+                int n = (int)(count - i < LANES ? count - i : LANES);
+                // Sixteen halves of each plane, zero-extended to words; the odd channel's shifted up.
+                __m512i a = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(
+                    _mm512_maskz_loadu_epi16((__mmask32)low_lanes(n), lo + i)));
+                __m512i b = has_high ? _mm512_cvtepu16_epi32(_mm512_castsi512_si256(
+                                           _mm512_maskz_loadu_epi16((__mmask32)low_lanes(n), hi + i)))
+                                     : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(pk + i, low_lanes(n), _mm512_or_si512(a, _mm512_slli_epi32(b, 16)));
+            }
+        }
+        return;
+    }
     for (int k = 0; 2 * k < channels; k++) {
         const float *lo = x + (size_t)2 * k * x_plane, *hi = lo + x_plane;
         int has_high = 2 * k + 1 < channels;

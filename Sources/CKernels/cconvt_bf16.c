@@ -59,9 +59,9 @@ size_t cbf16t_dy_count(int outputs, int images, int rows, int width) {
 
 // MARK: portable
 
-static void forward_portable(float *y, size_t ow, size_t out_plane, const float *x, const uint32_t *packed,
-                             const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
-                             uint32_t *tile) {
+static void forward_portable(float *y, uint16_t *yb, size_t ow, size_t out_plane, const float *x,
+                             const uint32_t *packed, const float *bias, int inputs, int outputs, int height, int width,
+                             int row0, int row1, uint32_t *tile) {
     (void)tile;
     size_t plane = (size_t)height * width;
     int pairs = (inputs + 1) / 2;
@@ -76,7 +76,9 @@ static void forward_portable(float *y, size_t ow, size_t out_plane, const float 
                         for (int k = 0; k < pairs; k++)
                             s = dot_pair(s, X(k, (size_t)i * width + j), wp[k * 2 * FB]);
                         if (bias) s += bias[p];
-                        y[p * out_plane + (size_t)(2 * i + a) * ow + 2 * j + kx] = s;
+                        size_t at = p * out_plane + (size_t)(2 * i + a) * ow + 2 * j + kx;
+                        if (yb) yb[at] = bf16_round(s);
+                        else y[at] = s;
                     }
             }
 #undef X
@@ -162,9 +164,9 @@ static INLINE void vectors(Vectors *v, long i, long end, int width) {
     }
 }
 
-AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const float *x, const uint32_t *packed,
-                                const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
-                                uint32_t *tile) {
+AVXBF16 static void forward_avx(float *y, uint16_t *yb, size_t ow, size_t out_plane, const float *x,
+                                const uint32_t *packed, const float *bias, int inputs, int outputs, int height,
+                                int width, int row0, int row1, uint32_t *tile) {
     size_t plane = (size_t)height * width;
     int pairs = (inputs + 1) / 2, per_row = (width + LANES - 1) / LANES;
     long end = (long)row1 * per_row;
@@ -199,7 +201,7 @@ AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const flo
                     }
                 }
                 for (int o = 0; o < count; o++) {
-                    float *yo = y + (size_t)(b * FB + o) * out_plane + (size_t)a * ow;
+                    size_t yo = (size_t)(b * FB + o) * out_plane + (size_t)a * ow;
                     for (int s = 0; s < TV; s++) {
                         // Output columns 2j and 2j + 1 are kernel columns 0 and 1 of input column j.
                         __m512 lo, hi;
@@ -210,12 +212,19 @@ AVXBF16 static void forward_avx(float *y, size_t ow, size_t out_plane, const flo
                             hi = _mm512_add_ps(hi, bv);
                         }
                         int n = v.lanes[s] ? width - v.column[s] : 0;
-                        float *at = yo + (size_t)2 * v.row[s] * ow + 2 * v.column[s];
-                        _mm512_mask_storeu_ps(at, low_lanes(2 * n), lo);
-                        _mm512_mask_storeu_ps(at + LANES, low_lanes(2 * n - LANES), hi);
+                        size_t at = yo + (size_t)2 * v.row[s] * ow + 2 * v.column[s];
+                        if (yb) {
+                            // lo and hi are 32 consecutive outputs: their bf16 in order, one store.
+                            __mmask32 m = 2 * n >= 2 * LANES ? ~(__mmask32)0 : ((__mmask32)1 << 2 * n) - 1;
+                            _mm512_mask_storeu_epi16(yb + at, m, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                            _mm_prefetch((const char *)(yb + at + 2 * TV * LANES), _MM_HINT_ET0);
+                            continue;
+                        }
+                        _mm512_mask_storeu_ps(y + at, low_lanes(2 * n), lo);
+                        _mm512_mask_storeu_ps(y + at + LANES, low_lanes(2 * n - LANES), hi);
                         // The next tile's output lines, for writing: a miss there stalls the stores.
-                        _mm_prefetch((const char *)(at + 2 * TV * LANES), _MM_HINT_ET0);
-                        _mm_prefetch((const char *)(at + 2 * TV * LANES + LANES), _MM_HINT_ET0);
+                        _mm_prefetch((const char *)(y + at + 2 * TV * LANES), _MM_HINT_ET0);
+                        _mm_prefetch((const char *)(y + at + 2 * TV * LANES + LANES), _MM_HINT_ET0);
                     }
                 }
             }

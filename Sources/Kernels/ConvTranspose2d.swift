@@ -90,8 +90,8 @@ public func convTranspose2dForwardPadded(_ y: UnsafeMutablePointer<Float>, _ x: 
     } }
 }
 
-/// Zeros in the first `top` rows and `left` columns of `planes` planes of rows x width floats.
-func zeroPadding(_ y: UnsafeMutablePointer<Float>, planes: Int, rows: Int, width: Int, top: Int, left: Int) {
+/// Zeros in the first `top` rows and `left` columns of `planes` planes of rows x width elements.
+func zeroPadding<T: Numeric>(_ y: UnsafeMutablePointer<T>, planes: Int, rows: Int, width: Int, top: Int, left: Int) {
     guard top > 0 || left > 0 else { return }
     for p in 0..<planes {
         let plane = y + p * rows * width

@@ -24,6 +24,25 @@ public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ x: Un
                                        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int,
                                        height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
                                        workspace: Workspace) {
+    transposedForwardBF16(y, nil, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
+                          top: top, left: left, workspace: workspace)
+}
+
+/// `convTranspose2dForwardBF16` with y rounded to bf16 and written as its upper halves: for a
+/// reader that rounds its input to bf16 anyway (a bf16 convolution), the same values in half the
+/// memory.
+public func convTranspose2dForwardBF16(halves y: UnsafeMutablePointer<UInt16>, _ x: UnsafePointer<Float>,
+                                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int,
+                                       height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
+                                       workspace: Workspace) {
+    transposedForwardBF16(nil, y, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
+                          top: top, left: left, workspace: workspace)
+}
+
+private func transposedForwardBF16(_ y: UnsafeMutablePointer<Float>?, _ yb: UnsafeMutablePointer<UInt16>?,
+                                   _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                   batch: Int, height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int, left: Int,
+                                   workspace: Workspace) {
     precondition(s.runsBF16 && top >= 0 && left >= 0)
     let k = bf16TransposedKernels.pointee
     let plane = height * width
@@ -33,10 +52,13 @@ public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ x: Un
     cbf16t_pack(packed, weight, Int32(s.inC), Int32(s.outC), 0)
     let outWidth = 2 * width + left, outPlane = (2 * height + top) * outWidth
     parallelChunks(batch) { t, images in for n in images {
-        let yn = y + n * s.outC * outPlane, xn = x + n * s.inC * plane
-        zeroPadding(yn, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
-        k.forward!(yn + top * outWidth + left, outWidth, outPlane, xn, packed, bias, Int32(s.inC), Int32(s.outC),
-                   Int32(height), Int32(width), 0, Int32(height), tiles + t * tileCount)
+        let first = n * s.outC * outPlane, at = top * outWidth + left, xn = x + n * s.inC * plane
+        if let y { zeroPadding(y + first, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left) }
+        if let yb {
+            zeroPadding(yb + first, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
+        }
+        k.forward!(y.map { $0 + first + at }, yb.map { $0 + first + at }, outWidth, outPlane, xn, packed, bias,
+                   Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), tiles + t * tileCount)
     } }
 }
 

@@ -53,18 +53,20 @@ func bandPlanesCount(_ plan: DirectPlan, pairs: Int) -> Int {
     pairs * min(plan.height, plan.bandRows + 2) * plan.width
 }
 
-/// y = conv(x, weight) + bias in bf16, x = a or torch.cat([a, b], 1) (`channelsA` in a). With
-/// `statistics`, BatchNorm's per-band sums of y, as `conv2dForward` takes them. Each thread pairs
-/// the rows its band reads into its own planes, so the paired copy stays in cache and its memory
-/// is a band's, not the batch's.
+/// y = conv(x, weight) + bias in bf16, x = a or torch.cat([a, b], 1) (`channelsA` in a); b may
+/// be given as `bBF16`, its values' bf16 upper halves. With `statistics`, BatchNorm's per-band
+/// sums of y, as `conv2dForward` takes them. Each thread pairs the rows its band reads into its
+/// own planes, so the paired copy stays in cache and its memory is a band's, not the batch's.
 public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
-                              _ b: UnsafePointer<Float>? = nil, weight: UnsafePointer<Float>,
-                              bias: UnsafePointer<Float>?, batch: Int, height: Int, width: Int, _ s: Conv2dShape,
-                              workspace: Workspace, statistics: UnsafeMutablePointer<Double>? = nil) {
-    precondition(s.runsBF16(split: b == nil ? nil : channelsA))
+                              _ b: UnsafePointer<Float>? = nil, bBF16: UnsafePointer<UInt16>? = nil,
+                              weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int, height: Int,
+                              width: Int, _ s: Conv2dShape, workspace: Workspace,
+                              statistics: UnsafeMutablePointer<Double>? = nil) {
+    let concatenated = b != nil || bBF16 != nil
+    precondition(s.runsBF16(split: concatenated ? channelsA : nil) && (b == nil || bBF16 == nil))
     let k = bf16Kernels.pointee
     let plane = height * width, pairs = (s.inC + 1) / 2, blockStride = pairs * 72
-    let ca = b == nil ? s.inC : channelsA!, cb = s.inC - ca
+    let ca = concatenated ? channelsA! : s.inC, cb = s.inC - ca
     let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
     let packedCount = cbf16_packed_count(Int32(s.outC), Int32(s.inC)), bandCount = bandPlanesCount(plan, pairs: pairs)
     let ws = workspace.floats(packedCount + min(computeThreads, plan.items) * bandCount)
@@ -75,10 +77,10 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePoint
         for n in images {
             // Both tensors' channels as one image of paired planes (a's count is even: pairs line up).
             let at = read.lowerBound * width
-            k.pair_planes!(planes, bandPlane, a + n * ca * plane + at, plane, Int32(ca), bandPlane)
-            if let b {
-                k.pair_planes!(planes + ca / 2 * bandPlane, bandPlane, b + n * cb * plane + at, plane, Int32(cb),
-                               bandPlane)
+            k.pair_planes!(planes, bandPlane, a + n * ca * plane + at, nil, plane, Int32(ca), bandPlane)
+            if concatenated {
+                k.pair_planes!(planes + ca / 2 * bandPlane, bandPlane, b.map { $0 + n * cb * plane + at },
+                               bBF16.map { $0 + n * cb * plane + at }, plane, Int32(cb), bandPlane)
             }
             k.forward!(y + n * s.outC * plane, planes, bandPlane, Int32(read.lowerBound), packed, blockStride, bias,
                        Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound),
@@ -97,18 +99,23 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePoint
 /// and, for a concatenation, `dxB`) when given; dy is rounded to bf16 as the inputs are. With
 /// `inputAffineReLU` the layer's input is that function of a (one tensor only). With `aBF16`, a's
 /// values are the floats whose upper halves it holds (a BatchNorm input kept in bf16, one tensor
-/// only), read where they lie; `a` is then not read.
+/// only), read where they lie; `a` is then not read. A concatenation's b may be given as
+/// `bBF16`, its values' upper halves, as `conv2dForwardBF16` takes it.
 public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMutablePointer<Float>? = nil,
                                dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
                                dy: UnsafePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
                                _ b: UnsafePointer<Float>? = nil, aBF16: UnsafePointer<UInt16>? = nil,
-                               weight: UnsafePointer<Float>, batch: Int, height: Int, width: Int, _ s: Conv2dShape,
-                               workspace: Workspace, inputAffineReLU f: AffineReLU? = nil) {
-    precondition(s.runsBF16(split: b == nil ? nil : channelsA))
-    precondition(f == nil || b == nil, "an affine ReLU input is one tensor")
-    precondition(aBF16 == nil || b == nil, "a bf16 input is one tensor")
+                               bBF16: UnsafePointer<UInt16>? = nil, weight: UnsafePointer<Float>, batch: Int,
+                               height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
+                               inputAffineReLU f: AffineReLU? = nil) {
+    let concatenated = b != nil || bBF16 != nil
+    precondition(s.runsBF16(split: concatenated ? channelsA : nil) && (b == nil || bBF16 == nil))
+    precondition(f == nil || !concatenated, "an affine ReLU input is one tensor")
+    precondition(aBF16 == nil || !concatenated, "a bf16 input is one tensor")
     let k = bf16Kernels.pointee
-    let x = b == nil ? ChannelBlocks(a) : ChannelBlocks(a, b!, channelsA: channelsA!)
+    // Given as halves, b's float pointer is a placeholder that is never read (its halves are).
+    let second = b ?? bBF16.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }
+    let x = second == nil ? ChannelBlocks(a) : ChannelBlocks(a, second!, channelsA: channelsA!)
     let dx: ChannelBlocks<UnsafeMutablePointer<Float>>? = dxA.map {
         dxB == nil ? ChannelBlocks($0) : ChannelBlocks($0, dxB!, channelsA: channelsA!)
     }
@@ -148,7 +155,8 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
         let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
         let h = Int32(height), w = Int32(width), n = Int32(rows.count), pw = Int32(pairs)
         inputs.forEach { tensor, channels, first, _ in
-            let o = n0 * channels * plane, xn = aBF16 == nil ? tensor + o : nil, xb = aBF16.map { $0 + o }
+            let halves = first == 0 ? aBF16 : bBF16
+            let o = n0 * channels * plane, xn = halves == nil ? tensor + o : nil, xb = halves.map { $0 + o }
             k.unfold!(even, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
                      n + 2, -1, pw + 1, f?.scale, f?.shift)
             k.unfold!(odd, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
@@ -164,7 +172,7 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
             }
             guard let outputs else { continue }
             let read = readRows(rows, height: height), bandPlane = read.count * width
-            k.pair_planes!(dyPlanes, bandPlane, dy + i * s.outC * plane + read.lowerBound * width, plane,
+            k.pair_planes!(dyPlanes, bandPlane, dy + i * s.outC * plane + read.lowerBound * width, nil, plane,
                            Int32(s.outC), bandPlane)
             outputs.forEach { tensor, channels, first, _ in
                 k.forward!(tensor + i * channels * plane, dyPlanes, bandPlane, Int32(read.lowerBound),

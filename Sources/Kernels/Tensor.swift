@@ -36,6 +36,36 @@ public final class Tensor {
     public func toArray() -> [Float] { Array(buffer) }
 }
 
+/// A growable buffer of bf16 upper halves holding one NCHW tensor: the values of a float32
+/// tensor whose only readers round it to bf16 (`cbf16_round`), in half its memory. Grows as
+/// `Tensor` does.
+public final class HalfTensor {
+    public private(set) var data: UnsafeMutablePointer<UInt16>
+    public private(set) var capacity: Int
+    public private(set) var shape: Shape
+
+    public init() {
+        shape = Shape(0, 0, 0, 0); capacity = 1
+        data = .allocate(capacity: 1)
+        data.initialize(to: 0)
+    }
+
+    deinit { data.deallocate() }
+
+    public var count: Int { shape.count }
+
+    /// Gives the tensor a new shape, growing the storage if needed. Contents are unspecified.
+    public func reshape(_ newShape: Shape) {
+        if newShape.count > capacity {
+            data.deallocate()
+            capacity = newShape.count
+            data = .allocate(capacity: capacity)
+            data.initialize(repeating: 0, count: capacity)
+        }
+        shape = newShape
+    }
+}
+
 /// NCHW dimensions.
 public struct Shape: Equatable, CustomStringConvertible {
     public var n: Int, c: Int, h: Int, w: Int

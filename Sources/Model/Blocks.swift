@@ -111,8 +111,29 @@ final class UpBlock {
     func forward(_ x: Tensor, skip: Tensor, _ ctx: LayerContext) -> Tensor {
         input = x; self.skip = skip
         let first = convs.first
-        let h = first.bn.forward(first.conv.forward(skip, concatenatedWith: upsampleAndPad(ctx), ctx), ctx, relu: true)
-        return convs.second.forward(h, ctx)
+        let y = upsamplesToBF16(ctx)
+            ? first.conv.forward(skip, concatenatedWithBF16: upsampleAndPadBF16(ctx), ctx)
+            : first.conv.forward(skip, concatenatedWith: upsampleAndPad(ctx), ctx)
+        return convs.second.forward(first.bn.forward(y, ctx, relu: true), ctx)
+    }
+
+    /// Whether the up-sampling reaches the first convolution as bf16 halves: where that
+    /// convolution runs in bf16, it rounds the up-sampling to those values itself, and the bf16
+    /// up-sampling writes them padded (the skip is never smaller).
+    private func upsamplesToBF16(_ ctx: LayerContext) -> Bool {
+        let up = upsample.shape.outputShape(input.shape)
+        return ctx.precision == .bf16 && upsample.shape.runsBF16 && convs.first.conv.runsBF16(ctx, split: skip.shape.c)
+            && skip.shape.h >= up.h && skip.shape.w >= up.w
+    }
+
+    /// `upsampleAndPad` as bf16 halves, into the shared tensor of halves, which it returns.
+    private func upsampleAndPadBF16(_ ctx: LayerContext) -> HalfTensor {
+        upShape = upsample.shape.outputShape(input.shape)
+        top = skip.shape.h - upShape.h; left = skip.shape.w - upShape.w
+        let padded = ctx.sharedUpsampledBF16
+        padded.reshape(Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w))
+        upsample.forward(input, ctx, intoBF16: padded, top: top, left: left)
+        return padded
     }
 
     /// The input up-sampled and padded or cropped to the skip's size, into the shared up-sampled
@@ -145,7 +166,7 @@ final class UpBlock {
         let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
         // The first conv's second input, as the forward made it; the shared activation then
         // holds nothing needed (the up-sampling is padded away) and takes that input's gradient.
-        _ = upsampleAndPad(ctx)
+        if upsamplesToBF16(ctx) { _ = upsampleAndPadBF16(ctx) } else { _ = upsampleAndPad(ctx) }
         let upGrad = ctx.sharedActivation
         first.conv.backward(g1, ctx, into: skipGrad, upGrad)
         // Nothing padded or cropped: the up-sampling's gradient is that input's, as it lies.

@@ -9,8 +9,10 @@ final class Conv2d {
     private(set) unowned var output: Tensor
     private let ownOutput = Tensor()
     fileprivate unowned var input: Tensor!
-    /// The second half of a concatenated input (`forward(_:concatenatedWith:)`).
+    /// The second half of a concatenated input (`forward(_:concatenatedWith:)`), as floats or
+    /// as bf16 halves.
     fileprivate unowned var secondInput: Tensor?
+    fileprivate unowned var secondInputBF16: HalfTensor?
     /// The BatchNorm whose output, not kept (`BatchNorm2d.shareOutput`), is this layer's input:
     /// the backward computes that output again from the BatchNorm's input, inside the weight
     /// gradient's copy of the rows where the kernels allow, else into the shared tensor first.
@@ -128,7 +130,7 @@ extension Conv2d {
     func forward(_ a: Tensor, concatenatedWith b: Tensor, _ ctx: LayerContext) -> Tensor {
         precondition(a.shape.n == b.shape.n && a.shape.h == b.shape.h && a.shape.w == b.shape.w)
         precondition(a.shape.c + b.shape.c == shape.inC)
-        input = a; secondInput = b
+        input = a; secondInput = b; secondInputBF16 = nil
         chooseOutput(ctx)
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
@@ -148,12 +150,42 @@ extension Conv2d {
         return output
     }
 
-    /// The backward of `forward(_:concatenatedWith:)`: parameter gradients accumulated, the
-    /// input gradient written to `da` and `db`, reshaped to the two inputs.
+    /// `forward(_:concatenatedWith:)` with b given as bf16 halves (a bf16 layer only: it rounds b
+    /// to those values itself).
+    func forward(_ a: Tensor, concatenatedWithBF16 b: HalfTensor, _ ctx: LayerContext) -> Tensor {
+        precondition(a.shape.n == b.shape.n && a.shape.h == b.shape.h && a.shape.w == b.shape.w)
+        precondition(a.shape.c + b.shape.c == shape.inC && runsBF16(ctx, split: a.shape.c))
+        input = a; secondInput = nil; secondInputBF16 = b
+        chooseOutput(ctx)
+        output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
+        ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
+        let sums = statistics(ctx, output.shape, split: a.shape.c)
+        ctx.timed(.conv) {
+            conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, bBF16: b.data,
+                              weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
+                              batch: a.shape.n, height: a.shape.h, width: a.shape.w, shape.tuned(ctx.tuning),
+                              workspace: ctx.workspace, statistics: sums)
+        }
+        return output
+    }
+
+    /// The backward of `forward(_:concatenatedWith:)` (either form): parameter gradients
+    /// accumulated, the input gradient written to `da` and `db`, reshaped to the two inputs.
     func backward(_ dy: Tensor, _ ctx: LayerContext, into da: Tensor, _ db: Tensor) {
-        let a = input!, b = secondInput!
-        da.reshape(a.shape); db.reshape(b.shape)
+        let a = input!
+        da.reshape(a.shape); db.reshape(secondInput?.shape ?? secondInputBF16!.shape)
         ctx.profile?.count(.conv, flops: 4 * shape.weightCount * dy.shape.count / shape.outC)
+        if let halves = secondInputBF16 {
+            ctx.timed(.conv, backward: true) {
+                conv2dBackwardBF16(dxA: da.data, dxB: db.data, dweight: ctx.store.grad(weight),
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
+                                   bBF16: halves.data, weight: ctx.store.param(weight), batch: a.shape.n,
+                                   height: a.shape.h, width: a.shape.w, shape.tuned(ctx.tuning),
+                                   workspace: ctx.workspace)
+            }
+            return
+        }
+        let b = secondInput!
         let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv, backward: true) {
             if bf16 {
@@ -195,6 +227,18 @@ final class ConvTranspose2d {
         output.reshape(shape.outputShape(x.shape))
         forward(x, ctx, into: output)
         return output
+    }
+
+    /// The bf16 forward written into `y` as bf16 halves, after `top` rows and `left` columns of zeros.
+    func forward(_ x: Tensor, _ ctx: LayerContext, intoBF16 y: HalfTensor, top: Int, left: Int) {
+        precondition(ctx.precision == .bf16 && shape.runsBF16)
+        input = x
+        ctx.profile?.count(.convTranspose, flops: 2 * shape.weightCount * x.shape.count / shape.inC)
+        ctx.timed(.convTranspose) {
+            convTranspose2dForwardBF16(halves: y.data, x.data, weight: ctx.store.param(weight),
+                                       bias: ctx.store.param(bias), batch: x.shape.n, height: x.shape.h,
+                                       width: x.shape.w, shape, top: top, left: left, workspace: ctx.workspace)
+        }
     }
 
     /// The forward written into `y`, after `top` rows and `left` columns of zeros where given

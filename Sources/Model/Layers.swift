@@ -31,8 +31,11 @@ public final class LayerContext {
     /// BatchNorm's own backward and a bf16 reader's weight gradient read the copy).
     let sharedConvOutput = Tensor()
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
-    /// (up-sampled and padded again) before that convolution's backward.
+    /// (up-sampled and padded again) before that convolution's backward. Where that convolution
+    /// runs in bf16 it rounds the up-sampling to bf16 anyway, and the up-sampling is written as
+    /// bf16 halves instead, into `sharedUpsampledBF16`.
     let sharedUpsampled = Tensor()
+    let sharedUpsampledBF16 = HalfTensor()
     /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
     /// sized by the model when it is built so that the training step never allocates it.
     var bnScratch: [Double] = []

@@ -54,9 +54,10 @@ void cbf16_pack(uint32_t *packed, const float *w, int O, int C, int adjoint);
 
 /// Paired planes from float32 NCHW planes: p[k][pixel] = (x[2k][pixel], x[2k + 1][pixel]) for
 /// k < ceil(channels / 2) and the first `count` pixels of each plane, x[channels] read as zero.
-/// p's planes lie `p_plane` words apart, x's `x_plane` floats. One image, or a band of its rows.
-typedef void (*cbf16_pair_planes_fn)(uint32_t *p, size_t p_plane, const float *x, size_t x_plane, int channels,
-                                     size_t count);
+/// p's planes lie `p_plane` words apart, x's `x_plane` elements. One image, or a band of its
+/// rows. With `xb` (x then NULL), the planes hold bf16 upper halves, paired as they are.
+typedef void (*cbf16_pair_planes_fn)(uint32_t *p, size_t p_plane, const float *x, const uint16_t *xb,
+                                     size_t x_plane, int channels, size_t count);
 
 /// One image, output rows [row0, row1): y[p] = sum over input channels q of conv(x[q], w[p, q]),
 /// plus bias[p] (NULL: none), or added to what y holds when `accumulate` is 1, for p < outputs.

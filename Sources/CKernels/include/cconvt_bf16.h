@@ -38,9 +38,10 @@ void cbf16t_pack(uint32_t *packed, const float *w, int inputs, int outputs, int 
 
 /// One image, input rows [row0, row1): y[p, 2i + a, 2j + b] = (sum over input pairs k in order of
 /// the pair step) + bias[p] (NULL: none), assigned. x: float32 [inputs][H][W]; y's rows
-/// `out_width` floats apart (2W, or more inside a padded plane), its planes `out_plane`. `tile`:
-/// scratch of `cbf16t_tile_count(inputs)` words.
-typedef void (*cbf16t_forward_fn)(float *y, size_t out_width, size_t out_plane, const float *x,
+/// `out_width` elements apart (2W, or more inside a padded plane), its planes `out_plane`. With
+/// `yb` (y then NULL), each sum rounded to bf16 and its upper half written there instead, as
+/// `cbf16_round` rounds. `tile`: scratch of `cbf16t_tile_count(inputs)` words.
+typedef void (*cbf16t_forward_fn)(float *y, uint16_t *yb, size_t out_width, size_t out_plane, const float *x,
                                   const uint32_t *packed, const float *bias, int inputs, int outputs, int height,
                                   int width, int row0, int row1, uint32_t *tile);
 size_t cbf16t_tile_count(int inputs);

@@ -1,0 +1,85 @@
+import CKernels
+import Kernels
+import XCTest
+
+/// A tensor kept as bf16 halves (`HalfTensor`) stands for the float32 tensor whose only readers
+/// round it to bf16: the transposed convolution writing halves writes the rounded values of its
+/// float32 output, and a bf16 convolution reading a concatenation's second part as halves gives
+/// the bits it gives reading the floats, forward and backward, on both kernel sets, in bands of
+/// rows over threads and in whole images.
+final class BF16HalvesTests: XCTestCase {
+    var rng = SplitMix64(seed: 31)
+
+    func random(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
+
+    override func tearDown() { bf16Kernels = cbf16_kernels(); setComputeThreads(1) }
+
+    var kernelSets: [UnsafePointer<cbf16_kernel_set>] {
+        cbf16_avx512() == nil ? [cbf16_portable()] : [cbf16_avx512()!, cbf16_portable()]
+    }
+
+    func testTransposedConvolutionWritesItsRoundedOutput() {
+        for (c, o, n, h, w, top, left) in [(16, 8, 2, 5, 7, 1, 1), (3, 5, 1, 4, 17, 0, 1), (32, 16, 2, 9, 25, 0, 0)] {
+            let s = ConvTranspose2dShape(inC: c, outC: o)
+            let x = random(n * c * h * w), weight = random(s.weightCount, scale: 0.3), bias = random(o)
+            let count = n * o * (2 * h + top) * (2 * w + left)
+            for kernels in kernelSets {
+                bf16Kernels = kernels
+                for threads in [1, 3] {
+                    setComputeThreads(threads)
+                    var y = [Float](repeating: .nan, count: count)
+                    var halves = [UInt16](repeating: 0xFFFF, count: count)
+                    convTranspose2dForwardBF16(&y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s,
+                                               top: top, left: left, workspace: Workspace())
+                    convTranspose2dForwardBF16(halves: &halves, x, weight: weight, bias: bias, batch: n, height: h,
+                                               width: w, s, top: top, left: left, workspace: Workspace())
+                    XCTAssertEqual(halves, y.map { cbf16_round($0) },
+                                   "\(c)->\(o) \(n)x\(h)x\(w) pad \(top), \(left), \(threads) threads")
+                }
+            }
+        }
+    }
+
+    struct Result: Equatable { var y: [Float], da: [Float], db: [Float], dw: [Float], dbias: [Float] }
+
+    func testConvolutionReadsHalvesAsItReadsFloats() {
+        for (ca, cb, o, n, h, w) in [(16, 16, 16, 2, 9, 21), (8, 24, 9, 3, 4, 4), (16, 8, 7, 1, 30, 40)] {
+            let s = Conv2dShape(inC: ca + cb, outC: o, kernel: 3, padding: 1), plane = h * w
+            let a = random(n * ca * plane), b = random(n * cb * plane), dy = random(n * o * plane)
+            let weight = random(s.weightCount, scale: 0.3), bias = random(o), halves = b.map { cbf16_round($0) }
+            for kernels in kernelSets {
+                bf16Kernels = kernels
+                for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
+                    setComputeThreads(threads)
+                    let tuned = s.tuned(KernelTuning(directPixels: pixels))
+                    func run(_ asHalves: Bool) -> Result {
+                        var r = Result(y: [Float](repeating: .nan, count: n * o * plane),
+                                       da: [Float](repeating: .nan, count: a.count),
+                                       db: [Float](repeating: .nan, count: b.count),
+                                       dw: [Float](repeating: 0, count: s.weightCount),
+                                       dbias: [Float](repeating: 0, count: o))
+                        let ws = Workspace()
+                        if asHalves {
+                            conv2dForwardBF16(&r.y, a, channelsA: ca, bBF16: halves, weight: weight, bias: bias,
+                                              batch: n, height: h, width: w, tuned, workspace: ws)
+                            conv2dBackwardBF16(dxA: &r.da, dxB: &r.db, dweight: &r.dw, dbias: &r.dbias, dy: dy, a,
+                                               channelsA: ca, bBF16: halves, weight: weight, batch: n, height: h,
+                                               width: w, tuned, workspace: ws)
+                        } else {
+                            conv2dForwardBF16(&r.y, a, channelsA: ca, b, weight: weight, bias: bias, batch: n,
+                                              height: h, width: w, tuned, workspace: ws)
+                            conv2dBackwardBF16(dxA: &r.da, dxB: &r.db, dweight: &r.dw, dbias: &r.dbias, dy: dy, a,
+                                               channelsA: ca, b, weight: weight, batch: n, height: h, width: w, tuned,
+                                               workspace: ws)
+                        }
+                        return r
+                    }
+                    let floats = run(false), fromHalves = run(true)
+                    XCTAssertFalse(floats.y.contains { $0.isNaN } || floats.db.contains { $0.isNaN })
+                    XCTAssertEqual(fromHalves, floats, "\(ca)+\(cb)->\(o) \(n)x\(h)x\(w), \(threads) threads, "
+                                   + "\(pixels) pixels, \(String(cString: kernels.pointee.name))")
+                }
+            }
+        }
+    }
+}
