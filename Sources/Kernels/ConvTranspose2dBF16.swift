@@ -53,10 +53,9 @@ private func transposedForwardBF16(_ y: UnsafeMutablePointer<Float>?, _ yb: Unsa
     let outWidth = 2 * width + left, outPlane = (2 * height + top) * outWidth
     parallelChunks(batch) { t, images in for n in images {
         let first = n * s.outC * outPlane, at = top * outWidth + left, xn = x + n * s.inC * plane
-        if let y { zeroPadding(y + first, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left) }
-        if let yb {
-            zeroPadding(yb + first, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
-        }
+        let rows = 2 * height + top
+        if let y { zeroPadding(y + first, planes: s.outC, rows: rows, width: outWidth, top: top, left: left) }
+        if let yb { zeroPadding(yb + first, planes: s.outC, rows: rows, width: outWidth, top: top, left: left) }
         k.forward!(y.map { $0 + first + at }, yb.map { $0 + first + at }, outWidth, outPlane, xn, packed, bias,
                    Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), tiles + t * tileCount)
     } }
