@@ -186,7 +186,7 @@ print(json.dumps({"size": int(sys.argv[2]), "pairs": pairs, "peak_rss_mb": rss})
 
 kernels() {
   cc -O3 -I Sources/CKernels/include -I Sources/CKernels -o "$work/conv_rates" tools/machine/conv_rates.c \
-    Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c -lm
+    Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c Sources/CKernels/cconv_bf16_weight_grad.c -lm
   for shape in "64 128" "16 128" "128 32"; do "$work/conv_rates" $shape 9; done | tee "$work/k.txt" >&2
   python3 - "$work/k.txt" <<'EOF' |
 import json, re, sys

@@ -9,7 +9,7 @@
 // The bf16 3x3 convolution's forward (also the input gradient's: dy with the adjoint kernel), the
 // weight packing, the rounding and the kernel tables; the weight gradient is in
 // cconv_bf16_weight_grad.c. Arrays, per image (layouts and order of sums in cconv_bf16.h):
-//   x       [ceil(C / 2)][H][W] words: paired planes of the input channels
+//   x       [ceil(C / 2)][rows][W] words: paired planes of the input channels, the rows a band reads
 //   packed  [ceil(O / 8)][ceil(C / 2)][9 taps][8 outputs] words (cbf16_pack)
 //   y       [O][H][W] float32, rows [row0, row1)
 // The portable functions come first; they are the reference the AVX512_BF16 ones are tested against.
@@ -186,8 +186,8 @@ AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, size_t x_pl
         for (int s = 0; s < tv; s++) {
             float *at = y + o * plane + v[s].offset;
             _mm512_mask_storeu_ps(at, v[s].store, acc[o][s]);
-            // The next tile's output line, for writing: a miss there stalls the stores.
-            _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_ET0);
+            // The next tile's output line: a miss there stalls the stores.
+            _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_T0);
         }
 }
 

@@ -217,14 +217,14 @@ AVXBF16 static void forward_avx(float *y, uint16_t *yb, size_t ow, size_t out_pl
                             // lo and hi are 32 consecutive outputs: their bf16 in order, one store.
                             __mmask32 m = 2 * n >= 2 * LANES ? ~(__mmask32)0 : ((__mmask32)1 << 2 * n) - 1;
                             _mm512_mask_storeu_epi16(yb + at, m, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-                            _mm_prefetch((const char *)(yb + at + 2 * TV * LANES), _MM_HINT_ET0);
+                            _mm_prefetch((const char *)(yb + at + 2 * TV * LANES), _MM_HINT_T0);
                             continue;
                         }
                         _mm512_mask_storeu_ps(y + at, low_lanes(2 * n), lo);
                         _mm512_mask_storeu_ps(y + at + LANES, low_lanes(2 * n - LANES), hi);
-                        // The next tile's output lines, for writing: a miss there stalls the stores.
-                        _mm_prefetch((const char *)(y + at + 2 * TV * LANES), _MM_HINT_ET0);
-                        _mm_prefetch((const char *)(y + at + 2 * TV * LANES + LANES), _MM_HINT_ET0);
+                        // The next tile's output lines: a miss there stalls the stores.
+                        _mm_prefetch((const char *)(y + at + 2 * TV * LANES), _MM_HINT_T0);
+                        _mm_prefetch((const char *)(y + at + 2 * TV * LANES + LANES), _MM_HINT_T0);
                     }
                 }
             }
@@ -273,7 +273,7 @@ AVXBF16 static void input_grad_avx(float *dx, const uint32_t *d, const uint32_t 
                 for (int s = 0; s < TV; s++) {
                     float *at = dx + (size_t)(b * DB + o) * plane + v.in[s];
                     _mm512_mask_storeu_ps(at, v.lanes[s], acc[o][s]);
-                    _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_ET0);
+                    _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_T0);
                 }
         }
     }

@@ -2,8 +2,9 @@ import CKernels
 
 // The up-sampling ConvTranspose2d (2x2, stride 2) with bf16 inputs, weights and dy and float32
 // sums (cconvt_bf16.h), as PyTorch's autocast runs conv_transpose2d: the contract of
-// convTranspose2dForward / convTranspose2dBackward. Weights, gradients and activations stay
-// float32 in memory; the kernels round their operands on the way in, as the bf16 convolutions do.
+// convTranspose2dForward / convTranspose2dBackward. Weights, gradients and inputs stay float32 in
+// memory; the kernels round their operands on the way in, as the bf16 convolutions do. The
+// output is float32, or bf16 halves for a reader that rounds it anyway.
 
 extension ConvTranspose2dShape {
     /// Which transposed convolutions take bf16 operands under `Precision.bf16`: the 2x2 stride-2
@@ -63,8 +64,9 @@ private func transposedForwardBF16(_ y: UnsafeMutablePointer<Float>?, _ yb: Unsa
 
 /// The backward of `convTranspose2dForwardBF16` (unpadded planes): dweight and dbias accumulated
 /// (+=), dx assigned when given; dy is rounded to bf16 for both gradients, the bias gradient sums
-/// it in float32 as the float32 path does. Each image goes by bands of rows, every use of a band
-/// of dy (its copy for the weight gradient, its sums, its rounding for dx) while it is in cache.
+/// float32 dy (per band of rows, as the bf16 convolutions' does). Each image goes by bands of
+/// rows, every use of a band of dy (its copy for the weight gradient, its sums, its rounding for
+/// dx) while it is in cache.
 public func convTranspose2dBackwardBF16(dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
                                         dbias: UnsafeMutablePointer<Float>?, dy: UnsafePointer<Float>,
                                         x: UnsafePointer<Float>, weight: UnsafePointer<Float>, batch: Int, height: Int,

@@ -13,7 +13,8 @@ import XCTest
 final class AllocationTests: XCTestCase {
     func testTrainingStepAllocatesNothingAfterTheFirst() throws { try assertNoAllocations(.fp32) }
 
-    /// bf16 too: its paired planes, and the BatchNorm inputs it keeps in bf16.
+    /// bf16 too: its per-band paired planes, its bf16 up-sampling, and the BatchNorm inputs it
+    /// keeps in bf16.
     func testBF16TrainingStepAllocatesNothingAfterTheFirst() throws { try assertNoAllocations(.bf16) }
 
     func assertNoAllocations(_ precision: Precision) throws {

@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     uint32_t *packed16 = malloc(4 * cbf16_packed_count(C, C)), *planes = malloc(4 * ((C + 1) / 2) * plane);
     cconv3x3_pack(packed, w, C, C, 0);
     cbf16_pack(packed16, w, C, C, 0);
-    k->pair_planes(planes, x, C, plane);
+    k->pair_planes(planes, plane, x, NULL, plane, C, plane);
     // Weight gradient of one band of 16 rows.
     int rows = 16, cp = (C + 15) / 16 * 16, pw = S + 2, pairs = (S + 1) / 2;
     float *t32 = calloc(cconv3x3_rows_count(1, cp, S, 0, rows), 4), *d32 = calloc(cconv3x3_rows_count(1, cp, S, 0, rows), 4);
@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
         double t0 = now();
         cconv3x3_forward(y, x, packed, (size_t)C * 72, NULL, C, C, S, S, 0, S, 0);
         double t1 = now();
-        k->forward(y, planes, packed16, (size_t)((C + 1) / 2) * 72, NULL, C, C, S, S, 0, S, 0);
+        k->forward(y, planes, plane, 0, packed16, (size_t)((C + 1) / 2) * 72, NULL, C, C, S, S, 0, S, 0);
         double t2 = now();
         for (int b = 0; b < BANDS; b++) {
             cconv3x3_unfold_rows(t32, x, 0, 1, C, 0, cp, S, S, 1, 1 + rows, NULL, NULL);
@@ -71,9 +71,9 @@ int main(int argc, char **argv) {
         }
         double t3 = now();
         for (int b = 0; b < BANDS; b++) {
-            k->unfold(even, x, 0, 1, C, 0, cp, S, S, 0, rows + 2, -1, pairs + 1, NULL, NULL);
-            k->unfold(odd, x, 0, 1, C, 0, cp, S, S, 0, rows + 2, 0, pairs, NULL, NULL);
-            k->unfold(dyt, y, 0, 1, C, 0, C, S, S, 1, rows, 0, pairs, NULL, NULL);
+            k->unfold(even, x, NULL, 0, 1, C, 0, cp, S, S, 0, rows + 2, -1, pairs + 1, NULL, NULL);
+            k->unfold(odd, x, NULL, 0, 1, C, 0, cp, S, S, 0, rows + 2, 0, pairs, NULL, NULL);
+            k->unfold(dyt, y, NULL, 0, 1, C, 0, C, S, S, 1, rows, 0, pairs, NULL, NULL);
             k->weight_grad(g, dyt, C, even, odd, 1, cp, C, S, rows);
         }
         double t4 = now();
