@@ -4,14 +4,13 @@
 /// allocation, so the training loop allocates nothing after its first step.
 public final class Tensor {
     public private(set) var data: UnsafeMutablePointer<Float>
-    public private(set) var capacity: Int
+    public private(set) var capacity = 0
     public private(set) var shape: Shape
 
     public init(_ shape: Shape = Shape(0, 0, 0, 0)) {
         self.shape = shape
-        capacity = max(shape.count, 1)
-        data = .allocate(capacity: capacity)
-        data.initialize(repeating: 0, count: capacity)
+        data = .allocate(capacity: 1)
+        grow(&data, &capacity, to: max(shape.count, 1))
     }
 
     deinit { data.deallocate() }
@@ -20,12 +19,7 @@ public final class Tensor {
 
     /// Gives the tensor a new shape, growing the storage if needed. Contents are unspecified.
     public func reshape(_ newShape: Shape) {
-        if newShape.count > capacity {
-            data.deallocate()
-            capacity = newShape.count
-            data = .allocate(capacity: capacity)
-            data.initialize(repeating: 0, count: capacity)
-        }
+        grow(&data, &capacity, to: newShape.count)
         shape = newShape
     }
 
@@ -41,13 +35,12 @@ public final class Tensor {
 /// `Tensor` does.
 public final class HalfTensor {
     public private(set) var data: UnsafeMutablePointer<UInt16>
-    public private(set) var capacity: Int
-    public private(set) var shape: Shape
+    public private(set) var capacity = 0
+    public private(set) var shape = Shape(0, 0, 0, 0)
 
     public init() {
-        shape = Shape(0, 0, 0, 0); capacity = 1
         data = .allocate(capacity: 1)
-        data.initialize(to: 0)
+        grow(&data, &capacity, to: 1)
     }
 
     deinit { data.deallocate() }
@@ -56,14 +49,19 @@ public final class HalfTensor {
 
     /// Gives the tensor a new shape, growing the storage if needed. Contents are unspecified.
     public func reshape(_ newShape: Shape) {
-        if newShape.count > capacity {
-            data.deallocate()
-            capacity = newShape.count
-            data = .allocate(capacity: capacity)
-            data.initialize(repeating: 0, count: capacity)
-        }
+        grow(&data, &capacity, to: newShape.count)
         shape = newShape
     }
+}
+
+/// Storage of `count` zeroed elements in place of `data` where it holds fewer (`capacity`);
+/// never smaller.
+private func grow<T: Numeric>(_ data: inout UnsafeMutablePointer<T>, _ capacity: inout Int, to count: Int) {
+    guard count > capacity else { return }
+    data.deallocate()
+    capacity = count
+    data = .allocate(capacity: count)
+    data.initialize(repeating: 0, count: count)
 }
 
 /// NCHW dimensions.
