@@ -113,9 +113,10 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     precondition(f == nil || !concatenated, "an affine ReLU input is one tensor")
     precondition(aBF16 == nil || !concatenated, "a bf16 input is one tensor")
     let k = bf16Kernels.pointee
-    // Given as halves, b's float pointer is a placeholder that is never read (its halves are).
-    let second = b ?? bBF16.map { UnsafeRawPointer($0).assumingMemoryBound(to: Float.self) }
-    let x = second == nil ? ChannelBlocks(a) : ChannelBlocks(a, second!, channelsA: channelsA!)
+    // Each part of the input as its floats or as its bf16 halves.
+    typealias Source = (floats: UnsafePointer<Float>?, halves: UnsafePointer<UInt16>?)
+    let first: Source = aBF16 == nil ? (a, nil) : (nil, aBF16), second: Source = (b, bBF16)
+    let x = concatenated ? ChannelBlocks(first, second, channelsA: channelsA!) : ChannelBlocks(first)
     let dx: ChannelBlocks<UnsafeMutablePointer<Float>>? = dxA.map {
         dxB == nil ? ChannelBlocks($0) : ChannelBlocks($0, dxB!, channelsA: channelsA!)
     }
@@ -154,9 +155,8 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
         let n0 = images.lowerBound, count = Int32(images.count)
         let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
         let h = Int32(height), w = Int32(width), n = Int32(rows.count), pw = Int32(pairs)
-        inputs.forEach { tensor, channels, first, _ in
-            let halves = first == 0 ? aBF16 : bBF16
-            let o = n0 * channels * plane, xn = halves == nil ? tensor + o : nil, xb = halves.map { $0 + o }
+        inputs.forEach { part, channels, first, _ in
+            let o = n0 * channels * plane, xn = part.floats.map { $0 + o }, xb = part.halves.map { $0 + o }
             k.unfold!(even, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
                      n + 2, -1, pw + 1, f?.scale, f?.shift)
             k.unfold!(odd, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
@@ -165,13 +165,13 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
         k.unfold!(dyt, dy + n0 * s.outC * plane, nil, s.outC * plane, count, Int32(s.outC), 0, Int32(op), h, w, r0, n,
                  0, pw, nil, nil)
         k.weight_grad!(g, dyt, Int32(op), even, odd, count, Int32(cp), Int32(s.outC), w, n)
+        let read = readRows(rows, height: height), bandPlane = read.count * width
         for i in images {
             if dbias != nil {
                 addRowSums(db, dy + i * s.outC * plane + rows.lowerBound * width, rows: s.outC,
                            columns: rows.count * width, stride: plane)
             }
             guard let outputs else { continue }
-            let read = readRows(rows, height: height), bandPlane = read.count * width
             k.pair_planes!(dyPlanes, bandPlane, dy + i * s.outC * plane + read.lowerBound * width, nil, plane,
                            Int32(s.outC), bandPlane)
             outputs.forEach { tensor, channels, first, _ in

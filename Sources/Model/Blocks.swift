@@ -126,12 +126,20 @@ final class UpBlock {
             && skip.shape.h >= up.h && skip.shape.w >= up.w
     }
 
+    /// The up-sampling's shape and its padding (negative: cropping) to the skip's size; returns
+    /// the padded shape.
+    private func placeUpsampling() -> Shape {
+        upShape = upsample.shape.outputShape(input.shape)
+        // The seed pads width by the height difference and height by the width difference
+        // (F.pad's order); the two are equal whenever the specified concatenation works.
+        top = skip.shape.h - upShape.h; left = skip.shape.w - upShape.w
+        return Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w)
+    }
+
     /// `upsampleAndPad` as bf16 halves, into the shared tensor of halves, which it returns.
     private func upsampleAndPadBF16(_ ctx: LayerContext) -> HalfTensor {
-        upShape = upsample.shape.outputShape(input.shape)
-        top = skip.shape.h - upShape.h; left = skip.shape.w - upShape.w
         let padded = ctx.sharedUpsampledBF16
-        padded.reshape(Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w))
+        padded.reshape(placeUpsampling())
         upsample.forward(input, ctx, intoBF16: padded, top: top, left: left)
         return padded
     }
@@ -140,12 +148,8 @@ final class UpBlock {
     /// tensor, which it returns: written there at once where nothing is padded or the direct
     /// kernel pads (no crop), else up-sampled into the shared activation and copied.
     private func upsampleAndPad(_ ctx: LayerContext) -> Tensor {
-        upShape = upsample.shape.outputShape(input.shape)
-        // The seed pads width by the height difference and height by the width difference
-        // (F.pad's order); the two are equal whenever the specified concatenation works.
-        top = skip.shape.h - upShape.h; left = skip.shape.w - upShape.w
         let padded = ctx.sharedUpsampled
-        padded.reshape(Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w))
+        padded.reshape(placeUpsampling())
         if (top == 0 && left == 0) || (upsample.shape.runsDirect && top >= 0 && left >= 0) {
             upsample.forward(input, ctx, into: padded, top: top, left: left)
             return padded

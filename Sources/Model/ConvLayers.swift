@@ -128,9 +128,22 @@ final class Conv2d {
 extension Conv2d {
     /// conv(torch.cat([a, b], 1)) without the concatenation in memory (3x3 "same" kernels).
     func forward(_ a: Tensor, concatenatedWith b: Tensor, _ ctx: LayerContext) -> Tensor {
-        precondition(a.shape.n == b.shape.n && a.shape.h == b.shape.h && a.shape.w == b.shape.w)
-        precondition(a.shape.c + b.shape.c == shape.inC)
-        input = a; secondInput = b; secondInputBF16 = nil
+        forwardConcatenated(a, b, nil, secondShape: b.shape, ctx)
+    }
+
+    /// `forward(_:concatenatedWith:)` with b given as bf16 halves (a bf16 layer only: it rounds b
+    /// to those values itself).
+    func forward(_ a: Tensor, concatenatedWithBF16 b: HalfTensor, _ ctx: LayerContext) -> Tensor {
+        precondition(runsBF16(ctx, split: a.shape.c))
+        return forwardConcatenated(a, nil, b, secondShape: b.shape, ctx)
+    }
+
+    /// The concatenation's second part is `b` or its halves `bBF16`.
+    private func forwardConcatenated(_ a: Tensor, _ b: Tensor?, _ bBF16: HalfTensor?, secondShape: Shape,
+                                     _ ctx: LayerContext) -> Tensor {
+        precondition(a.shape.n == secondShape.n && a.shape.h == secondShape.h && a.shape.w == secondShape.w)
+        precondition(a.shape.c + secondShape.c == shape.inC)
+        input = a; secondInput = b; secondInputBF16 = bBF16
         chooseOutput(ctx)
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
@@ -138,33 +151,15 @@ extension Conv2d {
         let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv) {
             if bf16 {
-                conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
+                conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, b.map { UnsafePointer($0.data) },
+                                  bBF16: bBF16.map { UnsafePointer($0.data) }, weight: ctx.store.param(weight),
                                   bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
                                   width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)
                 return
             }
-            conv2dForwardConcat(output.data, a.data, channelsA: a.shape.c, b.data, weight: ctx.store.param(weight),
+            conv2dForwardConcat(output.data, a.data, channelsA: a.shape.c, b!.data, weight: ctx.store.param(weight),
                                 bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
                                 width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)
-        }
-        return output
-    }
-
-    /// `forward(_:concatenatedWith:)` with b given as bf16 halves (a bf16 layer only: it rounds b
-    /// to those values itself).
-    func forward(_ a: Tensor, concatenatedWithBF16 b: HalfTensor, _ ctx: LayerContext) -> Tensor {
-        precondition(a.shape.n == b.shape.n && a.shape.h == b.shape.h && a.shape.w == b.shape.w)
-        precondition(a.shape.c + b.shape.c == shape.inC && runsBF16(ctx, split: a.shape.c))
-        input = a; secondInput = nil; secondInputBF16 = b
-        chooseOutput(ctx)
-        output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
-        ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
-        let sums = statistics(ctx, output.shape, split: a.shape.c)
-        ctx.timed(.conv) {
-            conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, bBF16: b.data,
-                              weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
-                              batch: a.shape.n, height: a.shape.h, width: a.shape.w, shape.tuned(ctx.tuning),
-                              workspace: ctx.workspace, statistics: sums)
         }
         return output
     }
@@ -172,32 +167,22 @@ extension Conv2d {
     /// The backward of `forward(_:concatenatedWith:)` (either form): parameter gradients
     /// accumulated, the input gradient written to `da` and `db`, reshaped to the two inputs.
     func backward(_ dy: Tensor, _ ctx: LayerContext, into da: Tensor, _ db: Tensor) {
-        let a = input!
-        da.reshape(a.shape); db.reshape(secondInput?.shape ?? secondInputBF16!.shape)
+        let a = input!, b = secondInput, bBF16 = secondInputBF16
+        da.reshape(a.shape); db.reshape(b?.shape ?? bBF16!.shape)
         ctx.profile?.count(.conv, flops: 4 * shape.weightCount * dy.shape.count / shape.outC)
-        if let halves = secondInputBF16 {
-            ctx.timed(.conv, backward: true) {
-                conv2dBackwardBF16(dxA: da.data, dxB: db.data, dweight: ctx.store.grad(weight),
-                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
-                                   bBF16: halves.data, weight: ctx.store.param(weight), batch: a.shape.n,
-                                   height: a.shape.h, width: a.shape.w, shape.tuned(ctx.tuning),
-                                   workspace: ctx.workspace)
-            }
-            return
-        }
-        let b = secondInput!
         let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv, backward: true) {
             if bf16 {
                 conv2dBackwardBF16(dxA: da.data, dxB: db.data, dweight: ctx.store.grad(weight),
                                    dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
-                                   b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
+                                   b.map { UnsafePointer($0.data) }, bBF16: bBF16.map { UnsafePointer($0.data) },
+                                   weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
                                    width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace)
                 return
             }
             conv2dBackwardConcat(da: da.data, db: db.data, dweight: ctx.store.grad(weight),
                                  dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
-                                 b.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
+                                 b!.data, weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
                                  width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace)
         }
     }
