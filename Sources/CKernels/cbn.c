@@ -181,8 +181,13 @@ AVXBF16 static long output_keeping_bf16_avx(float *y, const float *x, uint16_t *
     const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift), zero = _mm512_setzero_ps();
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
-        _mm256_storeu_si256((__m256i *)(xb + i), b);
+        __m256i b;
+        if (x) {
+            b = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+            _mm256_storeu_si256((__m256i *)(xb + i), b);
+        } else {
+            b = _mm256_loadu_si256((const __m256i *)(xb + i));
+        }
         __m512 r = bf16_expand16(b);
         __m512 v = _mm512_add_ps(_mm512_mul_ps(r, vscale), vshift);
         if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero, _CMP_NLE_UQ), v);
@@ -298,11 +303,27 @@ void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, flo
     if (avx512bf16) i = output_keeping_bf16_avx(y, x, xb, n, scale, shift, relu);
 #endif
     for (; i < n; i++) {
-        uint16_t b = bf16_round(x[i]);
-        xb[i] = b;
-        float v = bf16_float(b) * scale + shift;
+        if (x) xb[i] = bf16_round(x[i]);
+        float v = bf16_float(xb[i]) * scale + shift;
         y[i] = relu && v <= 0 ? 0 : v;
     }
+}
+
+#if HAVE_AVX512
+AVXBF16 static long round_bf16_avx(uint16_t *xb, const float *x, long n) {
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(xb + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+    return i;
+}
+#endif
+
+void cbn_round_bf16(uint16_t *xb, const float *x, long n, int avx512bf16) {
+    long i = 0;
+#if HAVE_AVX512
+    if (avx512bf16) i = round_bf16_avx(xb, x, n);
+#endif
+    for (; i < n; i++) xb[i] = bf16_round(x[i]);
 }
 
 // x = the floats whose upper halves xb holds.

@@ -63,16 +63,15 @@ static void pair_planes_portable(uint32_t *p, size_t p_plane, const float *x, co
     }
 }
 
-static void forward_portable(float *y, const uint32_t *x, size_t x_plane, int x_row, const uint32_t *packed,
-                             size_t block_stride, const float *bias, int inputs, int outputs, int height, int width,
-                             int row0, int row1, int accumulate) {
-    size_t plane = (size_t)height * width;
+static void forward_portable(float *y, size_t y_plane, int y_row, const uint32_t *x, size_t x_plane, int x_row,
+                             const uint32_t *packed, size_t block_stride, const float *bias, int inputs, int outputs,
+                             int height, int width, int row0, int row1, int accumulate) {
     int pairs = (inputs + 1) / 2;
     for (int p = 0; p < outputs; p++) {
         const uint32_t *wp = packed + (size_t)(p / OB) * block_stride + p % OB;
         for (int oy = row0; oy < row1; oy++)
             for (int ox = 0; ox < width; ox++) {
-                float *out = y + p * plane + (size_t)oy * width + ox;
+                float *out = y + p * y_plane + (size_t)(oy - y_row) * width + ox;
                 float s = accumulate ? *out : bias ? bias[p] : 0.f;
                 for (int k = 0; k < pairs; k++)
                     for (int t = 0; t < TAPS; t++) {
@@ -140,14 +139,14 @@ AVXBF16 static void pair_planes_avx(uint32_t *p, size_t p_plane, const float *x,
 
 /// Up to eight outputs of tv <= TV vectors, as cconv.c's forward_tile with a pair of input
 /// channels per step: every input pair and tap, sums kept in registers.
-AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, size_t x_plane, const uint32_t *wb,
-                                        const float *bias, int outputs, int pairs, size_t plane,
+AVXBF16 static INLINE void forward_tile(float *y, size_t y_plane, const uint32_t *x, size_t x_plane,
+                                        const uint32_t *wb, const float *bias, int outputs, int pairs,
                                         const ptrdiff_t d[TAPS], const Vec v[TV], int accumulate, const int clean,
                                         const int tv) {
     __m512 acc[OB][TV];
     for (int o = 0; o < OB; o++)
         for (int s = 0; s < tv; s++)
-            acc[o][s] = o < outputs && accumulate ? _mm512_maskz_loadu_ps(v[s].store, y + o * plane + v[s].offset)
+            acc[o][s] = o < outputs && accumulate ? _mm512_maskz_loadu_ps(v[s].store, y + o * y_plane + v[s].offset)
                                                   : _mm512_set1_ps(o < outputs && bias ? bias[o] : 0.f);
     __mmask16 left[TV], right[TV];
     for (int s = 0; s < tv; s++) left[s] = v[s].tap[3], right[s] = v[s].tap[5];
@@ -184,21 +183,21 @@ AVXBF16 static INLINE void forward_tile(float *y, const uint32_t *x, size_t x_pl
     }
     for (int o = 0; o < outputs; o++)
         for (int s = 0; s < tv; s++) {
-            float *at = y + o * plane + v[s].offset;
+            float *at = y + o * y_plane + v[s].offset;
             _mm512_mask_storeu_ps(at, v[s].store, acc[o][s]);
             // The next tile's output line: a miss there stalls the stores.
             _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_T0);
         }
 }
 
-AVXBF16 static void forward_avx(float *y, const uint32_t *x, size_t x_plane, int x_row, const uint32_t *packed,
-                                size_t block_stride, const float *bias, int inputs, int outputs, int height, int width,
-                                int row0, int row1, int accumulate) {
-    size_t plane = (size_t)height * width;
+AVXBF16 static void forward_avx(float *y, size_t y_plane, int y_row, const uint32_t *x, size_t x_plane, int x_row,
+                                const uint32_t *packed, size_t block_stride, const float *bias, int inputs,
+                                int outputs, int height, int width, int row0, int row1, int accumulate) {
     int pairs = (inputs + 1) / 2;
-    // Pixel offsets stay the image's: x from its row 0 (a padding tap's address may lie outside
-    // the band, as outside the image; its lanes are never loaded).
+    // Pixel offsets stay the image's: x and y from its row 0 (a padding tap's address may lie
+    // outside the band, as outside the image; its lanes are never loaded).
     x -= (ptrdiff_t)x_row * width;
+    y -= (ptrdiff_t)y_row * width;
     // Vectors as in cconv3x3_forward: rows' pieces, or runs of sixteen pixels across rows.
     int narrow = width < LANES || (width % LANES != 0 && width < 4 * LANES);
     int per_row = (width + LANES - 1) / LANES;
@@ -221,13 +220,13 @@ AVXBF16 static void forward_avx(float *y, const uint32_t *x, size_t x_plane, int
                 else describe(&v[s], oy, ox, height, width);
                 clean &= k < end && oy > 0 && oy + 1 < height && ox + LANES <= width;
             }
-            float *yb = y + (size_t)b * OB * plane;
+            float *yb = y + (size_t)b * OB * y_plane;
             const uint32_t *wb = packed + (size_t)b * block_stride;
             const float *bb = bias ? bias + b * OB : 0;
-            if (clean) forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 1, TV);
-            else if (end - i >= TV) forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 0, TV);
-            else if (end - i == 2) forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 0, 2);
-            else forward_tile(yb, x, x_plane, wb, bb, n, pairs, plane, d, v, accumulate, 0, 1);
+            if (clean) forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 1, TV);
+            else if (end - i >= TV) forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, TV);
+            else if (end - i == 2) forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, 2);
+            else forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, 1);
         }
     }
 }

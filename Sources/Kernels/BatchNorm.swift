@@ -22,8 +22,9 @@ public struct BatchNormShape {
 /// loses most of its digits. `scratch` holds 2 * channels + 1 Doubles: sum x, sum x^2, count,
 /// the numbers a reducer adds across replicas. `saveMean`/`saveInvstd` feed the backward pass.
 /// With `partialSums` (`parts` of them, from `conv2dForward`'s `statistics`), x is not read for
-/// the sums.
-public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+/// the sums; then x may also be nil where `keeping` already holds it rounded to bf16 (a bf16
+/// convolution's `yBF16`), and the output is computed from those halves.
+public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>?,
                                   weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                   runningMean: UnsafeMutablePointer<Float>, runningVar: UnsafeMutablePointer<Float>,
                                   saveMean: UnsafeMutablePointer<Float>, saveInvstd: UnsafeMutablePointer<Float>,
@@ -41,7 +42,7 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
             }
         } else {
             for n in 0..<s.batch {
-                let (a, b) = sumAndSquares(x + (n * C + c) * plane, plane)
+                let (a, b) = sumAndSquares(x! + (n * C + c) * plane, plane)
                 s1 += a; s2 += b
             }
         }
@@ -66,8 +67,8 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
 
 /// The training-mode output from the saved batch statistics: what the forward writes, and what a
 /// layer that does not keep its output recomputes, bit for bit, when its consumer's backward
-/// needs it again.
-public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+/// needs it again. With `keeping`, x is rounded to bf16 there first, or, where x is nil, was.
+public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>?,
                                  weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                  saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
                                  _ s: BatchNormShape, relu: Bool, keeping xb: UnsafeMutablePointer<UInt16>? = nil) {
@@ -77,10 +78,10 @@ public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePo
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
             if let xb {
-                cbn_output_keeping_bf16(y + o, x + o, xb + o, plane, scale, shift, relu ? 1 : 0,
+                cbn_output_keeping_bf16(y + o, x.map { $0 + o }, xb + o, plane, scale, shift, relu ? 1 : 0,
                                         avx512Kernels && bf16Available ? 1 : 0)
             } else {
-                cbn_output(y + o, x + o, plane, scale, shift, relu ? 1 : 0, avx512Kernels ? 1 : 0)
+                cbn_output(y + o, x! + o, plane, scale, shift, relu ? 1 : 0, avx512Kernels ? 1 : 0)
             }
         }
     }

@@ -57,23 +57,32 @@ func bandPlanesCount(_ plan: DirectPlan, pairs: Int) -> Int {
 /// be given as `bBF16`, its values' bf16 upper halves. With `statistics`, BatchNorm's per-band
 /// sums of y, as `conv2dForward` takes them. Each thread pairs the rows its band reads into its
 /// own planes, so the paired copy stays in cache and its memory is a band's, not the batch's.
-public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
+/// With `yBF16` (and no `y`), y is written only as its values rounded to bf16 (their upper
+/// halves, `cbf16_round`): each band is summed (with `statistics`, from the float32 values, as
+/// with `y`) and rounded from a float32 copy of the thread's own.
+public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMutablePointer<UInt16>? = nil,
+                              _ a: UnsafePointer<Float>, channelsA: Int? = nil,
                               _ b: UnsafePointer<Float>? = nil, bBF16: UnsafePointer<UInt16>? = nil,
                               weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int, height: Int,
                               width: Int, _ s: Conv2dShape, workspace: Workspace,
                               statistics: UnsafeMutablePointer<Double>? = nil) {
     let concatenated = b != nil || bBF16 != nil
     precondition(s.runsBF16(split: concatenated ? channelsA : nil) && (b == nil || bBF16 == nil))
+    precondition((y == nil) != (yBF16 == nil))
     let k = bf16Kernels.pointee
     let plane = height * width, pairs = (s.inC + 1) / 2, blockStride = pairs * 72
     let ca = concatenated ? channelsA! : s.inC, cb = s.inC - ca
     let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
     let packedCount = cbf16_packed_count(Int32(s.outC), Int32(s.inC)), bandCount = bandPlanesCount(plan, pairs: pairs)
-    let ws = workspace.floats(packedCount + min(computeThreads, plan.items) * bandCount)
-    let packed = words(ws), bands = words(ws + packedCount)
+    // A thread's float32 band of every output channel, where only halves are written.
+    let bandOutput = yBF16 == nil ? 0 : min(plan.height, plan.bandRows) * width
+    let threadCount = bandCount + s.outC * bandOutput
+    let ws = workspace.floats(packedCount + min(computeThreads, plan.items) * threadCount)
+    let packed = words(ws)
     cbf16_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
     plan.forEach { t, images, rows in
-        let planes = bands + t * bandCount, read = readRows(rows, height: height), bandPlane = read.count * width
+        let planes = words(ws + packedCount + t * threadCount), bandY = ws + packedCount + t * threadCount + bandCount
+        let read = readRows(rows, height: height), bandPlane = read.count * width
         for n in images {
             // Both tensors' channels as one image of paired planes (a's count is even: pairs line up).
             let at = read.lowerBound * width
@@ -82,14 +91,20 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ a: UnsafePoint
                 k.pair_planes!(planes + ca / 2 * bandPlane, bandPlane, b.map { $0 + n * cb * plane + at },
                                bBF16.map { $0 + n * cb * plane + at }, plane, Int32(cb), bandPlane)
             }
-            k.forward!(y + n * s.outC * plane, planes, bandPlane, Int32(read.lowerBound), packed, blockStride, bias,
-                       Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound),
+            // The image's planes, or the thread's band: planes of `outPlane` floats from row `outRow`.
+            let (out, outPlane, outRow) = y.map { ($0 + n * s.outC * plane, plane, 0) }
+                ?? (bandY, bandOutput, rows.lowerBound)
+            k.forward!(out, outPlane, Int32(outRow), planes, bandPlane, Int32(read.lowerBound), packed, blockStride,
+                       bias, Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound),
                        Int32(rows.upperBound), 0)
-            guard let statistics else { continue }
-            let part = statistics + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC
+            let part = statistics.map { $0 + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC }
             for o in 0..<s.outC {
-                cbn_sums(y + (n * s.outC + o) * plane + rows.lowerBound * width, rows.count * width, part + 2 * o,
-                         avx512Kernels ? 1 : 0)
+                let values = out + o * outPlane + (rows.lowerBound - outRow) * width, count = rows.count * width
+                if let part { cbn_sums(values, count, part + 2 * o, avx512Kernels ? 1 : 0) }
+                if let yBF16 {
+                    cbn_round_bf16(yBF16 + (n * s.outC + o) * plane + rows.lowerBound * width, values, count,
+                                   avx512Kernels && bf16Available ? 1 : 0)
+                }
             }
         }
     }
@@ -175,7 +190,7 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
             k.pair_planes!(dyPlanes, bandPlane, dy + i * s.outC * plane + read.lowerBound * width, nil, plane,
                            Int32(s.outC), bandPlane)
             outputs.forEach { tensor, channels, first, _ in
-                k.forward!(tensor + i * channels * plane, dyPlanes, bandPlane, Int32(read.lowerBound),
+                k.forward!(tensor + i * channels * plane, plane, 0, dyPlanes, bandPlane, Int32(read.lowerBound),
                            adjoint + first / 8 * adjointStride, adjointStride, nil, Int32(s.outC), Int32(channels), h,
                            w, r0, r1, 0)
             }

@@ -1,26 +1,65 @@
+/// Memory that tensors whose lives never overlap take turns in (`Tensor.init(in:)`), or one
+/// tensor's own. It only grows, keeping what it holds: a tensor placed further in may grow it
+/// while one placed before it is still to be read.
+public final class Storage {
+    public private(set) var base: UnsafeMutableRawPointer
+    public private(set) var byteCount = 0
+
+    public init() { base = .allocate(byteCount: Storage.alignment, alignment: Storage.alignment) }
+    deinit { base.deallocate() }
+
+    static let alignment = 64
+
+    /// At least `bytes` bytes; what grows is zeroed.
+    func reserve(_ bytes: Int) {
+        guard bytes > byteCount else { return }
+        let grown = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: Storage.alignment)
+        grown.copyMemory(from: base, byteCount: byteCount)
+        (grown + byteCount).initializeMemory(as: UInt8.self, repeating: 0, count: bytes - byteCount)
+        base.deallocate()
+        base = grown
+        byteCount = bytes
+    }
+
+    /// `offset` rounded up to the alignment, where a tensor placed there starts.
+    static func aligned(_ offset: Int) -> Int { (offset + alignment - 1) / alignment * alignment }
+}
+
 /// A growable Float32 buffer holding one NCHW tensor.
 ///
 /// Storage only grows: a smaller batch (the last partial batch of an epoch) reuses the
 /// allocation, so the training loop allocates nothing after its first step.
 public final class Tensor {
-    public private(set) var data: UnsafeMutablePointer<Float>
-    public private(set) var capacity = 0
+    /// Where the elements live, from `offset` bytes on.
+    public private(set) var storage: Storage
+    private var offset = 0
     public private(set) var shape: Shape
 
-    public init(_ shape: Shape = Shape(0, 0, 0, 0)) {
+    /// A tensor in its own storage, or from the start of `storage`, which others share.
+    public init(_ shape: Shape = Shape(0, 0, 0, 0), in storage: Storage = Storage()) {
         self.shape = shape
-        data = .allocate(capacity: 1)
-        grow(&data, &capacity, to: max(shape.count, 1))
+        self.storage = storage
+        storage.reserve(max(shape.count, 1) * MemoryLayout<Float>.stride)
     }
 
-    deinit { data.deallocate() }
+    public var data: UnsafeMutablePointer<Float> {
+        (storage.base + offset).bindMemory(to: Float.self, capacity: shape.count)
+    }
 
     public var count: Int { shape.count }
 
     /// Gives the tensor a new shape, growing the storage if needed. Contents are unspecified.
     public func reshape(_ newShape: Shape) {
-        grow(&data, &capacity, to: newShape.count)
+        storage.reserve(offset + newShape.count * MemoryLayout<Float>.stride)
         shape = newShape
+    }
+
+    /// Moves the elements to `storage` from byte `offset` on (rounded up to its alignment), where
+    /// other tensors whose lives never overlap with this one's may lie. Contents are unspecified.
+    public func place(in storage: Storage, at offset: Int = 0) {
+        self.storage = storage
+        self.offset = Storage.aligned(offset)
+        if shape.count > 0 { reshape(shape) }
     }
 
     public func zero() { data.update(repeating: 0, count: count) }
@@ -31,37 +70,33 @@ public final class Tensor {
 }
 
 /// A growable buffer of bf16 upper halves holding one NCHW tensor: the values of a float32
-/// tensor whose only readers round it to bf16 (`cbf16_round`), in half its memory. Grows as
-/// `Tensor` does.
+/// tensor whose only readers round it to bf16 (`cbf16_round`), in half its memory. Grows and
+/// shares storage as `Tensor` does.
 public final class HalfTensor {
-    public private(set) var data: UnsafeMutablePointer<UInt16>
-    public private(set) var capacity = 0
+    public private(set) var storage: Storage
+    private var offset = 0
     public private(set) var shape = Shape(0, 0, 0, 0)
 
-    public init() {
-        data = .allocate(capacity: 1)
-        grow(&data, &capacity, to: 1)
-    }
+    public init(in storage: Storage = Storage()) { self.storage = storage }
 
-    deinit { data.deallocate() }
+    public var data: UnsafeMutablePointer<UInt16> {
+        (storage.base + offset).bindMemory(to: UInt16.self, capacity: shape.count)
+    }
 
     public var count: Int { shape.count }
 
     /// Gives the tensor a new shape, growing the storage if needed. Contents are unspecified.
     public func reshape(_ newShape: Shape) {
-        grow(&data, &capacity, to: newShape.count)
+        storage.reserve(offset + newShape.count * MemoryLayout<UInt16>.stride)
         shape = newShape
     }
-}
 
-/// Storage of `count` zeroed elements in place of `data` where it holds fewer (`capacity`);
-/// never smaller.
-private func grow<T: Numeric>(_ data: inout UnsafeMutablePointer<T>, _ capacity: inout Int, to count: Int) {
-    guard count > capacity else { return }
-    data.deallocate()
-    capacity = count
-    data = .allocate(capacity: count)
-    data.initialize(repeating: 0, count: count)
+    /// As `Tensor.place(in:at:)`.
+    public func place(in storage: Storage, at offset: Int = 0) {
+        self.storage = storage
+        self.offset = Storage.aligned(offset)
+        if shape.count > 0 { reshape(shape) }
+    }
 }
 
 /// NCHW dimensions.

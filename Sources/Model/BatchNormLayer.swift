@@ -15,11 +15,13 @@ final class BatchNorm2d {
     private var inputShape = Shape(0, 0, 0, 0)
     /// In bf16 training, an input in the context's shared convolution output is rounded to bf16
     /// (as an autocast convolution's output is): the output is computed from the rounded values,
-    /// kept here at half the size. The backward reads them here, as does a bf16 reader's weight
+    /// kept here at half the size (a bf16 convolution writes them here itself, and its float32
+    /// output is never stored). The backward reads them here, as does a bf16 reader's weight
     /// gradient (`keptBF16Input`); only a float32 reader that recomputes the output needs them as
-    /// floats (`recomputedFrom`).
+    /// floats (`recomputedFrom`). The owner may place the halves in a storage it shares
+    /// (`keptInput.place(in:at:)`).
     private var keepsBF16Input = false
-    private var inputBF16 = UnsafeMutablePointer<UInt16>.allocate(capacity: 1), bf16Capacity = 1
+    let keptInput = HalfTensor()
 
     init(_ name: String, _ channels: Int, store: ParameterStore) {
         self.channels = channels
@@ -53,18 +55,19 @@ final class BatchNorm2d {
     /// The last training forward's input as its kept bf16 upper halves, and its shape; nil where
     /// it was not kept in bf16.
     func keptBF16Input() -> (UnsafePointer<UInt16>, Shape)? {
-        keepsBF16Input ? (UnsafePointer(inputBF16), inputShape) : nil
+        keepsBF16Input ? (UnsafePointer(keptInput.data), inputShape) : nil
     }
 
     /// The last training forward's input as floats, what the output is computed again from: the
-    /// tensor itself, or its bf16 copy expanded into the shared convolution output (free in the
-    /// backward: only forwards write it).
+    /// tensor itself, or its bf16 copy expanded into the shared activation, where this layer's
+    /// output, not kept, would lie (its reader computes that output again from what this returns,
+    /// in place or on the fly, and nothing else is there while it does).
     func recomputedFrom(_ ctx: LayerContext) -> Tensor {
         guard keepsBF16Input else { return input }
-        let x = ctx.sharedConvOutput
+        let x = ctx.sharedActivation
         x.reshape(inputShape)
         ctx.profile?.count(.batchNorm, floats: 3 * x.count / 2)
-        ctx.timed(.batchNorm, backward: true) { expandBF16(inputBF16, into: x.data, count: x.count) }
+        ctx.timed(.batchNorm, backward: true) { expandBF16(keptInput.data, into: x.data, count: x.count) }
         return x
     }
 
@@ -80,9 +83,10 @@ final class BatchNorm2d {
         return AffineReLU(scale: outScale, shift: outShift)
     }
     private let outScale: UnsafeMutablePointer<Float>, outShift: UnsafeMutablePointer<Float>
-    deinit { outScale.deallocate(); outShift.deallocate(); inputBF16.deallocate() }
+    deinit { outScale.deallocate(); outShift.deallocate() }
 
-    /// Recomputes the last training forward's output (bit for bit) where it is not kept.
+    /// Recomputes the last training forward's output (bit for bit) where it is not kept: in place
+    /// where its input, kept in bf16, is expanded into the output's tensor.
     func rematerialize(_ ctx: LayerContext) {
         guard !keepsOutput else { return }
         let s = ctx.store, x = recomputedFrom(ctx)
@@ -115,28 +119,29 @@ final class BatchNorm2d {
         output.reshape(x.shape)
         let s = ctx.store
         keepsBF16Input = ctx.training && ctx.precision == .bf16 && x === ctx.sharedConvOutput
-        if keepsBF16Input {
-            if x.count > bf16Capacity {
-                inputBF16.deallocate()
-                bf16Capacity = x.count
-                inputBF16 = .allocate(capacity: bf16Capacity)
-            }
-            // Its rounded copy, half the size, written beside the output.
-            ctx.profile?.count(.batchNorm, floats: x.count / 2)
-        }
         if ctx.training {
             let sums = ctx.takeStatistics(of: x)
-            // x read once more for the sums unless its convolution took them.
-            ctx.profile?.count(.batchNorm, floats: (sums == nil ? 3 : 2) * x.count)
+            // A bf16 convolution wrote x only as the halves kept here: read at half the bytes.
+            let fromHalves = keepsBF16Input && sums?.halvesOnly == true
+            if fromHalves {
+                ctx.profile?.count(.batchNorm, floats: 3 * x.count / 2)
+            } else {
+                // x read once more for the sums unless its convolution took them; its rounded
+                // copy, half the size, written beside the output.
+                if keepsBF16Input { keptInput.reshape(x.shape) }
+                let halves = keepsBF16Input ? x.count / 2 : 0
+                ctx.profile?.count(.batchNorm, floats: (sums == nil ? 3 : 2) * x.count + halves)
+            }
             ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
                 saveMean.withUnsafeMutableBufferPointer { mean in
                     saveInvstd.withUnsafeMutableBufferPointer { invstd in
-                        batchNormTrainForward(output.data, x.data, weight: s.param(weight), bias: s.param(bias),
+                        batchNormTrainForward(output.data, fromHalves ? nil : x.data, weight: s.param(weight),
+                                              bias: s.param(bias),
                                               runningMean: s.buffer(runningMean), runningVar: s.buffer(runningVar),
                                               saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
                                               BatchNormShape(x.shape), scratch: scratch.baseAddress!,
                                               reducer: ctx.statistics, relu: relu, partialSums: sums?.sums,
-                                              parts: sums?.parts ?? 0, keeping: keepsBF16Input ? inputBF16 : nil)
+                                              parts: sums?.parts ?? 0, keeping: keepsBF16Input ? keptInput.data : nil)
                         globalCount = scratch[2 * channels]
                     }
                 }
@@ -168,7 +173,7 @@ final class BatchNorm2d {
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
             batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
                                    x: keepsBF16Input ? nil : UnsafePointer(input.data),
-                                   keptBF16: keepsBF16Input ? UnsafePointer(inputBF16) : nil,
+                                   keptBF16: keepsBF16Input ? UnsafePointer(keptInput.data) : nil,
                                    weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,
                                    BatchNormShape(inputShape), count: globalCount, scratch: scratch.baseAddress!,
                                    reducer: ctx.statistics,

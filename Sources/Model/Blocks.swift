@@ -9,7 +9,7 @@ final class ConvBNReLU {
     init(_ name: String, _ ci: Int, _ co: Int, store: ParameterStore) {
         conv = Conv2d(name + ".0", Conv2dShape(inC: ci, outC: co, kernel: 3, padding: 1), store: store)
         bn = BatchNorm2d(name + ".1", co, store: store)
-        conv.feedsBatchNorm = true
+        conv.outputBN = bn
     }
 
     func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
@@ -93,6 +93,11 @@ final class ConvBlock {
 final class UpBlock {
     let upsample: ConvTranspose2d
     let convs: ConvBlock
+    /// The skip's gradient, written by the first convolution's backward and read until the
+    /// encoder's. Its storage holds, before that, what only this block's own backward reads up
+    /// to the first BatchNorm's: that BatchNorm's input (the first convolution's output where it
+    /// keeps its own, in float32 training) or both BatchNorms' bf16 copies of theirs (bf16
+    /// training), one after the other.
     let skipGrad = Tensor()
     private var top = 0, left = 0
     private var upShape = Shape(0, 0, 0, 0)
@@ -102,6 +107,8 @@ final class UpBlock {
     init(_ name: String, _ ci: Int, _ co: Int, store: ParameterStore) {
         upsample = ConvTranspose2d(name + ".upsample", ConvTranspose2dShape(inC: ci, outC: co), store: store)
         convs = ConvBlock((name + ".conv1", name + ".conv2"), ci, co, pooled: false, store: store)
+        convs.first.conv.placeOwnOutput(in: skipGrad.storage)
+        convs.first.bn.keptInput.place(in: skipGrad.storage)
     }
 
     func initialize(_ store: ParameterStore, _ rng: inout SplitMix64) {
@@ -114,6 +121,8 @@ final class UpBlock {
         let y = upsamplesToBF16(ctx)
             ? first.conv.forward(skip, concatenatedWithBF16: upsampleAndPadBF16(ctx), ctx)
             : first.conv.forward(skip, concatenatedWith: upsampleAndPad(ctx), ctx)
+        // The second convolution's output has the first's shape.
+        convs.second.bn.keptInput.place(in: skipGrad.storage, at: y.count * MemoryLayout<UInt16>.stride)
         return convs.second.forward(first.bn.forward(y, ctx, relu: true), ctx)
     }
 

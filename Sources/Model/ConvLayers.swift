@@ -17,18 +17,30 @@ final class Conv2d {
     /// the backward computes that output again from the BatchNorm's input, inside the weight
     /// gradient's copy of the rows where the kernels allow, else into the shared tensor first.
     unowned var inputBN: BatchNorm2d?
-    /// A BatchNorm reads the output next: a direct forward in training sums it as it goes.
-    var feedsBatchNorm = false
+    /// The BatchNorm that reads the output next: a direct forward in training sums the output as
+    /// it goes, and a bf16 one writes it only as that BatchNorm's kept bf16 input (`halves`).
+    unowned var outputBN: BatchNorm2d?
+    var feedsBatchNorm: Bool { outputBN != nil }
 
     /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
     private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil) -> UnsafeMutablePointer<Double>? {
         guard ctx.training && feedsBatchNorm else { return nil }
         // Counted on the shape the kernels run, whose tuning fixes the bands.
         let tuned = self.shape.tuned(ctx.tuning)
-        let parts = runsBF16(ctx, split: split)
+        let bf16 = runsBF16(ctx, split: split)
+        let parts = bf16
             ? tuned.bf16StatisticsParts(batch: shape.n, height: shape.h, width: shape.w)
             : tuned.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
-        return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC) : nil
+        return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC,
+                                                halvesOnly: bf16) : nil
+    }
+
+    /// Where a bf16 training forward writes its output: only rounded, into its BatchNorm's kept
+    /// input, which is what that BatchNorm reads and keeps (`output` is then not written).
+    private func halvesOutput(_ ctx: LayerContext, split: Int? = nil) -> HalfTensor? {
+        guard ctx.training, runsBF16(ctx, split: split), let outputBN else { return nil }
+        outputBN.keptInput.reshape(output.shape)
+        return outputBN.keptInput
     }
 
     init(_ name: String, _ shape: Conv2dShape, bias: Bool = true, store: ParameterStore) {
@@ -37,6 +49,9 @@ final class Conv2d {
         weight = store.addParameter(name + ".weight", [shape.outC, shape.inC, shape.kernel, shape.kernel])
         self.bias = bias ? store.addParameter(name + ".bias", [shape.outC]) : nil
     }
+
+    /// Places the output this layer keeps itself (not the shared one) in `storage`, which others share.
+    func placeOwnOutput(in storage: Storage) { ownOutput.place(in: storage) }
 
     /// Whether this layer runs in bf16 (`LayerContext.precision`); `split`: a concatenation's first part.
     func runsBF16(_ ctx: LayerContext, split: Int? = nil) -> Bool {
@@ -67,12 +82,13 @@ final class Conv2d {
         chooseOutput(ctx)
         output.reshape(shape.outputShape(x.shape))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
-        let sums = statistics(ctx, output.shape)
+        let sums = statistics(ctx, output.shape), halves = halvesOutput(ctx)
         let bf16 = runsBF16(ctx)
         ctx.timed(.conv) {
             if bf16 {
-                conv2dForwardBF16(output.data, x.data, weight: ctx.store.param(weight),
-                                  bias: bias.map { ctx.store.param($0) }, batch: x.shape.n, height: x.shape.h,
+                conv2dForwardBF16(halves == nil ? output.data : nil, yBF16: halves?.data, x.data,
+                                  weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
+                                  batch: x.shape.n, height: x.shape.h,
                                   width: x.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)
                 return
             }
@@ -147,11 +163,12 @@ extension Conv2d {
         chooseOutput(ctx)
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
-        let sums = statistics(ctx, output.shape, split: a.shape.c)
+        let sums = statistics(ctx, output.shape, split: a.shape.c), halves = halvesOutput(ctx, split: a.shape.c)
         let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv) {
             if bf16 {
-                conv2dForwardBF16(output.data, a.data, channelsA: a.shape.c, b.map { UnsafePointer($0.data) },
+                conv2dForwardBF16(halves == nil ? output.data : nil, yBF16: halves?.data, a.data,
+                                  channelsA: a.shape.c, b.map { UnsafePointer($0.data) },
                                   bBF16: bBF16.map { UnsafePointer($0.data) }, weight: ctx.store.param(weight),
                                   bias: bias.map { ctx.store.param($0) }, batch: a.shape.n, height: a.shape.h,
                                   width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)

@@ -26,16 +26,18 @@ public final class LayerContext {
     let sharedActivation = Tensor()
     /// The outputs of the convolutions whose BatchNorm keeps what its backward needs itself (a
     /// bf16 copy of its input in bf16 training; nothing in evaluation): each is read at once by
-    /// that BatchNorm. In the backward it holds the input of a BatchNorm that does not keep its
-    /// output, expanded from its copy for a float32 reader that computes that output again (the
-    /// BatchNorm's own backward and a bf16 reader's weight gradient read the copy).
-    let sharedConvOutput = Tensor()
+    /// that BatchNorm. Only forwards use it, so it lies in the BN gradient's storage, which only
+    /// backwards use.
+    let sharedConvOutput: Tensor
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward. Where that convolution
     /// runs in bf16 it rounds the up-sampling to bf16 anyway, and the up-sampling is written as
-    /// bf16 halves instead, into `sharedUpsampledBF16`.
-    let sharedUpsampled = Tensor()
-    let sharedUpsampledBF16 = HalfTensor()
+    /// bf16 halves instead, into `sharedUpsampledBF16`. Both lie in the conv gradient's storage:
+    /// forwards never use that gradient, and in an up block's backward it is free from the first
+    /// BatchNorm's backward, which reads it, to the up-sampling's backward, which writes it
+    /// (`UpBlock.backward`).
+    let sharedUpsampled: Tensor
+    let sharedUpsampledBF16: HalfTensor
     /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
     /// sized by the model when it is built so that the training step never allocates it.
     var bnScratch: [Double] = []
@@ -43,29 +45,38 @@ public final class LayerContext {
     /// the Dice sums (3 x classes) that the ranks add.
     let lossGradient = Tensor()
     var diceSums: [Double] = []
-    init(store: ParameterStore) { self.store = store }
+    init(store: ParameterStore) {
+        self.store = store
+        sharedConvOutput = Tensor(in: bnGrad.storage)
+        sharedUpsampled = Tensor(in: convGrad.storage)
+        sharedUpsampledBF16 = HalfTensor(in: convGrad.storage)
+    }
     deinit { convStatistics.deallocate() }
 
     /// The per-channel sums a direct convolution took of its output as it wrote it (a Conv2d
     /// with `feedsBatchNorm`, in training), for the BatchNorm that reads that output next.
     private var convStatistics = UnsafeMutablePointer<Double>.allocate(capacity: 1), statisticsCapacity = 1
-    private var statisticsOf: ObjectIdentifier?, statisticsParts = 0
+    private var statisticsOf: ObjectIdentifier?, statisticsParts = 0, statisticsHalvesOnly = false
 
     /// Room for `parts` parts of sums of `channels` channels, to describe `output`; grows once.
-    func statisticsBuffer(for output: Tensor, parts: Int, channels: Int) -> UnsafeMutablePointer<Double> {
+    /// `halvesOnly`: the convolution writes `output` only as its BatchNorm's kept bf16 halves.
+    func statisticsBuffer(for output: Tensor, parts: Int, channels: Int,
+                          halvesOnly: Bool) -> UnsafeMutablePointer<Double> {
         if parts * 2 * channels > statisticsCapacity {
             convStatistics.deallocate()
             statisticsCapacity = parts * 2 * channels
             convStatistics = .allocate(capacity: statisticsCapacity)
         }
-        statisticsOf = ObjectIdentifier(output); statisticsParts = parts
+        statisticsOf = ObjectIdentifier(output); statisticsParts = parts; statisticsHalvesOnly = halvesOnly
         return convStatistics
     }
 
-    /// The sums of `x` if the last convolution took them, once.
-    func takeStatistics(of x: Tensor) -> (sums: UnsafePointer<Double>, parts: Int)? {
+    /// The sums of `x` if the last convolution took them, once, and whether it wrote x only as
+    /// its BatchNorm's kept bf16 halves.
+    func takeStatistics(of x: Tensor) -> (sums: UnsafePointer<Double>, parts: Int, halvesOnly: Bool)? {
         defer { statisticsOf = nil }
-        return statisticsOf == ObjectIdentifier(x) ? (UnsafePointer(convStatistics), statisticsParts) : nil
+        guard statisticsOf == ObjectIdentifier(x) else { return nil }
+        return (UnsafePointer(convStatistics), statisticsParts, statisticsHalvesOnly)
     }
 }
 

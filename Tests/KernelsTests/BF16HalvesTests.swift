@@ -40,6 +40,54 @@ final class BF16HalvesTests: XCTestCase {
         }
     }
 
+    /// A convolution feeding a BatchNorm in bf16 training writes its output only as halves: the
+    /// rounded values of its float32 output, with the same sums, and the BatchNorm gives from them
+    /// what it gives rounding the floats itself.
+    func testConvolutionWritesItsRoundedOutputAndItsSums() {
+        for (ca, cb, o, n, h, w) in [(16, 0, 16, 2, 9, 21), (8, 24, 9, 3, 4, 4), (16, 8, 7, 1, 30, 40)] {
+            let s = Conv2dShape(inC: ca + cb, outC: o, kernel: 3, padding: 1), plane = h * w
+            let a = random(n * ca * plane), b = cb > 0 ? random(n * cb * plane) : nil
+            let weight = random(s.weightCount, scale: 0.3), bias = random(o)
+            let gamma = random(o), beta = random(o), bn = BatchNormShape(batch: n, channels: o, spatial: plane)
+            for kernels in kernelSets {
+                bf16Kernels = kernels
+                for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
+                    setComputeThreads(threads)
+                    let tuned = s.tuned(KernelTuning(directPixels: pixels))
+                    let parts = tuned.bf16StatisticsParts(batch: n, height: h, width: w)
+                    var y = [Float](repeating: .nan, count: n * o * plane)
+                    var halves = [UInt16](repeating: 0xFFFF, count: y.count)
+                    var sums = [Double](repeating: .nan, count: parts * 2 * o), halvesSums = sums
+                    conv2dForwardBF16(&y, a, channelsA: cb > 0 ? ca : nil, b, weight: weight, bias: bias, batch: n,
+                                      height: h, width: w, tuned, workspace: Workspace(), statistics: &sums)
+                    conv2dForwardBF16(nil, yBF16: &halves, a, channelsA: cb > 0 ? ca : nil, b, weight: weight,
+                                      bias: bias, batch: n, height: h, width: w, tuned, workspace: Workspace(),
+                                      statistics: &halvesSums)
+                    let label = "\(ca)+\(cb)->\(o) \(n)x\(h)x\(w), \(threads) threads, \(pixels) pixels, "
+                        + String(cString: kernels.pointee.name)
+                    XCTAssertFalse(y.contains { $0.isNaN } || sums.contains { $0.isNaN }, label)
+                    XCTAssertEqual(halves, y.map { cbf16_round($0) }, label)
+                    XCTAssertEqual(halvesSums, sums, label)
+                    // BatchNorm: rounding the floats itself, or reading the halves.
+                    func batchNorm(_ x: [Float]?, _ kept: inout [UInt16]) -> [Float] {
+                        var out = [Float](repeating: .nan, count: y.count), mean = [Float](repeating: 0, count: o)
+                        var invstd = mean, runningMean = mean, runningVar = mean
+                        var scratch = [Double](repeating: 0, count: 2 * o + 1)
+                        batchNormTrainForward(&out, x, weight: gamma, bias: beta, runningMean: &runningMean,
+                                              runningVar: &runningVar, saveMean: &mean, saveInvstd: &invstd, bn,
+                                              scratch: &scratch, relu: true, partialSums: sums, parts: parts,
+                                              keeping: &kept)
+                        return out + mean + invstd + runningMean + runningVar
+                    }
+                    var kept = [UInt16](repeating: 0xFFFF, count: y.count)
+                    let fromFloats = batchNorm(y, &kept)
+                    XCTAssertEqual(kept, halves, label)
+                    XCTAssertEqual(batchNorm(nil, &halves), fromFloats, label)
+                }
+            }
+        }
+    }
+
     struct Result: Equatable { var y: [Float], da: [Float], db: [Float], dw: [Float], dbias: [Float] }
 
     func testConvolutionReadsHalvesAsItReadsFloats() {

@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
         double t0 = now();
         cconv3x3_forward(y, x, packed, (size_t)C * 72, NULL, C, C, S, S, 0, S, 0);
         double t1 = now();
-        k->forward(y, planes, plane, 0, packed16, (size_t)((C + 1) / 2) * 72, NULL, C, C, S, S, 0, S, 0);
+        k->forward(y, plane, 0, planes, plane, 0, packed16, (size_t)((C + 1) / 2) * 72, NULL, C, C, S, S, 0, S, 0);
         double t2 = now();
         for (int b = 0; b < BANDS; b++) {
             cconv3x3_unfold_rows(t32, x, 0, 1, C, 0, cp, S, S, 1, 1 + rows, NULL, NULL);

@@ -33,9 +33,13 @@ void cbn_input_gradient(float *dx, const float *dy, const float *x, const uint16
 
 /// `cbn_output` of x rounded to bf16 (as the convolutions round their operands, and as an
 /// autocast convolution's output is), the rounded values' upper halves written to xb: a
-/// BatchNorm input kept in bf16 for the backward. `avx512bf16`: the CPU has AVX512_BF16.
+/// BatchNorm input kept in bf16 for the backward. Where x is NULL, xb already holds them (a
+/// convolution wrote its output so, `cbn_round_bf16`). `avx512bf16`: the CPU has AVX512_BF16.
 void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, float scale, float shift, int relu,
                              int avx512bf16);
+
+/// xb = the upper halves of x rounded to bf16, as `cbn_output_keeping_bf16` rounds it.
+void cbn_round_bf16(uint16_t *xb, const float *x, long n, int avx512bf16);
 
 /// x = the floats whose upper halves xb holds (for a reader that needs them as floats).
 void cbn_expand_bf16(float *x, const uint16_t *xb, long n, int avx512);

@@ -64,13 +64,14 @@ typedef void (*cbf16_pair_planes_fn)(uint32_t *p, size_t p_plane, const float *x
 /// x: ceil(inputs / 2) paired planes, `x_plane` words apart, whose first row is the image's row
 /// `x_row`: a band of rows [x_row, x_row + x_plane / width) that holds every row the output rows
 /// read (row0 - 1 to row1, within the image), or the whole image (x_plane = height x width,
-/// x_row = 0). y: float32 planes of height x width. `packed` from cbf16_pack; its blocks of
-/// eight outputs lie `block_stride` words apart (a sub-range of the input pairs is a pointer into
-/// the first block with the full stride). Sums per output pixel: bias or y first, then for each
+/// x_row = 0). y: float32 planes `y_plane` floats apart whose first row is the image's row
+/// `y_row` (the whole image: y_plane = height x width, y_row = 0; a band of output rows:
+/// y_row = row0). `packed` from cbf16_pack; its blocks of eight outputs lie `block_stride` words
+/// apart (a sub-range of the input pairs is a pointer into the first block with the full stride). Sums per output pixel: bias or y first, then for each
 /// input pair, the nine taps in order.
-typedef void (*cbf16_forward_fn)(float *y, const uint32_t *x, size_t x_plane, int x_row, const uint32_t *packed,
-                                 size_t block_stride, const float *bias, int inputs, int outputs, int height,
-                                 int width, int row0, int row1, int accumulate);
+typedef void (*cbf16_forward_fn)(float *y, size_t y_plane, int y_row, const uint32_t *x, size_t x_plane, int x_row,
+                                 const uint32_t *packed, size_t block_stride, const float *bias, int inputs,
+                                 int outputs, int height, int width, int row0, int row1, int accumulate);
 
 /// Words of one pixel-pair copy: `images` images of `rows` rows of `pairs` words of
 /// `padded_channels` channels.
