@@ -1,3 +1,5 @@
+import Foundation
+
 /// Memory that tensors whose lives never overlap take turns in (`Tensor.init(in:)`), or one
 /// tensor's own. It only grows, keeping what it holds: a tensor placed further in may grow it
 /// while one placed before it is still to be read.
@@ -5,24 +7,26 @@ public final class Storage {
     public private(set) var base: UnsafeMutableRawPointer
     public private(set) var byteCount = 0
 
-    public init() { base = .allocate(byteCount: Storage.alignment, alignment: Storage.alignment) }
-    deinit { base.deallocate() }
-
-    static let alignment = 64
+    public init() { base = Storage.reallocate(nil, 1) }
+    deinit { free(base) }
 
     /// At least `bytes` bytes; what grows is zeroed.
     func reserve(_ bytes: Int) {
         guard bytes > byteCount else { return }
-        let grown = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: Storage.alignment)
-        grown.copyMemory(from: base, byteCount: byteCount)
-        (grown + byteCount).initializeMemory(as: UInt8.self, repeating: 0, count: bytes - byteCount)
-        base.deallocate()
-        base = grown
+        // realloc keeps the contents, and glibc moves a large block by remapping its pages: the
+        // old and the new block are never resident together, as a copy would have them.
+        base = Storage.reallocate(base, bytes)
+        (base + byteCount).initializeMemory(as: UInt8.self, repeating: 0, count: bytes - byteCount)
         byteCount = bytes
     }
 
-    /// `offset` rounded up to the alignment, where a tensor placed there starts.
-    static func aligned(_ offset: Int) -> Int { (offset + alignment - 1) / alignment * alignment }
+    private static func reallocate(_ p: UnsafeMutableRawPointer?, _ bytes: Int) -> UnsafeMutableRawPointer {
+        guard let grown = realloc(p, bytes) else { fatalError("cannot allocate \(bytes) bytes") }
+        return grown
+    }
+
+    /// Where a tensor placed at `offset` starts: rounded up to 64 bytes, one cache line.
+    static func aligned(_ offset: Int) -> Int { (offset + 63) / 64 * 64 }
 }
 
 /// A growable Float32 buffer holding one NCHW tensor.

@@ -94,8 +94,8 @@ final class UpBlock {
     let upsample: ConvTranspose2d
     let convs: ConvBlock
     /// The skip's gradient, written by the first convolution's backward and read until the
-    /// encoder's. Its storage holds, before that, what only this block's own backward reads up
-    /// to the first BatchNorm's: that BatchNorm's input (the first convolution's output where it
+    /// encoder's. Its storage holds, before that, what nothing reads after this block's first
+    /// BatchNorm's backward: that BatchNorm's input (the first convolution's output where it
     /// keeps its own, in float32 training) or both BatchNorms' bf16 copies of theirs (bf16
     /// training), one after the other.
     let skipGrad = Tensor()

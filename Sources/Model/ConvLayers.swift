@@ -18,7 +18,7 @@ final class Conv2d {
     /// gradient's copy of the rows where the kernels allow, else into the shared tensor first.
     unowned var inputBN: BatchNorm2d?
     /// The BatchNorm that reads the output next: a direct forward in training sums the output as
-    /// it goes, and a bf16 one writes it only as that BatchNorm's kept bf16 input (`halves`).
+    /// it goes, and a bf16 one writes it only as that BatchNorm's kept bf16 input (`halvesOutput`).
     unowned var outputBN: BatchNorm2d?
     var feedsBatchNorm: Bool { outputBN != nil }
 

@@ -26,8 +26,9 @@ public final class LayerContext {
     let sharedActivation = Tensor()
     /// The outputs of the convolutions whose BatchNorm keeps what its backward needs itself (a
     /// bf16 copy of its input in bf16 training; nothing in evaluation): each is read at once by
-    /// that BatchNorm. Only forwards use it, so it lies in the BN gradient's storage, which only
-    /// backwards use.
+    /// that BatchNorm (in bf16 training a bf16 convolution writes the BatchNorm's copy instead,
+    /// and only this tensor's shape is used). Only forwards use it, so it lies in the BN
+    /// gradient's storage, which only backwards use.
     let sharedConvOutput: Tensor
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward. Where that convolution

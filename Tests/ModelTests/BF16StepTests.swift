@@ -32,11 +32,16 @@ final class BF16StepTests: XCTestCase {
             }
         }
         try model.load(initial, path: fx.path)
-        model.context.precision = precision
         let xs = try fx.shape("x")
         let x = Tensor(Shape(xs[0], xs[1], xs[2], xs[3]))
         _ = x.buffer.update(fromContentsOf: try fx.floats("x"))
-        let target = try fx.floats("target")
+        return run(model, precision, x, try fx.floats("target"))
+    }
+
+    /// One training step of `model` from its current state; its logits and gradients.
+    func run(_ model: SegmentationModel, _ precision: Precision, _ x: Tensor,
+             _ target: [Float]) -> (logits: [Float], grads: [String: [Float]]) {
+        model.context.precision = precision
         model.training = true
         let logits = model.forward(x)
         let dlogits = Tensor(logits.shape)
@@ -81,6 +86,41 @@ final class BF16StepTests: XCTestCase {
     /// The ResNet-18 UNet at width 8 (its fixture: 37 x 37, every level crops).
     func testResNetStepAgainstFloat64() throws {
         try assertStepAgainstFloat64("resnet_step.safetensors") { UNetResNet(ModelConfig(.unetResnet, width: 8)) }
+    }
+
+    /// Widths where some convolutions of a bf16 step run in float32 (fewer than eight input
+    /// channels, or a concatenation not split on eight: at 12 the last up block's first
+    /// convolution, at 4 most of the full-resolution ones), whose BatchNorms round and keep what
+    /// those convolutions write and whose readers compute it again in place: the bf16 gradients
+    /// stay within 2x of what rounding the weights alone moves them from the float32 step's (a
+    /// tensor read while another is written over it moves them by 10x and more).
+    func testSmallWidthsAgainstFloat32() throws {
+        for width in [4, 12] {
+            var rng = SplitMix64(seed: 5)
+            let x = Tensor(Shape(2, 1, 37, 37))
+            for i in 0..<x.count { x.data[i] = rng.normal() }
+            var target = [Float](repeating: 0, count: 2 * 3 * 37 * 37)
+            for n in 0..<2 {
+                for p in 0..<(37 * 37) { target[(n * 3 + Int(rng.next() % 3)) * 37 * 37 + p] = 1 }
+            }
+            let make = { UNet(ModelConfig(width: width), seed: 3) }
+            let fp32 = run(make(), .fp32, x, target), bf16 = run(make(), .bf16, x, target)
+            let rounded = make()
+            for v in rounded.store.parameters where v.shape.count == 4 && v.shape[2] == 3 && v.shape[1] >= 8 {
+                let p = rounded.store.param(v)
+                for i in 0..<v.count { p[i] = cbf16_float(cbf16_round(p[i])) }
+            }
+            let weightsOnly = run(rounded, .fp32, x, target)
+            var d = (bf16: 0.0, weightsOnly: 0.0)
+            for (name, g) in fp32.grads where !isBiasBeforeBatchNorm(name) {
+                let ref = g.map(Double.init)
+                d.bf16 += pow(distance(bf16.grads[name]!, ref), 2)
+                d.weightsOnly += pow(distance(weightsOnly.grads[name]!, ref), 2)
+            }
+            print("width \(width): bf16 \(d.bf16.squareRoot()), weights rounded \(d.weightsOnly.squareRoot())")
+            XCTAssertGreaterThan(d.weightsOnly, 0, "width \(width)")
+            XCTAssertLessThan(d.bf16.squareRoot(), 2 * d.weightsOnly.squareRoot(), "width \(width)")
+        }
     }
 
     /// The portable bf16 kernels give the same step, bit for bit, as AVX512_BF16.
