@@ -20,31 +20,15 @@ var bf16TransposedKernels: UnsafePointer<cbf16t_kernel_set> {
 
 /// y = convTranspose(x, weight) + bias in bf16, into planes padded with `top` rows and `left`
 /// columns of zeros at the top/left (0: planes of 2 height x 2 width), as
-/// `convTranspose2dForwardPadded`.
-public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int,
-                                       height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
+/// `convTranspose2dForwardPadded`. With `yBF16` (and no `y`), y is rounded to bf16 and written as
+/// its upper halves: for a reader that rounds its input to bf16 anyway (a bf16 convolution), the
+/// same values in half the memory.
+public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>?,
+                                       yBF16 yb: UnsafeMutablePointer<UInt16>? = nil, _ x: UnsafePointer<Float>,
+                                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int, height: Int, width: Int,
+                                       _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
                                        workspace: Workspace) {
-    transposedForwardBF16(y, nil, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
-                          top: top, left: left, workspace: workspace)
-}
-
-/// `convTranspose2dForwardBF16` with y rounded to bf16 and written as its upper halves: for a
-/// reader that rounds its input to bf16 anyway (a bf16 convolution), the same values in half the
-/// memory.
-public func convTranspose2dForwardBF16(halves y: UnsafeMutablePointer<UInt16>, _ x: UnsafePointer<Float>,
-                                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int,
-                                       height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
-                                       workspace: Workspace) {
-    transposedForwardBF16(nil, y, x, weight: weight, bias: bias, batch: batch, height: height, width: width, s,
-                          top: top, left: left, workspace: workspace)
-}
-
-private func transposedForwardBF16(_ y: UnsafeMutablePointer<Float>?, _ yb: UnsafeMutablePointer<UInt16>?,
-                                   _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                                   batch: Int, height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int, left: Int,
-                                   workspace: Workspace) {
-    precondition(s.runsBF16 && top >= 0 && left >= 0)
+    precondition(s.runsBF16 && top >= 0 && left >= 0 && (y == nil) != (yb == nil))
     let k = bf16TransposedKernels.pointee
     let plane = height * width
     let packedCount = cbf16t_packed_count(Int32(s.inC), Int32(s.outC)), tileCount = cbf16t_tile_count(Int32(s.inC))

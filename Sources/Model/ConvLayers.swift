@@ -23,16 +23,17 @@ final class Conv2d {
     var feedsBatchNorm: Bool { outputBN != nil }
 
     /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
-    private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil) -> UnsafeMutablePointer<Double>? {
+    /// `halvesOnly`: the forward writes the output only as halves (`halvesOutput`).
+    private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil,
+                            halvesOnly: Bool) -> UnsafeMutablePointer<Double>? {
         guard ctx.training && feedsBatchNorm else { return nil }
         // Counted on the shape the kernels run, whose tuning fixes the bands.
         let tuned = self.shape.tuned(ctx.tuning)
-        let bf16 = runsBF16(ctx, split: split)
-        let parts = bf16
+        let parts = runsBF16(ctx, split: split)
             ? tuned.bf16StatisticsParts(batch: shape.n, height: shape.h, width: shape.w)
             : tuned.statisticsParts(batch: shape.n, height: shape.h, width: shape.w)
         return parts > 0 ? ctx.statisticsBuffer(for: output, parts: parts, channels: self.shape.outC,
-                                                halvesOnly: bf16) : nil
+                                                halvesOnly: halvesOnly) : nil
     }
 
     /// Where a bf16 training forward writes its output: only rounded, into its BatchNorm's kept
@@ -82,7 +83,7 @@ final class Conv2d {
         chooseOutput(ctx)
         output.reshape(shape.outputShape(x.shape))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
-        let sums = statistics(ctx, output.shape), halves = halvesOutput(ctx)
+        let halves = halvesOutput(ctx), sums = statistics(ctx, output.shape, halvesOnly: halves != nil)
         let bf16 = runsBF16(ctx)
         ctx.timed(.conv) {
             if bf16 {
@@ -163,7 +164,8 @@ extension Conv2d {
         chooseOutput(ctx)
         output.reshape(Shape(a.shape.n, shape.outC, a.shape.h, a.shape.w))
         ctx.profile?.count(.conv, flops: 2 * shape.weightCount * output.shape.count / shape.outC)
-        let sums = statistics(ctx, output.shape, split: a.shape.c), halves = halvesOutput(ctx, split: a.shape.c)
+        let halves = halvesOutput(ctx, split: a.shape.c)
+        let sums = statistics(ctx, output.shape, split: a.shape.c, halvesOnly: halves != nil)
         let bf16 = runsBF16(ctx, split: a.shape.c)
         ctx.timed(.conv) {
             if bf16 {
@@ -237,7 +239,7 @@ final class ConvTranspose2d {
         input = x
         ctx.profile?.count(.convTranspose, flops: 2 * shape.weightCount * x.shape.count / shape.inC)
         ctx.timed(.convTranspose) {
-            convTranspose2dForwardBF16(halves: y.data, x.data, weight: ctx.store.param(weight),
+            convTranspose2dForwardBF16(nil, yBF16: y.data, x.data, weight: ctx.store.param(weight),
                                        bias: ctx.store.param(bias), batch: x.shape.n, height: x.shape.h,
                                        width: x.shape.w, shape, top: top, left: left, workspace: ctx.workspace)
         }

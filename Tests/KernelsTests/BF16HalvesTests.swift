@@ -31,7 +31,7 @@ final class BF16HalvesTests: XCTestCase {
                     var halves = [UInt16](repeating: 0xFFFF, count: count)
                     convTranspose2dForwardBF16(&y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s,
                                                top: top, left: left, workspace: Workspace())
-                    convTranspose2dForwardBF16(halves: &halves, x, weight: weight, bias: bias, batch: n, height: h,
+                    convTranspose2dForwardBF16(nil, yBF16: &halves, x, weight: weight, bias: bias, batch: n, height: h,
                                                width: w, s, top: top, left: left, workspace: Workspace())
                     XCTAssertEqual(halves, y.map { cbf16_round($0) },
                                    "\(c)->\(o) \(n)x\(h)x\(w) pad \(top), \(left), \(threads) threads")
