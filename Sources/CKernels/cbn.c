@@ -217,82 +217,122 @@ void cbn_output(float *y, const float *x, long n, float scale, float shift, int 
 }
 
 #if HAVE_AVX512
-AVX512 static INLINE void input_gradient16(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked,
+/// Sixteen lanes of dx (`cbn_input_gradient`) from i on (inlined: the broadcasts leave the loops).
+AVX512 static INLINE __m512 input_gradient_at16(const float *dy, const float *x, const uint16_t *xb, int masked,
+                                                float scale, float shift, float mean, float invstd, float k,
+                                                float mean_dy, float mean_dy_xhat, long i) {
+    __m512 xv = x_at16(x, xb, i);
+    __m512 g = masked_gradient16(dy, xv, masked, _mm512_set1_ps(scale), _mm512_set1_ps(shift), i);
+    __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, _mm512_set1_ps(mean)), _mm512_set1_ps(invstd));
+    __m512 centred = _mm512_sub_ps(_mm512_sub_ps(g, _mm512_set1_ps(mean_dy)),
+                                   _mm512_mul_ps(xhat, _mm512_set1_ps(mean_dy_xhat)));
+    return _mm512_mul_ps(_mm512_set1_ps(k), centred);
+}
+
+/// The whole vectors of `cbn_input_gradient` with dx as floats; returns how many elements it did.
+AVX512 static INLINE long input_gradient16(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked,
                                            float scale, float shift, long n, float mean, float invstd, float k,
                                            float mean_dy, float mean_dy_xhat) {
-    const __m512 vm = _mm512_set1_ps(mean), vs = _mm512_set1_ps(invstd), vk = _mm512_set1_ps(k);
-    const __m512 vdy = _mm512_set1_ps(mean_dy), vdyx = _mm512_set1_ps(mean_dy_xhat);
-    const __m512 vscale = _mm512_set1_ps(scale), vshift = _mm512_set1_ps(shift);
+    long i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dx + i, input_gradient_at16(dy, x, xb, masked, scale, shift, mean, invstd, k, mean_dy,
+                                                     mean_dy_xhat, i));
+    return i;
+}
+
+/// As `input_gradient16`, dx written as its rounded halves (VCVTNEPS2BF16 rounds as cbf16_round does).
+AVXBF16 static INLINE long input_gradient_halves16(uint16_t *dxb, const float *dy, const float *x, const uint16_t *xb,
+                                                   int masked, float scale, float shift, long n, float mean,
+                                                   float invstd, float k, float mean_dy, float mean_dy_xhat) {
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        __m512 xv = x_at16(x, xb, i), g = masked_gradient16(dy, xv, masked, vscale, vshift, i);
-        __m512 xhat = _mm512_mul_ps(_mm512_sub_ps(xv, vm), vs);
-        _mm512_storeu_ps(dx + i, _mm512_mul_ps(vk, _mm512_sub_ps(_mm512_sub_ps(g, vdy), _mm512_mul_ps(xhat, vdyx))));
+        __m512 v = input_gradient_at16(dy, x, xb, masked, scale, shift, mean, invstd, k, mean_dy, mean_dy_xhat, i);
+        _mm256_storeu_si256((__m256i *)(dxb + i), (__m256i)_mm512_cvtneps_pbh(v));
     }
+    return i;
+}
+
+AVX512 static long input_gradient_avx512(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked,
+                                         float scale, float shift, long n, float mean, float invstd, float k,
+                                         float mean_dy, float mean_dy_xhat) {
+    if (xb) return input_gradient16(dx, dy, NULL, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    return input_gradient16(dx, dy, x, NULL, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+}
+
+AVXBF16 static long input_gradient_halves_avx(uint16_t *dxb, const float *dy, const float *x, const uint16_t *xb,
+                                              int masked, float scale, float shift, long n, float mean, float invstd,
+                                              float k, float mean_dy, float mean_dy_xhat) {
+    if (xb) return input_gradient_halves16(dxb, dy, NULL, xb, masked, scale, shift, n, mean, invstd, k, mean_dy,
+                                           mean_dy_xhat);
+    return input_gradient_halves16(dxb, dy, x, NULL, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+}
+#endif
+
+static INLINE void input_gradient_portable(float *dx, uint16_t *dxb, const float *dy, const float *x,
+                                           const uint16_t *xb, int masked, float scale, float shift, long i, long n,
+                                           float mean, float invstd, float k, float mean_dy, float mean_dy_xhat) {
     for (; i < n; i++) {
         float xi = x_at(x, xb, i);
         float g = masked_gradient(dy, xi, masked, scale, shift, i), xhat = (xi - mean) * invstd;
-        dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
+        float v = k * ((g - mean_dy) - xhat * mean_dy_xhat);
+        if (dxb) dxb[i] = bf16_round(v);
+        else dx[i] = v;
     }
 }
 
-AVX512 static void input_gradient_avx512(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked,
-                                         float scale, float shift, long n, float mean, float invstd, float k,
-                                         float mean_dy, float mean_dy_xhat) {
-    if (xb) input_gradient16(dx, dy, NULL, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
-    else input_gradient16(dx, dy, x, NULL, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
-}
-#endif
-
-static INLINE void input_gradient_portable(float *dx, const float *dy, const float *x, const uint16_t *xb,
-                                           int masked, float scale, float shift, long n, float mean, float invstd,
-                                           float k, float mean_dy, float mean_dy_xhat) {
-    for (long i = 0; i < n; i++) {
-        float xi = x_at(x, xb, i);
-        float g = masked_gradient(dy, xi, masked, scale, shift, i), xhat = (xi - mean) * invstd;
-        dx[i] = k * ((g - mean_dy) - xhat * mean_dy_xhat);
-    }
-}
-
-// dx, dy, x (or xb): [n] contiguous elements of one channel; the other arguments: that
+// dx (or dxb), dy, x (or xb): [n] contiguous elements of one channel; the other arguments: that
 // channel's statistics and gradient sums.
-void cbn_input_gradient(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked, float scale,
-                        float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
-                        int avx512) {
+void cbn_input_gradient(float *dx, uint16_t *dxb, const float *dy, const float *x, const uint16_t *xb, int masked,
+                        float scale, float shift, long n, float mean, float invstd, float k, float mean_dy,
+                        float mean_dy_xhat, int avx512) {
+    long i = 0;
 #if HAVE_AVX512
-    if (avx512)
-        return input_gradient_avx512(dx, dy, x, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    if (avx512 && dxb)
+        i = input_gradient_halves_avx(dxb, dy, x, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    else if (avx512)
+        i = input_gradient_avx512(dx, dy, x, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
 #endif
-    if (xb) input_gradient_portable(dx, dy, NULL, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
-    else input_gradient_portable(dx, dy, x, NULL, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    if (xb) input_gradient_portable(dx, dxb, dy, NULL, xb, masked, scale, shift, i, n, mean, invstd, k, mean_dy,
+                                    mean_dy_xhat);
+    else input_gradient_portable(dx, dxb, dy, x, NULL, masked, scale, shift, i, n, mean, invstd, k, mean_dy,
+                                 mean_dy_xhat);
 }
 
 #if HAVE_AVX512
-AVX512 static double sum_avx512(const float *x, long n) {
+AVX512 static INLINE double sum16(const float *x, const uint16_t *xb, long n) {
     __m512d lo = _mm512_setzero_pd(), hi = lo;
     long i = 0;
     for (; i + 16 <= n; i += 16) {
-        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
-        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
+        __m512 v = x_at16(x, xb, i);
+        lo = _mm512_add_pd(lo, low_half(v));
+        hi = _mm512_add_pd(hi, high_half(v));
     }
     double s = _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
-    for (; i < n; i++) s += x[i];
+    for (; i < n; i++) s += x_at(x, xb, i);
     return s;
+}
+
+AVX512 static double sum_avx512(const float *x, const uint16_t *xb, long n) {
+    return xb ? sum16(NULL, xb, n) : sum16(x, NULL, n);
 }
 #endif
 
-// x: [n] contiguous floats of one channel (a row of dy, for the bias gradient).
-double cbn_sum(const float *x, long n, int avx512) {
-#if HAVE_AVX512
-    if (avx512) return sum_avx512(x, n);
-#endif
+static INLINE double sum_portable(const float *x, const uint16_t *xb, long n) {
     double a[8] = {0}, s = 0;
     long i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) a[j] += x[i + j];
+        for (int j = 0; j < 8; j++) a[j] += x_at(x, xb, i + j);
     for (int j = 0; j < 8; j++) s += a[j];
-    for (; i < n; i++) s += x[i];
+    for (; i < n; i++) s += x_at(x, xb, i);
     return s;
+}
+
+// x (or xb): [n] contiguous elements of one channel (a row of dy, for the bias gradient).
+double cbn_sum(const float *x, const uint16_t *xb, long n, int avx512) {
+#if HAVE_AVX512
+    if (avx512) return sum_avx512(x, xb, n);
+#endif
+    return xb ? sum_portable(NULL, xb, n) : sum_portable(x, NULL, n);
 }
 
 // y = x rounded to bf16 (xb: its upper halves), then * scale + shift, and max(y, 0) with relu.

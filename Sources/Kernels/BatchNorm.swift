@@ -93,8 +93,10 @@ public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePo
 /// the ReLU, and is taken as zero wherever that output is not positive: its sign recomputed from
 /// `x` exactly as the forward computed the output, so the output itself need not be kept or read.
 /// With `keptBF16` (the upper halves the forward kept with `keeping`), x is read from them, at
-/// half the bytes, as the floats they are exactly; `x` is then not read and may be nil.
-public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
+/// half the bytes, as the floats they are exactly; `x` is then not read and may be nil. With
+/// `dxBF16`, dx is written only there, rounded to bf16 (`cbf16_round`), and `dx` may be nil.
+public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>?, dxBF16: UnsafeMutablePointer<UInt16>? = nil,
+                                   dweight: UnsafeMutablePointer<Float>,
                                    dbias: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
                                    x: UnsafePointer<Float>?, keptBF16 xb: UnsafePointer<UInt16>? = nil,
                                    weight: UnsafePointer<Float>,
@@ -103,7 +105,10 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
                                    scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
                                    reluBias: UnsafePointer<Float>? = nil) {
     precondition(x != nil || xb != nil, "the backward reads x or its bf16 copy")
+    precondition(dx != nil || dxBF16 != nil, "the backward writes dx or its bf16 halves")
     let C = s.channels, plane = s.spatial
+    // The vector loop that rounds dx needs AVX512_BF16 as well.
+    let vectors = avx512Kernels && (dxBF16 == nil || bf16Available)
     /// Channel c's fused ReLU, as the forward's output pass computed it.
     func mask(_ c: Int) -> ReLUMask? {
         reluBias.map { b in
@@ -130,9 +135,9 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>, dweight: Uns
         let meanDy = Float(scratch[c] / count), meanDyX = Float(scratch[C + c] / count), mask = mask(c)
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
-            cbn_input_gradient(dx + o, dy + o, x.map { $0 + o }, xb.map { $0 + o }, mask == nil ? 0 : 1,
-                               mask?.scale ?? 0, mask?.shift ?? 0, plane, mean, invstd, k, meanDy, meanDyX,
-                               avx512Kernels ? 1 : 0)
+            cbn_input_gradient(dx.map { $0 + o }, dxBF16.map { $0 + o }, dy + o, x.map { $0 + o }, xb.map { $0 + o },
+                               mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, plane, mean, invstd, k,
+                               meanDy, meanDyX, vectors ? 1 : 0)
         }
     }
 }

@@ -182,10 +182,14 @@ func addChannelBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Floa
     }
 }
 
-/// sums[r] += sum of row r (rows `stride` apart), accumulated in Double so long rows keep their precision.
-func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>, rows: Int, columns: Int,
-                stride: Int? = nil) {
-    for r in 0..<rows { sums[r] += Float(cbn_sum(m + r * (stride ?? columns), columns, avx512Kernels ? 1 : 0)) }
+/// sums[r] += sum of row r (rows `stride` apart) of m, or of the floats whose upper halves
+/// `halves` holds, accumulated in Double so long rows keep their precision.
+func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>?, halves: UnsafePointer<UInt16>? = nil,
+                rows: Int, columns: Int, stride: Int? = nil) {
+    for r in 0..<rows {
+        let o = r * (stride ?? columns)
+        sums[r] += Float(cbn_sum(m.map { $0 + o }, halves.map { $0 + o }, columns, avx512Kernels ? 1 : 0))
+    }
 }
 
 /// Weight and bias gradients of a layer whose images (or bands) are spread over threads: with

@@ -115,10 +115,13 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMu
 /// `inputAffineReLU` the layer's input is that function of a (one tensor only). With `aBF16`, a's
 /// values are the floats whose upper halves it holds (a BatchNorm input kept in bf16, one tensor
 /// only), read where they lie; `a` is then not read. A concatenation's b may be given as
-/// `bBF16`, its values' upper halves, as `conv2dForwardBF16` takes it.
+/// `bBF16`, its values' upper halves, as `conv2dForwardBF16` takes it. dy may be given as
+/// `dyBF16`, its values' upper halves (a BatchNorm's gradient written so): the same result as
+/// from those values as floats, bias gradient included, at half the bytes read.
 public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMutablePointer<Float>? = nil,
                                dweight: UnsafeMutablePointer<Float>, dbias: UnsafeMutablePointer<Float>?,
-                               dy: UnsafePointer<Float>, _ a: UnsafePointer<Float>, channelsA: Int? = nil,
+                               dy: UnsafePointer<Float>?, dyBF16: UnsafePointer<UInt16>? = nil,
+                               _ a: UnsafePointer<Float>, channelsA: Int? = nil,
                                _ b: UnsafePointer<Float>? = nil, aBF16: UnsafePointer<UInt16>? = nil,
                                bBF16: UnsafePointer<UInt16>? = nil, weight: UnsafePointer<Float>, batch: Int,
                                height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
@@ -126,6 +129,7 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     let concatenated = b != nil || bBF16 != nil
     precondition(s.runsBF16(split: concatenated ? channelsA : nil) && (b == nil || bBF16 == nil))
     precondition(f == nil || !concatenated, "an affine ReLU input is one tensor")
+    precondition((dy == nil) != (dyBF16 == nil), "dy as floats or as bf16 halves")
     precondition(aBF16 == nil || !concatenated, "a bf16 input is one tensor")
     let k = bf16Kernels.pointee
     // Each part of the input as its floats or as its bf16 halves.
@@ -177,17 +181,20 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
             k.unfold!(odd, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
                      n + 2, 0, pw, f?.scale, f?.shift)
         }
-        k.unfold!(dyt, dy + n0 * s.outC * plane, nil, s.outC * plane, count, Int32(s.outC), 0, Int32(op), h, w, r0, n,
-                 0, pw, nil, nil)
+        let dyImages = n0 * s.outC * plane
+        k.unfold!(dyt, dy.map { $0 + dyImages }, dyBF16.map { $0 + dyImages }, s.outC * plane, count, Int32(s.outC), 0,
+                  Int32(op), h, w, r0, n, 0, pw, nil, nil)
         k.weight_grad!(g, dyt, Int32(op), even, odd, count, Int32(cp), Int32(s.outC), w, n)
         let read = readRows(rows, height: height), bandPlane = read.count * width
         for i in images {
+            let band = i * s.outC * plane + rows.lowerBound * width
             if dbias != nil {
-                addRowSums(db, dy + i * s.outC * plane + rows.lowerBound * width, rows: s.outC,
+                addRowSums(db, dy.map { $0 + band }, halves: dyBF16.map { $0 + band }, rows: s.outC,
                            columns: rows.count * width, stride: plane)
             }
             guard let outputs else { continue }
-            k.pair_planes!(dyPlanes, bandPlane, dy + i * s.outC * plane + read.lowerBound * width, nil, plane,
+            let readBand = i * s.outC * plane + read.lowerBound * width
+            k.pair_planes!(dyPlanes, bandPlane, dy.map { $0 + readBand }, dyBF16.map { $0 + readBand }, plane,
                            Int32(s.outC), bandPlane)
             outputs.forEach { tensor, channels, first, _ in
                 k.forward!(tensor + i * channels * plane, plane, 0, dyPlanes, bandPlane, Int32(read.lowerBound),

@@ -22,6 +22,14 @@ final class BatchNorm2d {
     /// (`keptInput.place(in:at:)`).
     private var keepsBF16Input = false
     let keptInput = HalfTensor()
+    /// Whether the last training forward read its input as the halves a bf16 convolution wrote
+    /// there. That convolution's backward, which rounds its dy to bf16 anyway, is then what reads
+    /// this layer's input gradient: the backward writes it only as bf16 halves, at half the
+    /// bytes, into the context's `bnGradBF16` (`gradientHalves`).
+    private var inputFromHalves = false
+    /// Where the last backward wrote the input gradient only as bf16 halves: that tensor (the
+    /// tensor it returned then holds only the shape); nil where it wrote floats.
+    private(set) var gradientHalves: HalfTensor?
 
     init(_ name: String, _ channels: Int, store: ParameterStore) {
         self.channels = channels
@@ -123,6 +131,7 @@ final class BatchNorm2d {
             let sums = ctx.takeStatistics(of: x)
             // A bf16 convolution wrote x only as the halves kept here: read at half the bytes.
             let fromHalves = keepsBF16Input && sums?.halvesOnly == true
+            inputFromHalves = fromHalves
             if fromHalves {
                 ctx.profile?.count(.batchNorm, floats: 3 * x.count / 2)
             } else {
@@ -167,11 +176,16 @@ final class BatchNorm2d {
     private func backwardBody(_ dy: Tensor, _ ctx: LayerContext) -> Tensor {
         let inputGrad = ctx.bnGrad
         inputGrad.reshape(inputShape)
-        // dy and x for the sums, then again with dx written; x kept in bf16 is half a float each.
-        ctx.profile?.count(.batchNorm, floats: (keepsBF16Input ? 4 : 5) * inputShape.count)
+        gradientHalves = inputFromHalves ? ctx.bnGradBF16 : nil
+        gradientHalves?.reshape(inputShape)
+        // dy and x for the sums, then again with dx written; x kept in bf16 and dx written as
+        // bf16 are half a float each.
+        let halves = (keepsBF16Input ? 2 : 0) + (gradientHalves != nil ? 1 : 0)
+        ctx.profile?.count(.batchNorm, floats: (10 - halves) * inputShape.count / 2)
         let s = ctx.store
         ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
-            batchNormTrainBackward(dx: inputGrad.data, dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
+            batchNormTrainBackward(dx: gradientHalves == nil ? inputGrad.data : nil, dxBF16: gradientHalves?.data,
+                                   dweight: s.grad(weight), dbias: s.grad(bias), dy: dy.data,
                                    x: keepsBF16Input ? nil : UnsafePointer(input.data),
                                    keptBF16: keepsBF16Input ? UnsafePointer(keptInput.data) : nil,
                                    weight: s.param(weight), saveMean: saveMean, saveInvstd: saveInvstd,

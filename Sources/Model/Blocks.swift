@@ -99,6 +99,14 @@ final class UpBlock {
     /// keeps its own, in float32 training) or both BatchNorms' bf16 copies of theirs (bf16
     /// training), one after the other.
     let skipGrad = Tensor()
+    /// In bf16 training, the padded up-sampling as bf16 halves, kept from the forward for the
+    /// first convolution's backward where `keepsUpsampling`.
+    private let keptUpsampling = HalfTensor()
+    /// Whether the bf16 up-sampling is kept rather than computed again before the backward:
+    /// where that would cost 64 or more multiply-adds (input channels) per bf16 half kept. The
+    /// UNet's full-resolution block (32 input channels, 79 MB of halves at 394) computes it
+    /// again; keeping the two others costs 59 MB there.
+    private var keepsUpsampling: Bool { upsample.shape.inC >= 64 }
     private var top = 0, left = 0
     private var upShape = Shape(0, 0, 0, 0)
     private unowned var input: Tensor!
@@ -145,9 +153,10 @@ final class UpBlock {
         return Shape(upShape.n, upShape.c, skip.shape.h, skip.shape.w)
     }
 
-    /// `upsampleAndPad` as bf16 halves, into the shared tensor of halves, which it returns.
+    /// `upsampleAndPad` as bf16 halves, which it returns: kept until the backward where
+    /// `keepsUpsampling` in training, else in the shared tensor of halves.
     private func upsampleAndPadBF16(_ ctx: LayerContext) -> HalfTensor {
-        let padded = ctx.sharedUpsampledBF16
+        let padded = ctx.training && keepsUpsampling ? keptUpsampling : ctx.sharedUpsampledBF16
         padded.reshape(placeUpsampling())
         upsample.forward(input, ctx, intoBF16: padded, top: top, left: left)
         return padded
@@ -177,9 +186,14 @@ final class UpBlock {
         let first = convs.first, second = convs.second
         let g = second.bn.backward(dy, ctx)
         let g1 = first.bn.backward(second.conv.backward(g, ctx), ctx)
-        // The first conv's second input, as the forward made it; the shared activation then
-        // holds nothing needed (the up-sampling is padded away) and takes that input's gradient.
-        if upsamplesToBF16(ctx) { _ = upsampleAndPadBF16(ctx) } else { _ = upsampleAndPad(ctx) }
+        // The first conv's second input as the forward made it, kept or made again; the shared
+        // activation then holds nothing needed (the up-sampling is padded away) and takes that
+        // input's gradient.
+        if !upsamplesToBF16(ctx) {
+            _ = upsampleAndPad(ctx)
+        } else if !keepsUpsampling {
+            _ = upsampleAndPadBF16(ctx)
+        }
         let upGrad = ctx.sharedActivation
         first.conv.backward(g1, ctx, into: skipGrad, upGrad)
         // Nothing padded or cropped: the up-sampling's gradient is that input's, as it lies.

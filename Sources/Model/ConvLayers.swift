@@ -22,6 +22,14 @@ final class Conv2d {
     unowned var outputBN: BatchNorm2d?
     var feedsBatchNorm: Bool { outputBN != nil }
 
+    /// dy as the bf16 halves that BatchNorm's backward wrote instead of floats, where it did
+    /// (`BatchNorm2d.gradientHalves`: only after a bf16 forward that wrote halves itself).
+    private func gradientHalves(_ dy: Tensor, _ ctx: LayerContext, bf16: Bool) -> HalfTensor? {
+        guard let halves = outputBN?.gradientHalves else { return nil }
+        precondition(bf16 && dy === ctx.bnGrad && halves.shape == dy.shape, "dy is its BatchNorm's gradient")
+        return halves
+    }
+
     /// Where the forward of an output of `shape` writes BatchNorm's sums, if it takes them.
     /// `halvesOnly`: the forward writes the output only as halves (`halvesOutput`).
     private func statistics(_ ctx: LayerContext, _ shape: Shape, split: Int? = nil,
@@ -124,10 +132,12 @@ final class Conv2d {
         // been reshaped by the layers after this one.
         let xShape = keptShape ?? x.shape
         if needInputGrad { inputGrad.reshape(xShape) }
+        let dyHalves = gradientHalves(dy, ctx, bf16: bf16)
         ctx.timed(.conv, backward: true) {
             if bf16 {
                 conv2dBackwardBF16(dxA: needInputGrad ? inputGrad.data : nil, dweight: ctx.store.grad(weight),
-                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, x.data, aBF16: xBF16,
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dyHalves == nil ? dy.data : nil,
+                                   dyBF16: dyHalves?.data, x.data, aBF16: xBF16,
                                    weight: ctx.store.param(weight), batch: xShape.n, height: xShape.h,
                                    width: xShape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace,
                                    inputAffineReLU: affine)
@@ -189,11 +199,12 @@ extension Conv2d {
         let a = input!, b = secondInput, bBF16 = secondInputBF16
         da.reshape(a.shape); db.reshape(b?.shape ?? bBF16!.shape)
         ctx.profile?.count(.conv, flops: 4 * shape.weightCount * dy.shape.count / shape.outC)
-        let bf16 = runsBF16(ctx, split: a.shape.c)
+        let bf16 = runsBF16(ctx, split: a.shape.c), dyHalves = gradientHalves(dy, ctx, bf16: bf16)
         ctx.timed(.conv, backward: true) {
             if bf16 {
                 conv2dBackwardBF16(dxA: da.data, dxB: db.data, dweight: ctx.store.grad(weight),
-                                   dbias: bias.map { ctx.store.grad($0) }, dy: dy.data, a.data, channelsA: a.shape.c,
+                                   dbias: bias.map { ctx.store.grad($0) }, dy: dyHalves == nil ? dy.data : nil,
+                                   dyBF16: dyHalves?.data, a.data, channelsA: a.shape.c,
                                    b.map { UnsafePointer($0.data) }, bBF16: bBF16.map { UnsafePointer($0.data) },
                                    weight: ctx.store.param(weight), batch: a.shape.n, height: a.shape.h,
                                    width: a.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace)

@@ -20,6 +20,10 @@ public final class LayerContext {
     /// is read only by the backward of the layer before it, which writes the other one
     /// (conv -> BN -> conv ...). An up block's padded-gradient step borrows the BN one.
     let convGrad = Tensor(), bnGrad = Tensor()
+    /// The BN gradient as bf16 halves, in its storage: what a BatchNorm writes instead where its
+    /// input came from a bf16 convolution, whose backward rounds it to bf16 anyway
+    /// (`BatchNorm2d.gradientHalves`).
+    let bnGradBF16: HalfTensor
     /// The outputs of the BatchNorm layers that do not keep theirs: each is read right away by
     /// the next convolution, whose backward computes it again from the BN's input (inside the
     /// weight gradient's copy of the rows, or `BatchNorm2d.rematerialize`).
@@ -33,10 +37,11 @@ public final class LayerContext {
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward. Where that convolution
     /// runs in bf16 it rounds the up-sampling to bf16 anyway, and the up-sampling is written as
-    /// bf16 halves instead, into `sharedUpsampledBF16`. Both lie in the conv gradient's storage:
-    /// forwards never use that gradient, and in an up block's backward it is free from the first
-    /// BatchNorm's backward, which reads it, to the up-sampling's backward, which writes it
-    /// (`UpBlock.backward`).
+    /// bf16 halves instead: in training each up block keeps those for its backward, in
+    /// evaluation they go to `sharedUpsampledBF16`. Both shared tensors lie in the conv
+    /// gradient's storage: forwards never use that gradient, and in an up block's backward it is
+    /// free from the first BatchNorm's backward, which reads it, to the up-sampling's backward,
+    /// which writes it (`UpBlock.backward`).
     let sharedUpsampled: Tensor
     let sharedUpsampledBF16: HalfTensor
     /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
@@ -49,6 +54,7 @@ public final class LayerContext {
     init(store: ParameterStore) {
         self.store = store
         sharedConvOutput = Tensor(in: bnGrad.storage)
+        bnGradBF16 = HalfTensor(in: bnGrad.storage)
         sharedUpsampled = Tensor(in: convGrad.storage)
         sharedUpsampledBF16 = HalfTensor(in: convGrad.storage)
     }

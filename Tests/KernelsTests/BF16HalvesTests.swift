@@ -130,4 +130,44 @@ final class BF16HalvesTests: XCTestCase {
             }
         }
     }
+
+    /// A bf16 convolution's backward reading dy as the bf16 halves BatchNorm's backward writes:
+    /// the input, weight and bias gradients equal, bit for bit, those from the halves' values as
+    /// floats, for one input and for a concatenation, on both kernel sets, in bands over threads;
+    /// the float dy is not read.
+    func testConvolutionReadsItsGradientAsHalves() {
+        for (ca, cb, o, n, h, w) in [(16, 0, 16, 2, 9, 21), (8, 24, 9, 3, 4, 4), (16, 8, 7, 1, 30, 40)] {
+            let s = Conv2dShape(inC: ca + cb, outC: o, kernel: 3, padding: 1), plane = h * w
+            let a = random(n * ca * plane), b = random(n * cb * plane), weight = random(s.weightCount, scale: 0.3)
+            let dyHalves = random(n * o * plane).map { cbf16_round($0) }, dy = dyHalves.map { cbf16_float($0) }
+            for kernels in kernelSets {
+                bf16Kernels = kernels
+                for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
+                    setComputeThreads(threads)
+                    let tuned = s.tuned(KernelTuning(directPixels: pixels))
+                    func run(_ dy: UnsafePointer<Float>?, _ dyBF16: UnsafePointer<UInt16>?) -> [[Float]] {
+                        var da = [Float](repeating: .nan, count: a.count), db = [Float](repeating: .nan, count: b.count)
+                        var dw = [Float](repeating: 0, count: s.weightCount), dbias = [Float](repeating: 0, count: o)
+                        if cb == 0 {
+                            conv2dBackwardBF16(dxA: &da, dweight: &dw, dbias: &dbias, dy: dy, dyBF16: dyBF16, a,
+                                               weight: weight, batch: n, height: h, width: w, tuned,
+                                               workspace: Workspace())
+                        } else {
+                            conv2dBackwardBF16(dxA: &da, dxB: &db, dweight: &dw, dbias: &dbias, dy: dy,
+                                               dyBF16: dyBF16, a, channelsA: ca, b, weight: weight, batch: n,
+                                               height: h, width: w, tuned, workspace: Workspace())
+                        }
+                        return [da, db, dw, dbias]
+                    }
+                    let floats = run(dy, nil), fromHalves = dyHalves.withUnsafeBufferPointer { run(nil, $0.baseAddress) }
+                    let what = "\(ca)+\(cb)->\(o) \(n)x\(h)x\(w), \(threads) threads, \(pixels) pixels, "
+                        + String(cString: kernels.pointee.name)
+                    XCTAssertFalse(floats[0].contains { $0.isNaN } || floats[3].contains { $0 == 0 }, what)
+                    for (got, want) in zip(fromHalves, floats) {
+                        XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), what)
+                    }
+                }
+            }
+        }
+    }
 }

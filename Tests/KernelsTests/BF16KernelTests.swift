@@ -300,12 +300,46 @@ final class BF16KernelTests: XCTestCase {
                     cbn_gradient_sums(dy, nil, halves, masked, 0.5, -0.5, n, 0.25, 1.5, &got, avx)
                     XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), what)
                     var dxWant = [Float](repeating: 0, count: n), dx = dxWant
-                    cbn_input_gradient(&dxWant, dy, expanded, nil, masked, 0.5, -0.5, n, 0.25, 1.5, 0.75, 0.125, -0.375,
+                    cbn_input_gradient(&dxWant, nil, dy, expanded, nil, masked, 0.5, -0.5, n, 0.25, 1.5, 0.75, 0.125,
+                                       -0.375, avx)
+                    cbn_input_gradient(&dx, nil, dy, nil, halves, masked, 0.5, -0.5, n, 0.25, 1.5, 0.75, 0.125, -0.375,
                                        avx)
-                    cbn_input_gradient(&dx, dy, nil, halves, masked, 0.5, -0.5, n, 0.25, 1.5, 0.75, 0.125, -0.375, avx)
                     XCTAssertEqual(dx.map(\.bitPattern), dxWant.map(\.bitPattern), what)
                     if masked == 1 { XCTAssertEqual(dx[0], 0.75 * (-0.125 - (1 - 0.25) * 1.5 * -0.375), what) }
                 }
+            }
+        }
+    }
+
+    /// BatchNorm's backward writing its input gradient only as bf16 halves (for a bf16
+    /// convolution's backward): each is `cbf16_round` of the float it writes otherwise, reading x
+    /// or its halves, with and without the mask, on both paths, at lengths that leave tails of
+    /// every size, also where the gradients are denormals (zeros of their sign in bf16). A bias
+    /// gradient's row sum over such halves equals, bit for bit, the sum over them expanded.
+    func testBatchNormBackwardWritesBF16Halves() {
+        for n in [1, 7, 15, 17, 40, 1037] {
+            let x = random(n, scale: 3), halves = x.map { cbf16_round($0) }, dy = random(n)
+            for k: Float in [0.75, 1e-39] {
+                for masked: Int32 in [0, 1] {
+                    for avx: Int32 in avx512Kernels && bf16Available ? [0, 1] : [0] {
+                        for xb in [nil, halves] {
+                            let what = "n \(n), k \(k), masked \(masked), AVX-512 path: \(avx), x kept: \(xb != nil)"
+                            var floats = [Float](repeating: .nan, count: n)
+                            var written = [UInt16](repeating: 0xFFFF, count: n)
+                            cbn_input_gradient(&floats, nil, dy, x, xb, masked, 0.5, -0.5, n, 0.25, 1.5, k, 0.125,
+                                               -0.375, avx)
+                            cbn_input_gradient(nil, &written, dy, x, xb, masked, 0.5, -0.5, n, 0.25, 1.5, k, 0.125,
+                                               -0.375, avx)
+                            XCTAssertEqual(written, floats.map { cbf16_round($0) }, what)
+                            if k < 1e-30 { XCTAssertTrue(written.allSatisfy { $0 & 0x7FFF == 0 }, what) }
+                        }
+                    }
+                }
+            }
+            let dyHalves = dy.map { cbf16_round($0) }, expanded = dyHalves.map { cbf16_float($0) }
+            for avx: Int32 in avx512Kernels ? [0, 1] : [0] {
+                XCTAssertEqual(cbn_sum(nil, dyHalves, n, avx).bitPattern, cbn_sum(expanded, nil, n, avx).bitPattern,
+                               "n \(n), AVX-512 path: \(avx)")
             }
         }
     }

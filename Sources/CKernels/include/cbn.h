@@ -8,8 +8,9 @@
 /// it); otherwise a portable loop. Both add the same terms; only the order of the additions
 /// differs.
 
-/// sum x over n floats (a bias gradient's row).
-double cbn_sum(const float *x, long n, int avx512);
+/// sum x over n floats (a bias gradient's row), or where xb is not NULL over the floats whose
+/// upper halves xb holds (x is not read): the same sum as over them expanded.
+double cbn_sum(const float *x, const uint16_t *xb, long n, int avx512);
 
 /// out[0] = sum x, out[1] = sum x^2 over n floats.
 void cbn_sums(const float *x, long n, double out[2], int avx512);
@@ -27,9 +28,12 @@ void cbn_gradient_sums(const float *dy, const float *x, const uint16_t *xb, int 
 void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512);
 
 /// dx = k * ((g - mean_dy) - xhat * mean_dy_xhat), g, xhat, x and xb as in `cbn_gradient_sums`.
-void cbn_input_gradient(float *dx, const float *dy, const float *x, const uint16_t *xb, int masked, float scale,
-                        float shift, long n, float mean, float invstd, float k, float mean_dy, float mean_dy_xhat,
-                        int avx512);
+/// Where dxb is not NULL, dx is written only as its values rounded to bf16 (`cbf16_round`), their
+/// upper halves in dxb, and dx is not written: the gradient a bf16 convolution reads, which
+/// rounds it so anyway. With dxb, `avx512` must also mean the CPU has AVX512_BF16.
+void cbn_input_gradient(float *dx, uint16_t *dxb, const float *dy, const float *x, const uint16_t *xb, int masked,
+                        float scale, float shift, long n, float mean, float invstd, float k, float mean_dy,
+                        float mean_dy_xhat, int avx512);
 
 /// `cbn_output` of x rounded to bf16 (as the convolutions round their operands, and as an
 /// autocast convolution's output is), the rounded values' upper halves written to xb: a
