@@ -191,3 +191,33 @@ AVXBF16 void cbf16_weight_grad_avx(float *g, const uint32_t *dy, int padded_outp
 }
 
 #endif
+
+// MARK: the odd copy from the even one
+
+#if HAVE_AVX512
+AVX512 static void odd_pairs_avx512(uint32_t *odd, const uint32_t *even, size_t rows, int pairs, int cp) {
+    size_t words = (size_t)pairs * cp;
+    for (size_t r = 0; r < rows; r++) {
+        const uint32_t *e = even + r * (words + cp);
+        uint32_t *o = odd + r * words;
+        for (size_t i = 0; i < words; i += LANES) {
+            __m512i here = _mm512_loadu_si512(e + i), next = _mm512_loadu_si512(e + i + cp);
+            _mm512_storeu_si512(o + i, _mm512_or_si512(_mm512_srli_epi32(here, 16), _mm512_slli_epi32(next, 16)));
+        }
+    }
+}
+#endif
+
+// Odd word j holds columns 2j and 2j + 1: the high half of even word j (columns 2j - 1, 2j)
+// and the low half of even word j + 1 (columns 2j + 1, 2j + 2), the same bf16 bits.
+void cbf16_odd_pairs(uint32_t *odd, const uint32_t *even, size_t rows, int pairs, int padded_channels, int avx512) {
+#if HAVE_AVX512
+    if (avx512) return odd_pairs_avx512(odd, even, rows, pairs, padded_channels);
+#endif
+    size_t cp = (size_t)padded_channels, words = (size_t)pairs * cp;
+    for (size_t r = 0; r < rows; r++) {
+        const uint32_t *e = even + r * (words + cp);
+        uint32_t *o = odd + r * words;
+        for (size_t i = 0; i < words; i++) o[i] = e[i] >> 16 | e[i + cp] << 16;
+    }
+}

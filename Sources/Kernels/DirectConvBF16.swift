@@ -178,9 +178,9 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
             let o = n0 * channels * plane, xn = part.floats.map { $0 + o }, xb = part.halves.map { $0 + o }
             k.unfold!(even, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
                      n + 2, -1, pw + 1, f?.scale, f?.shift)
-            k.unfold!(odd, xn, xb, channels * plane, count, Int32(channels), Int32(first), Int32(cp), h, w, r0 - 1,
-                     n + 2, 0, pw, f?.scale, f?.shift)
         }
+        // The odd copy holds the even copy's halves shifted by one column: moved, not copied again.
+        cbf16_odd_pairs(odd, even, images.count * (rows.count + 2), pw, Int32(cp), avx512Kernels ? 1 : 0)
         let dyImages = n0 * s.outC * plane
         k.unfold!(dyt, dy.map { $0 + dyImages }, dyBF16.map { $0 + dyImages }, s.outC * plane, count, Int32(s.outC), 0,
                   Int32(op), h, w, r0, n, 0, pw, nil, nil)

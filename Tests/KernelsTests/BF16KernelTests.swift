@@ -344,6 +344,41 @@ final class BF16KernelTests: XCTestCase {
         }
     }
 
+    /// The odd pixel-pair copy made from the even one (`cbf16_odd_pairs`) holds the words that
+    /// copying it from x gives, on both kernel sets and both paths: odd and even widths, one
+    /// pixel, rows outside the image, a part of the padded channels, BatchNorm's affine ReLU.
+    func testOddCopyFromEvenCopy() {
+        for (c, first, h, w) in [(11, 0, 5, 9), (40, 8, 3, 34), (16, 0, 2, 1), (7, 3, 4, 33)] {
+            let cp = (first + c + 15) / 16 * 16, pairs = (w + 1) / 2, images = 2, rows = h + 2
+            let x = random(images * c * h * w, scale: 2), scale = random(c), shift = random(c, scale: 0.5)
+            for kernels in bf16Available ? [cbf16_kernels()!, cbf16_portable()!] : [cbf16_portable()!] {
+                for affine in [false, true] {
+                    var even = [UInt32](repeating: 0, count: images * rows * (pairs + 1) * cp)
+                    var want = [UInt32](repeating: 0, count: images * rows * pairs * cp)
+                    scale.withUnsafeBufferPointer { sc in
+                        shift.withUnsafeBufferPointer { sh in
+                            let f = affine ? (sc.baseAddress, sh.baseAddress) : (nil, nil)
+                            // Rows -1 to h, pairs from column -1 (even) and from column 0 (odd).
+                            kernels.pointee.unfold!(&even, x, nil, c * h * w, Int32(images), Int32(c), Int32(first),
+                                                    Int32(cp), Int32(h), Int32(w), -1, Int32(rows), -1,
+                                                    Int32(pairs + 1), f.0, f.1)
+                            kernels.pointee.unfold!(&want, x, nil, c * h * w, Int32(images), Int32(c), Int32(first),
+                                                    Int32(cp), Int32(h), Int32(w), -1, Int32(rows), 0, Int32(pairs),
+                                                    f.0, f.1)
+                        }
+                    }
+                    XCTAssertTrue(want.contains { $0 != 0 })
+                    for avx: Int32 in avx512Kernels ? [0, 1] : [0] {
+                        var got = [UInt32](repeating: 0xDEAD_BEEF, count: want.count)
+                        cbf16_odd_pairs(&got, even, images * rows, Int32(pairs), Int32(cp), avx)
+                        XCTAssertEqual(got, want, "\(c) channels from \(first), \(h)x\(w), affine \(affine), "
+                                       + "\(String(cString: kernels.pointee.name)), AVX-512 path: \(avx)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The weight gradient reading a BatchNorm's input from its kept bf16 halves: dw, db and dx
     /// equal, bit for bit, the backward on the halves expanded to floats, on both kernel sets and
     /// on several threads; the float input it is given instead is NaN, so it is not read.

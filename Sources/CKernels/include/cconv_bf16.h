@@ -92,6 +92,13 @@ typedef void (*cbf16_unfold_fn)(uint32_t *t, const float *x, const uint16_t *xb,
                                 int channels, int first, int padded_channels, int height, int width, int row0,
                                 int rows, int col0, int pairs, const float *scale, const float *shift);
 
+/// The odd copy of x made from the even one, as `cbf16_unfold_fn` would copy it: `rows` rows
+/// (images x rows of the band) of an even copy with pairs + 1 pairs into an odd copy with
+/// `pairs` pairs, `padded_channels` (a multiple of 16) channels each; word j of a row and
+/// channel is the high half of even word j and the low half of even word j + 1. Moves bits
+/// only: the same words on both paths. `avx512`: the CPU has AVX-512.
+void cbf16_odd_pairs(uint32_t *odd, const uint32_t *even, size_t rows, int pairs, int padded_channels, int avx512);
+
 /// g[tap][o][c] += sum over the band's images, rows and pixel pairs of dy[o] x[c] shifted by the
 /// tap, for o < outputs and c < padded_channels (g's rows `padded_channels` floats long). dy,
 /// even and odd copies as described at cbf16_unfold_fn, for a band of `rows` output rows,
