@@ -187,14 +187,14 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
         k.weight_grad!(g, dyt, Int32(op), even, odd, count, Int32(cp), Int32(s.outC), w, n)
         let read = readRows(rows, height: height), bandPlane = read.count * width
         for i in images {
-            let band = i * s.outC * plane + rows.lowerBound * width
+            let bandStart = i * s.outC * plane + rows.lowerBound * width
             if dbias != nil {
-                addRowSums(db, dy.map { $0 + band }, halves: dyBF16.map { $0 + band }, rows: s.outC,
+                addRowSums(db, dy.map { $0 + bandStart }, halves: dyBF16.map { $0 + bandStart }, rows: s.outC,
                            columns: rows.count * width, stride: plane)
             }
             guard let outputs else { continue }
-            let readBand = i * s.outC * plane + read.lowerBound * width
-            k.pair_planes!(dyPlanes, bandPlane, dy.map { $0 + readBand }, dyBF16.map { $0 + readBand }, plane,
+            let readStart = i * s.outC * plane + read.lowerBound * width
+            k.pair_planes!(dyPlanes, bandPlane, dy.map { $0 + readStart }, dyBF16.map { $0 + readStart }, plane,
                            Int32(s.outC), bandPlane)
             outputs.forEach { tensor, channels, first, _ in
                 k.forward!(tensor + i * channels * plane, plane, 0, dyPlanes, bandPlane, Int32(read.lowerBound),

@@ -37,11 +37,11 @@ public final class LayerContext {
     /// Every up block's padded up-sampling, the second input of its first convolution: rebuilt
     /// (up-sampled and padded again) before that convolution's backward. Where that convolution
     /// runs in bf16 it rounds the up-sampling to bf16 anyway, and the up-sampling is written as
-    /// bf16 halves instead: in training each up block keeps those for its backward, in
-    /// evaluation they go to `sharedUpsampledBF16`. Both shared tensors lie in the conv
-    /// gradient's storage: forwards never use that gradient, and in an up block's backward it is
-    /// free from the first BatchNorm's backward, which reads it, to the up-sampling's backward,
-    /// which writes it (`UpBlock.backward`).
+    /// bf16 halves instead: into `sharedUpsampledBF16`, or in training into a tensor of the up
+    /// block's own where it keeps them for its backward (`UpBlock.keepsUpsampling`). Both shared
+    /// tensors lie in the conv gradient's storage: forwards never use that gradient, and in an up
+    /// block's backward it is free from the first BatchNorm's backward, which reads it, to the
+    /// up-sampling's backward, which writes it (`UpBlock.backward`).
     let sharedUpsampled: Tensor
     let sharedUpsampledBF16: HalfTensor
     /// Double scratch for BN's per-channel sums: 2 x (the widest BN layer's channels) + 1,
