@@ -25,8 +25,8 @@ var bf16TransposedKernels: UnsafePointer<cbf16t_kernel_set> {
 /// same values in half the memory.
 public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>?,
                                        yBF16 yb: UnsafeMutablePointer<UInt16>? = nil, _ x: UnsafePointer<Float>,
-                                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int, height: Int, width: Int,
-                                       _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
+                                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int,
+                                       height: Int, width: Int, _ s: ConvTranspose2dShape, top: Int = 0, left: Int = 0,
                                        workspace: Workspace) {
     precondition(s.runsBF16 && top >= 0 && left >= 0 && (y == nil) != (yb == nil))
     let k = bf16TransposedKernels.pointee

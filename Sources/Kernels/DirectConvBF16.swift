@@ -163,8 +163,9 @@ public func conv2dBackwardBF16(dxA: UnsafeMutablePointer<Float>?, dxB: UnsafeMut
     for t in 0..<threads {
         let base = slots + t * slot
         base.update(repeating: 0, count: gCount + s.outC)
-        // Padding channels of the x copies are never written: zero once.
-        if cp > s.inC { (base + gCount + s.outC).update(repeating: 0, count: evenCount + oddCount) }
+        // Padding channels of the even copy are never written: zero once (the odd copy is made
+        // whole from it).
+        if cp > s.inC { (base + gCount + s.outC).update(repeating: 0, count: evenCount) }
     }
     let inputs = Parts(x, channels: s.inC)
     let outputs = dx.map { Parts($0, channels: s.inC) }

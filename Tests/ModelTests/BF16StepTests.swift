@@ -26,8 +26,7 @@ final class BF16StepTests: XCTestCase {
             if e.dtype == "I64" { initial.set(key, int64s: try fx.int64s(name), shape: e.shape) }
             else {
                 var f = try fx.floats(name)
-                // The weights of the 3x3 convolutions with 8 or more inputs (as bf16 runs them).
-                if roundWeights && e.shape.count == 4 && e.shape[2] == 3 && e.shape[1] >= 8 { f = f.map { cbf16_float(cbf16_round($0)) } }
+                if roundWeights && roundsWeights(e.shape) { f = f.map { cbf16_float(cbf16_round($0)) } }
                 initial.set(key, floats: f, shape: e.shape)
             }
         }
@@ -37,6 +36,10 @@ final class BF16StepTests: XCTestCase {
         _ = x.buffer.update(fromContentsOf: try fx.floats("x"))
         return run(model, precision, x, try fx.floats("target"))
     }
+
+    /// Whether a parameter of this shape is the weight of a 3x3 convolution with 8 or more inputs,
+    /// one that bf16 runs with its weights rounded.
+    func roundsWeights(_ shape: [Int]) -> Bool { shape.count == 4 && shape[2] == 3 && shape[1] >= 8 }
 
     /// One training step of `model` from its current state; its logits and gradients.
     func run(_ model: SegmentationModel, _ precision: Precision, _ x: Tensor,
@@ -106,7 +109,7 @@ final class BF16StepTests: XCTestCase {
             let make = { UNet(ModelConfig(width: width), seed: 3) }
             let fp32 = run(make(), .fp32, x, target), bf16 = run(make(), .bf16, x, target)
             let rounded = make()
-            for v in rounded.store.parameters where v.shape.count == 4 && v.shape[2] == 3 && v.shape[1] >= 8 {
+            for v in rounded.store.parameters where roundsWeights(v.shape) {
                 let p = rounded.store.param(v)
                 for i in 0..<v.count { p[i] = cbf16_float(cbf16_round(p[i])) }
             }
