@@ -185,7 +185,8 @@ print(json.dumps({"size": int(sys.argv[2]), "pairs": pairs, "peak_rss_mb": rss})
 }
 
 kernels() {
-  cc -O3 -I Sources/CKernels/include -I Sources/CKernels -o "$work/conv_rates" tools/machine/conv_rates.c \
+  # The toolchain's clang, which builds the package's C kernels (gcc's code for them differs).
+  clang -O3 -I Sources/CKernels/include -I Sources/CKernels -o "$work/conv_rates" tools/machine/conv_rates.c \
     Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c Sources/CKernels/cconv_bf16_weight_grad.c -lm
   for shape in "64 128" "16 128" "128 32"; do "$work/conv_rates" $shape 9; done | tee "$work/k.txt" >&2
   python3 - "$work/k.txt" <<'EOF' |
@@ -204,9 +205,9 @@ EOF
     record precision_kernels.json \
       "one 3x3 convolution layer, one thread, float32 and bf16 kernels alternated, medians of 9 rounds, GFLOP/s in
  the thread's CPU time; the peak is a vdpbf16ps loop (64 FLOP per instruction, 24 independent sums)" \
-      "$(cc --version | head -1)" \
-      "cc -O3 -I Sources/CKernels/include -I Sources/CKernels -o /tmp/conv_rates tools/machine/conv_rates.c\
- Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c -lm" \
+      "$(clang --version | head -1)" \
+      "clang -O3 -I Sources/CKernels/include -I Sources/CKernels -o /tmp/conv_rates tools/machine/conv_rates.c\
+ Sources/CKernels/cconv.c Sources/CKernels/cconv_bf16.c Sources/CKernels/cconv_bf16_weight_grad.c -lm" \
       "/tmp/conv_rates 64 128 9; /tmp/conv_rates 16 128 9; /tmp/conv_rates 128 32 9"
 }
 

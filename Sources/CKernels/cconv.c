@@ -236,6 +236,8 @@ AVX512 void cconv3x3_unfold_rows(float *t, const float *x, size_t x_image, int i
                 for (int c0 = 0; c0 < channels; c0 += LANES) {
                     int nc = channels - c0 < LANES ? channels - c0 : LANES;
                     __m512 v[16];
+                    for (int i = 0; i < nc; i++)
+                        _mm_prefetch((const char *)(src + (c0 + i) * plane + UNFOLD_AHEAD), _MM_HINT_T0);
                     for (int i = 0; i < 16; i++)
                         v[i] = i < nc ? _mm512_maskz_loadu_ps(inside, src + (c0 + i) * plane) : _mm512_setzero_ps();
                     if (scale)

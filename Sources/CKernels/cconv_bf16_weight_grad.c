@@ -86,6 +86,16 @@ AVXBF16 static INLINE __m512 load_x(const float *x, const uint16_t *xb, ptrdiff_
     return bf16_expand16(_mm512_castsi512_si256(_mm512_maskz_loadu_epi16((__mmask32)inside, xb + i)));
 }
 
+/// The cache lines of x (or xb) from element i that load_x at i will read.
+static INLINE void prefetch_x(const float *x, const uint16_t *xb, ptrdiff_t i) {
+    if (xb) {
+        _mm_prefetch((const char *)(xb + i), _MM_HINT_T0);
+        return;
+    }
+    _mm_prefetch((const char *)(x + i), _MM_HINT_T0);
+    _mm_prefetch((const char *)(x + i + LANES), _MM_HINT_T0);
+}
+
 AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
                               int first, int padded_channels, int height, int width, int row0, int rows, int col0,
                               int pairs, const float *scale, const float *shift) {
@@ -112,6 +122,7 @@ AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, s
                             continue;
                         }
                         ptrdiff_t s = src + (ptrdiff_t)((size_t)(c0 + i) * plane);
+                        prefetch_x(x, xb, s + UNFOLD_AHEAD);
                         __m512 a = load_x(x, xb, s, m0), b = load_x(x, xb, s + LANES, m1);
                         if (scale) {
                             a = bn_relu(a, scale[c0 + i], shift[c0 + i], m0);
@@ -132,7 +143,7 @@ AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, s
 AVXBF16 static INLINE void weight_grad_tile(float *g, size_t g_row, const uint32_t *dy, int op, const uint32_t *xt,
                                             int cp, int row_words, int images, int rows, int pairs, const int np,
                                             const int nc) {
-    __m512 acc[16][4];
+    __m512 acc[12][4];
     for (int o = 0; o < np; o++)
         for (int j = 0; j < nc; j++) acc[o][j] = _mm512_loadu_ps(g + o * g_row + j * LANES);
     for (int n = 0; n < images; n++)
@@ -152,6 +163,45 @@ AVXBF16 static INLINE void weight_grad_tile(float *g, size_t g_row, const uint32
         for (int j = 0; j < nc; j++) _mm512_storeu_ps(g + o * g_row + j * LANES, acc[o][j]);
 }
 
+/// weight_grad_tile for one vector of channels and the three row taps of one column tap at once:
+/// g for taps ky = 0, 1, 2 lie g_tap apart, x's rows for them one copy row apart. Each dy word
+/// broadcast then feeds three sums, not one; each sum adds the same products in the same order.
+AVXBF16 static INLINE void weight_grad_rows_tile(float *g, size_t g_row, size_t g_tap, const uint32_t *dy, int op,
+                                                 const uint32_t *xt, int cp, int row_words, int images, int rows,
+                                                 int pairs, const int np) {
+    __m512 acc[3][8];
+    for (int ky = 0; ky < 3; ky++)
+        for (int o = 0; o < np; o++) acc[ky][o] = _mm512_loadu_ps(g + ky * g_tap + o * g_row);
+    for (int n = 0; n < images; n++)
+        for (int r = 0; r < rows; r++) {
+            const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
+            const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
+            for (int k = 0; k < pairs; k++) {
+                __m512i xv[3];
+                for (int ky = 0; ky < 3; ky++)
+                    xv[ky] = _mm512_loadu_si512(xr + (size_t)ky * row_words + (size_t)k * cp);
+                for (int o = 0; o < np; o++) {
+                    __m512i d = _mm512_set1_epi32((int)dyr[(size_t)k * op + o]);
+                    for (int ky = 0; ky < 3; ky++) acc[ky][o] = dot(acc[ky][o], d, xv[ky]);
+                }
+            }
+        }
+    for (int ky = 0; ky < 3; ky++)
+        for (int o = 0; o < np; o++) _mm512_storeu_ps(g + ky * g_tap + o * g_row, acc[ky][o]);
+}
+
+#define ROWS_TILE(NP) \
+    case NP: weight_grad_rows_tile(g, g_row, g_tap, dy, op, xt, cp, row_words, images, rows, pairs, NP); break;
+
+/// Up to eight outputs of weight_grad_rows_tile (24 sums in registers).
+AVXBF16 static void weight_grad_rows_tile8(float *g, size_t g_row, size_t g_tap, const uint32_t *dy, int op,
+                                           const uint32_t *xt, int cp, int row_words, int images, int rows, int pairs,
+                                           int np) {
+    switch (np) {
+        ROWS_TILE(1) ROWS_TILE(2) ROWS_TILE(3) ROWS_TILE(4) ROWS_TILE(5) ROWS_TILE(6) ROWS_TILE(7) ROWS_TILE(8)
+    }
+}
+
 #define TILE(NP, NC) \
     case NP: weight_grad_tile(g, g_row, dy, op, xt, cp, row_words, images, rows, pairs, NP, NC); break;
 #define TILES6(NC) TILE(1, NC) TILE(2, NC) TILE(3, NC) TILE(4, NC) TILE(5, NC) TILE(6, NC)
@@ -161,10 +211,8 @@ AVXBF16 static void weight_grad_tiles(float *g, size_t g_row, const uint32_t *dy
                                       int row_words, int images, int rows, int pairs, int np, int nc) {
     if (nc == 4) {
         switch (np) { TILES6(4) }
-    } else if (nc == 2) {
-        switch (np) { TILES12(2) }
     } else {
-        switch (np) { TILES12(1) TILE(13, 1) TILE(14, 1) TILE(15, 1) TILE(16, 1) }
+        switch (np) { TILES12(2) }
     }
 }
 
@@ -172,20 +220,33 @@ AVXBF16 void cbf16_weight_grad_avx(float *g, const uint32_t *dy, int padded_outp
                                     const uint32_t *odd, int images, int padded_channels, int outputs, int width,
                                     int rows) {
     int cp = padded_channels, op = padded_outputs, pairs = (width + 1) / 2;
+    // Vectors of channels in fours, then twos, per tap; an odd last one with the three row taps of
+    // a column tap together.
+    int paired = cp / LANES % 2 ? cp - LANES : cp;
     for (int t = 0; t < TAPS; t++) {
         int row_words;
         const uint32_t *xt = tap_copy(t, even, odd, pairs, cp, &row_words);
-        for (int c0 = 0; c0 < cp;) {
-            int vectors = (cp - c0) / LANES, nc = vectors >= 4 ? 4 : vectors >= 2 ? 2 : 1;
+        for (int c0 = 0; c0 < paired;) {
             // The float32 kernel's tiles: about 16-24 sums in registers.
-            int most = nc == 4 ? 6 : nc == 2 ? 12 : 16, tiles = (outputs + most - 1) / most;
-            int each = (outputs + tiles - 1) / tiles;
+            int nc = (paired - c0) / LANES >= 4 ? 4 : 2, most = nc == 4 ? 6 : 12;
+            int tiles = (outputs + most - 1) / most, each = (outputs + tiles - 1) / tiles;
             for (int o0 = 0; o0 < outputs; o0 += each) {
                 int np = outputs - o0 < each ? outputs - o0 : each;
                 weight_grad_tiles(g + ((size_t)t * outputs + o0) * cp + c0, cp, dy + o0, op, xt + c0, cp, row_words,
                                   images, rows, pairs, np, nc);
             }
             c0 += nc * LANES;
+        }
+    }
+    if (paired == cp) return;
+    for (int kx = 0; kx < 3; kx++) {
+        int row_words;
+        const uint32_t *xt = tap_copy(kx, even, odd, pairs, cp, &row_words);
+        int tiles = (outputs + 7) / 8, each = (outputs + tiles - 1) / tiles;
+        for (int o0 = 0; o0 < outputs; o0 += each) {
+            int np = outputs - o0 < each ? outputs - o0 : each;
+            weight_grad_rows_tile8(g + ((size_t)kx * outputs + o0) * cp + paired, cp, (size_t)3 * outputs * cp,
+                                   dy + o0, op, xt + paired, cp, row_words, images, rows, pairs, np);
         }
     }
 }
