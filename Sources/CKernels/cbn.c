@@ -349,6 +349,48 @@ void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, flo
     }
 }
 
+/// One output of `cbn_output_keeping_bf16` from its kept half.
+static float output_from_half(uint16_t xb, float scale, float shift, int relu) {
+    float v = bf16_float(xb) * scale + shift;
+    return relu && v <= 0 ? 0 : v;
+}
+
+#if HAVE_AVX512
+/// Sixteen outputs of output_keeping_bf16_avx from kept halves, rounded to bf16 and widened to
+/// the low halves of sixteen words.
+AVXBF16 static INLINE __m512i output_half_words(const uint16_t *xb, __m512 scale, __m512 shift, int relu) {
+    __m512 v = _mm512_add_ps(_mm512_mul_ps(bf16_expand16(_mm256_loadu_si256((const __m256i *)xb)), scale), shift);
+    if (relu) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v);
+    return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v));
+}
+
+AVXBF16 static long output_pairs_avx(uint32_t *p, const uint16_t *lo, const uint16_t *hi, long n, float scale_lo,
+                                     float shift_lo, float scale_hi, float shift_hi, int relu) {
+    const __m512 s0 = _mm512_set1_ps(scale_lo), t0 = _mm512_set1_ps(shift_lo);
+    const __m512 s1 = _mm512_set1_ps(scale_hi), t1 = _mm512_set1_ps(shift_hi);
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i w = output_half_words(lo + i, s0, t0, relu);
+        if (hi) w = _mm512_or_si512(w, _mm512_slli_epi32(output_half_words(hi + i, s1, t1, relu), 16));
+        _mm512_storeu_si512(p + i, w);
+    }
+    return i;
+}
+#endif
+
+void cbn_output_pairs(uint32_t *p, const uint16_t *lo, const uint16_t *hi, long n, float scale_lo, float shift_lo,
+                      float scale_hi, float shift_hi, int relu, int avx512bf16) {
+    long i = 0;
+#if HAVE_AVX512
+    if (avx512bf16) i = output_pairs_avx(p, lo, hi, n, scale_lo, shift_lo, scale_hi, shift_hi, relu);
+#endif
+    for (; i < n; i++) {
+        uint32_t a = bf16_round(output_from_half(lo[i], scale_lo, shift_lo, relu));
+        uint32_t b = hi ? bf16_round(output_from_half(hi[i], scale_hi, shift_hi, relu)) : 0;
+        p[i] = a | b << 16;
+    }
+}
+
 #if HAVE_AVX512
 AVXBF16 static long round_bf16_avx(uint16_t *xb, const float *x, long n) {
     long i = 0;

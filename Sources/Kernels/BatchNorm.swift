@@ -31,7 +31,9 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
                                   _ s: BatchNormShape, momentum: Float = 0.1, eps: Float = 1e-5,
                                   scratch: UnsafeMutablePointer<Double>, reducer: StatisticsReducer? = nil,
                                   relu: Bool = false, partialSums: UnsafePointer<Double>? = nil, parts: Int = 0,
-                                  keeping xb: UnsafeMutablePointer<UInt16>? = nil) {
+                                  keeping xb: UnsafeMutablePointer<UInt16>? = nil,
+                                  pairs: UnsafeMutablePointer<UInt32>? = nil) {
+    precondition(pairs == nil || xb != nil, "the paired output is made from the kept halves")
     let C = s.channels, plane = s.spatial
     parallelFor(C) { c in
         var s1 = 0.0, s2 = 0.0
@@ -61,8 +63,37 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
         runningMean[c] = (1 - momentum) * runningMean[c] + momentum * Float(mean)
         runningVar[c] = (1 - momentum) * runningVar[c] + momentum * Float(variance * count / max(count - 1, 1))
     }
+    if let pairs, let xb {
+        if let x { parallelFor(s.batch * C) { i in cbn_round_bf16(xb + i * plane, x + i * plane, plane, bf16Flag) } }
+        batchNormTrainOutputPairs(pairs, xb, weight: weight, bias: bias, saveMean: saveMean, saveInvstd: saveInvstd, s,
+                                  relu: relu)
+        return
+    }
     batchNormTrainOutput(y, x, weight: weight, bias: bias, saveMean: saveMean, saveInvstd: saveInvstd, s, relu: relu,
                          keeping: xb)
+}
+
+private var bf16Flag: Int32 { avx512Kernels && bf16Available ? 1 : 0 }
+
+/// `batchNormTrainOutput` from the kept halves xb, written as the paired planes a bf16
+/// convolution makes of it ([image][channel pair][plane] words: `cbn_output_pairs`), not as
+/// floats: the same bits that convolution reads, at a quarter of the bytes.
+public func batchNormTrainOutputPairs(_ p: UnsafeMutablePointer<UInt32>, _ xb: UnsafePointer<UInt16>,
+                                      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+                                      saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
+                                      _ s: BatchNormShape, relu: Bool) {
+    let C = s.channels, plane = s.spatial, pairs = (C + 1) / 2
+    parallelFor(pairs) { k in
+        let c = 2 * k, high = c + 1 < C
+        let scale0 = weight[c] * saveInvstd[c], shift0 = bias[c] - saveMean[c] * scale0
+        let scale1 = high ? weight[c + 1] * saveInvstd[c + 1] : 0
+        let shift1 = high ? bias[c + 1] - saveMean[c + 1] * scale1 : 0
+        for n in 0..<s.batch {
+            let lo = xb + (n * C + c) * plane
+            cbn_output_pairs(p + (n * pairs + k) * plane, lo, high ? lo + plane : nil, plane, scale0, shift0, scale1,
+                             shift1, relu ? 1 : 0, bf16Flag)
+        }
+    }
 }
 
 /// The training-mode output from the saved batch statistics: what the forward writes, and what a

@@ -59,9 +59,11 @@ func bandPlanesCount(_ plan: DirectPlan, pairs: Int) -> Int {
 /// own planes, so the paired copy stays in cache and its memory is a band's, not the batch's.
 /// With `yBF16` (and no `y`), y is written only as its values rounded to bf16 (their upper
 /// halves, `cbf16_round`): each band is summed (with `statistics`, from the float32 values, as
-/// with `y`) and rounded from a float32 copy of the thread's own.
+/// with `y`) and rounded from a float32 copy of the thread's own. With `aPairs` (one tensor
+/// only), a is given as its paired planes, [image][channel pair][plane] words (a BatchNorm's
+/// output written so, `batchNormTrainOutputPairs`), read where they lie; `a` is then not read.
 public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMutablePointer<UInt16>? = nil,
-                              _ a: UnsafePointer<Float>, channelsA: Int? = nil,
+                              _ a: UnsafePointer<Float>, channelsA: Int? = nil, aPairs: UnsafePointer<UInt32>? = nil,
                               _ b: UnsafePointer<Float>? = nil, bBF16: UnsafePointer<UInt16>? = nil,
                               weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, batch: Int, height: Int,
                               width: Int, _ s: Conv2dShape, workspace: Workspace,
@@ -69,6 +71,7 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMu
     let concatenated = b != nil || bBF16 != nil
     precondition(s.runsBF16(split: concatenated ? channelsA : nil) && (b == nil || bBF16 == nil))
     precondition((y == nil) != (yBF16 == nil))
+    precondition(aPairs == nil || !concatenated, "paired planes are one tensor")
     let k = bf16Kernels.pointee
     let plane = height * width, pairs = (s.inC + 1) / 2, blockStride = pairs * 72
     let ca = concatenated ? channelsA! : s.inC, cb = s.inC - ca
@@ -84,9 +87,15 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMu
         let planes = words(ws + packedCount + t * threadCount), bandY = ws + packedCount + t * threadCount + bandCount
         let read = readRows(rows, height: height), bandPlane = read.count * width
         for n in images {
-            // Both tensors' channels as one image of paired planes (a's count is even: pairs line up).
+            // The image's paired planes where given (read from its row 0), else the band's made
+            // here: both tensors' channels as one image of paired planes (a's count is even:
+            // pairs line up).
+            let (x, xPlane, xRow) = aPairs.map { ($0 + n * pairs * plane, plane, 0) }
+                ?? (UnsafePointer(planes), bandPlane, read.lowerBound)
             let at = read.lowerBound * width
-            k.pair_planes!(planes, bandPlane, a + n * ca * plane + at, nil, plane, Int32(ca), bandPlane)
+            if aPairs == nil {
+                k.pair_planes!(planes, bandPlane, a + n * ca * plane + at, nil, plane, Int32(ca), bandPlane)
+            }
             if concatenated {
                 k.pair_planes!(planes + ca / 2 * bandPlane, bandPlane, b.map { $0 + n * cb * plane + at },
                                bBF16.map { $0 + n * cb * plane + at }, plane, Int32(cb), bandPlane)
@@ -94,7 +103,7 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMu
             // The image's planes, or the thread's band: planes of `outPlane` floats from row `outRow`.
             let (out, outPlane, outRow) = y.map { ($0 + n * s.outC * plane, plane, 0) }
                 ?? (bandY, bandOutput, rows.lowerBound)
-            k.forward!(out, outPlane, Int32(outRow), planes, bandPlane, Int32(read.lowerBound), packed, blockStride,
+            k.forward!(out, outPlane, Int32(outRow), x, xPlane, Int32(xRow), packed, blockStride,
                        bias, Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound),
                        Int32(rows.upperBound), 0)
             let part = statistics.map { $0 + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC }

@@ -89,6 +89,11 @@ public final class HalfTensor {
 
     public var count: Int { shape.count }
 
+    /// The halves two by two as 32-bit words: paired planes (`batchNormTrainOutputPairs`).
+    public var words: UnsafeMutablePointer<UInt32> {
+        (storage.base + offset).bindMemory(to: UInt32.self, capacity: shape.count / 2)
+    }
+
     /// Gives the tensor a new shape, growing the storage if needed. Contents are unspecified.
     public func reshape(_ newShape: Shape) {
         storage.reserve(offset + newShape.count * MemoryLayout<UInt16>.stride)

@@ -30,6 +30,13 @@ final class BatchNorm2d {
     /// Where the last backward wrote the input gradient only as bf16 halves: that tensor (the
     /// tensor it returned then holds only the shape); nil where it wrote floats.
     private(set) var gradientHalves: HalfTensor?
+    /// The convolution that reads the shared output (`shareOutput`).
+    private weak var reader: Conv2d?
+    /// Where the last forward wrote its output only as the paired planes its bf16 reader makes
+    /// of it: in bf16 training, from the kept halves (`batchNormTrainOutputPairs`), into the
+    /// context's `sharedActivationPairs` (the tensor it returned then holds only the shape); nil
+    /// where it wrote floats.
+    private(set) var outputPairs: HalfTensor?
 
     init(_ name: String, _ channels: Int, store: ParameterStore) {
         self.channels = channels
@@ -58,6 +65,7 @@ final class BatchNorm2d {
         output = ctx.sharedActivation
         keepsOutput = false
         reader.inputBN = self
+        self.reader = reader
     }
 
     /// The last training forward's input as its kept bf16 upper halves, and its shape; nil where
@@ -127,19 +135,25 @@ final class BatchNorm2d {
         output.reshape(x.shape)
         let s = ctx.store
         keepsBF16Input = ctx.training && ctx.precision == .bf16 && x === ctx.sharedConvOutput
+        let pairs = keepsBF16Input && reader?.runsBF16(ctx) == true ? ctx.sharedActivationPairs : nil
+        outputPairs = pairs
+        // Two channels' halves per word: an odd count's last pair has a zero high half.
+        pairs?.reshape(Shape(x.shape.n, (channels + 1) / 2 * 2, x.shape.h, x.shape.w))
         if ctx.training {
             let sums = ctx.takeStatistics(of: x)
             // A bf16 convolution wrote x only as the halves kept here: read at half the bytes.
             let fromHalves = keepsBF16Input && sums?.halvesOnly == true
             inputFromHalves = fromHalves
+            // The output's bytes: floats, or bf16 halves paired.
+            let written = pairs == nil ? x.count : x.count / 2
             if fromHalves {
-                ctx.profile?.count(.batchNorm, floats: 3 * x.count / 2)
+                ctx.profile?.count(.batchNorm, floats: x.count / 2 + written)
             } else {
                 // x read once more for the sums unless its convolution took them; its rounded
-                // copy, half the size, written beside the output.
+                // copy, half the size, written beside the output (and read again for pairs).
                 if keepsBF16Input { keptInput.reshape(x.shape) }
-                let halves = keepsBF16Input ? x.count / 2 : 0
-                ctx.profile?.count(.batchNorm, floats: (sums == nil ? 3 : 2) * x.count + halves)
+                let halves = keepsBF16Input ? (pairs == nil ? x.count / 2 : x.count) : 0
+                ctx.profile?.count(.batchNorm, floats: (sums == nil ? 2 : 1) * x.count + written + halves)
             }
             ctx.bnScratch.withUnsafeMutableBufferPointer { scratch in
                 saveMean.withUnsafeMutableBufferPointer { mean in
@@ -150,7 +164,8 @@ final class BatchNorm2d {
                                               saveMean: mean.baseAddress!, saveInvstd: invstd.baseAddress!,
                                               BatchNormShape(x.shape), scratch: scratch.baseAddress!,
                                               reducer: ctx.statistics, relu: relu, partialSums: sums?.sums,
-                                              parts: sums?.parts ?? 0, keeping: keepsBF16Input ? keptInput.data : nil)
+                                              parts: sums?.parts ?? 0, keeping: keepsBF16Input ? keptInput.data : nil,
+                                              pairs: pairs?.words)
                         globalCount = scratch[2 * channels]
                     }
                 }

@@ -95,7 +95,9 @@ final class Conv2d {
         let bf16 = runsBF16(ctx)
         ctx.timed(.conv) {
             if bf16 {
-                conv2dForwardBF16(halves == nil ? output.data : nil, yBF16: halves?.data, x.data,
+                // The input as its BatchNorm wrote it: floats, or the paired planes made here of them.
+                let pairs = inputBN?.outputPairs.map { UnsafePointer($0.words) }
+                conv2dForwardBF16(halves == nil ? output.data : nil, yBF16: halves?.data, x.data, aPairs: pairs,
                                   weight: ctx.store.param(weight), bias: bias.map { ctx.store.param($0) },
                                   batch: x.shape.n, height: x.shape.h,
                                   width: x.shape.w, shape.tuned(ctx.tuning), workspace: ctx.workspace, statistics: sums)

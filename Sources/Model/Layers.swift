@@ -28,6 +28,9 @@ public final class LayerContext {
     /// the next convolution, whose backward computes it again from the BN's input (inside the
     /// weight gradient's copy of the rows, or `BatchNorm2d.rematerialize`).
     let sharedActivation = Tensor()
+    /// Those outputs as the paired bf16 planes their reader makes of them, where that reader runs
+    /// in bf16 in training (`BatchNorm2d.outputPairs`), in the same storage.
+    let sharedActivationPairs: HalfTensor
     /// The outputs of the convolutions whose BatchNorm keeps what its backward needs itself (a
     /// bf16 copy of its input in bf16 training; nothing in evaluation): each is read at once by
     /// that BatchNorm (in bf16 training a bf16 convolution writes the BatchNorm's copy instead,
@@ -55,6 +58,7 @@ public final class LayerContext {
         self.store = store
         sharedConvOutput = Tensor(in: bnGrad.storage)
         bnGradBF16 = HalfTensor(in: bnGrad.storage)
+        sharedActivationPairs = HalfTensor(in: sharedActivation.storage)
         sharedUpsampled = Tensor(in: convGrad.storage)
         sharedUpsampledBF16 = HalfTensor(in: convGrad.storage)
     }

@@ -88,6 +88,69 @@ final class BF16HalvesTests: XCTestCase {
         }
     }
 
+    /// BatchNorm's output written as its bf16 reader's paired planes: each word is the two
+    /// channels' outputs (as `batchNormTrainOutput` computes them from the kept halves) rounded
+    /// to bf16, on both paths, with and without the ReLU, an odd channel count's last high half
+    /// zero; and the convolution reading those words gives the bits it gives reading the floats.
+    func testBatchNormWritesItsReadersPairedPlanes() {
+        for (c, o, n, h, w) in [(16, 16, 2, 9, 21), (9, 5, 3, 4, 4), (11, 16, 1, 30, 40)] {
+            let plane = h * w, pairs = (c + 1) / 2, shape = BatchNormShape(batch: n, channels: c, spatial: plane)
+            var x = random(n * c * plane, scale: 2)
+            x[0] = Float(bitPattern: 0x3F80_8000); x[1] = Float(bitPattern: 0x8000_1234); x[2] = -0.0
+            let halves = x.map { cbf16_round($0) }
+            let weight = random(c), bias = random(c), mean = random(c, scale: 0.1)
+            let invstd = random(c).map { abs($0) + 0.5 }
+            let s = Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1)
+            let convWeight = random(s.weightCount, scale: 0.3), convBias = random(o)
+            for relu in [false, true] {
+                var y = [Float](repeating: .nan, count: x.count), kept = halves
+                batchNormTrainOutput(&y, nil, weight: weight, bias: bias, saveMean: mean, saveInvstd: invstd, shape,
+                                     relu: relu, keeping: &kept)
+                var want = [UInt32](repeating: 0, count: n * pairs * plane)
+                for i in 0..<n {
+                    for k in 0..<pairs {
+                        for p in 0..<plane {
+                            let low = UInt32(cbf16_round(y[(i * c + 2 * k) * plane + p]))
+                            let high = 2 * k + 1 < c ? UInt32(cbf16_round(y[(i * c + 2 * k + 1) * plane + p])) : 0
+                            want[(i * pairs + k) * plane + p] = low | high << 16
+                        }
+                    }
+                }
+                var words = [UInt32](repeating: 0xDEAD_BEEF, count: want.count)
+                batchNormTrainOutputPairs(&words, halves, weight: weight, bias: bias, saveMean: mean,
+                                          saveInvstd: invstd, shape, relu: relu)
+                XCTAssertEqual(words, want, "\(c) channels, relu \(relu)")
+                // The kernel itself on both paths, one channel pair's plane (tails of every size).
+                for path: Int32 in bf16Available ? [0, 1] : [0] {
+                    for count in [plane, 17, 15] where count <= plane {
+                        var got = [UInt32](repeating: 0, count: count)
+                        let s0 = weight[0] * invstd[0], s1 = weight[1] * invstd[1]
+                        cbn_output_pairs(&got, halves, Array(halves[plane...]), count, s0, bias[0] - mean[0] * s0, s1,
+                                         bias[1] - mean[1] * s1, relu ? 1 : 0, path)
+                        XCTAssertEqual(got, Array(want[0..<count]), "\(c) channels, relu \(relu), path \(path)")
+                    }
+                }
+                for kernels in kernelSets {
+                    bf16Kernels = kernels
+                    for (threads, pixels) in [(1, 1 << 20), (3, 40)] {
+                        setComputeThreads(threads)
+                        let tuned = s.tuned(KernelTuning(directPixels: pixels))
+                        var fromFloats = [Float](repeating: .nan, count: n * o * plane), fromPairs = fromFloats
+                        conv2dForwardBF16(&fromFloats, y, weight: convWeight, bias: convBias, batch: n, height: h,
+                                          width: w, tuned, workspace: Workspace())
+                        let unread = [Float](repeating: .nan, count: 1)
+                        conv2dForwardBF16(&fromPairs, unread, aPairs: words, weight: convWeight, bias: convBias,
+                                          batch: n, height: h, width: w, tuned, workspace: Workspace())
+                        XCTAssertFalse(fromFloats.contains { $0.isNaN })
+                        XCTAssertEqual(fromPairs.map(\.bitPattern), fromFloats.map(\.bitPattern),
+                                       "\(c)->\(o), relu \(relu), \(threads) threads, \(pixels) pixels, "
+                                       + String(cString: kernels.pointee.name))
+                    }
+                }
+            }
+        }
+    }
+
     struct Result: Equatable { var y: [Float], da: [Float], db: [Float], dw: [Float], dbias: [Float] }
 
     func testConvolutionReadsHalvesAsItReadsFloats() {

@@ -42,6 +42,14 @@ void cbn_input_gradient(float *dx, uint16_t *dxb, const float *dy, const float *
 void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, float scale, float shift, int relu,
                              int avx512bf16);
 
+/// The outputs of two channels computed as `cbn_output_keeping_bf16` computes them from their
+/// kept halves lo and hi (hi NULL: a channel count's odd last one, whose high half is zero),
+/// rounded to bf16 and paired as words, lo's in the low half: the paired plane a bf16
+/// convolution makes of that output (cconv_bf16.h), at a quarter of the bytes, with the same
+/// bits. `avx512bf16`: the CPU has AVX512_BF16.
+void cbn_output_pairs(uint32_t *p, const uint16_t *lo, const uint16_t *hi, long n, float scale_lo, float shift_lo,
+                      float scale_hi, float shift_hi, int relu, int avx512bf16);
+
 /// xb = the upper halves of x rounded to bf16, as `cbn_output_keeping_bf16` rounds it.
 void cbn_round_bf16(uint16_t *xb, const float *x, long n, int avx512bf16);
 
