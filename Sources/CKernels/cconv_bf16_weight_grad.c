@@ -139,80 +139,55 @@ AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, s
 }
 
 /// g[o, c] += sum over pixel pairs of dy[pair, o] x[pair shifted by one tap, c] for np outputs
-/// and nc vectors of 16 input channels, as cconv.c's weight_grad_tile with two pixels per word.
-AVXBF16 static INLINE void weight_grad_tile(float *g, size_t g_row, const uint32_t *dy, int op, const uint32_t *xt,
-                                            int cp, int row_words, int images, int rows, int pairs, const int np,
-                                            const int nc) {
-    __m512 acc[12][4];
-    for (int o = 0; o < np; o++)
-        for (int j = 0; j < nc; j++) acc[o][j] = _mm512_loadu_ps(g + o * g_row + j * LANES);
+/// and nc vectors of 16 input channels, as cconv.c's weight_grad_tile with two pixels per word;
+/// with ky = 3, for the three row taps of one column tap at once (g for taps ky = 0, 1, 2 lie
+/// g_tap apart, x's rows for them one copy row apart), so that each dy word broadcast feeds
+/// three sums: each sum adds the same products in the same order either way.
+AVXBF16 static INLINE void weight_grad_tile(float *g, size_t g_row, size_t g_tap, const uint32_t *dy, int op,
+                                            const uint32_t *xt, int cp, int row_words, int images, int rows,
+                                            int pairs, const int np, const int nc, const int ky) {
+    __m512 acc[3][12][4];
+    for (int t = 0; t < ky; t++)
+        for (int o = 0; o < np; o++)
+            for (int j = 0; j < nc; j++) acc[t][o][j] = _mm512_loadu_ps(g + t * g_tap + o * g_row + j * LANES);
     for (int n = 0; n < images; n++)
         for (int r = 0; r < rows; r++) {
             const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
             const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
             for (int k = 0; k < pairs; k++) {
-                __m512i xv[4];
-                for (int j = 0; j < nc; j++) xv[j] = _mm512_loadu_si512(xr + (size_t)k * cp + j * LANES);
+                __m512i xv[3][4];
+                for (int t = 0; t < ky; t++)
+                    for (int j = 0; j < nc; j++)
+                        xv[t][j] = _mm512_loadu_si512(xr + (size_t)t * row_words + (size_t)k * cp + j * LANES);
                 for (int o = 0; o < np; o++) {
                     __m512i d = _mm512_set1_epi32((int)dyr[(size_t)k * op + o]);
-                    for (int j = 0; j < nc; j++) acc[o][j] = dot(acc[o][j], d, xv[j]);
+                    for (int t = 0; t < ky; t++)
+                        for (int j = 0; j < nc; j++) acc[t][o][j] = dot(acc[t][o][j], d, xv[t][j]);
                 }
             }
         }
-    for (int o = 0; o < np; o++)
-        for (int j = 0; j < nc; j++) _mm512_storeu_ps(g + o * g_row + j * LANES, acc[o][j]);
+    for (int t = 0; t < ky; t++)
+        for (int o = 0; o < np; o++)
+            for (int j = 0; j < nc; j++) _mm512_storeu_ps(g + t * g_tap + o * g_row + j * LANES, acc[t][o][j]);
 }
 
-/// weight_grad_tile for one vector of channels and the three row taps of one column tap at once:
-/// g for taps ky = 0, 1, 2 lie g_tap apart, x's rows for them one copy row apart. Each dy word
-/// broadcast then feeds three sums, not one; each sum adds the same products in the same order.
-AVXBF16 static INLINE void weight_grad_rows_tile(float *g, size_t g_row, size_t g_tap, const uint32_t *dy, int op,
-                                                 const uint32_t *xt, int cp, int row_words, int images, int rows,
-                                                 int pairs, const int np) {
-    __m512 acc[3][8];
-    for (int ky = 0; ky < 3; ky++)
-        for (int o = 0; o < np; o++) acc[ky][o] = _mm512_loadu_ps(g + ky * g_tap + o * g_row);
-    for (int n = 0; n < images; n++)
-        for (int r = 0; r < rows; r++) {
-            const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
-            const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
-            for (int k = 0; k < pairs; k++) {
-                __m512i xv[3];
-                for (int ky = 0; ky < 3; ky++)
-                    xv[ky] = _mm512_loadu_si512(xr + (size_t)ky * row_words + (size_t)k * cp);
-                for (int o = 0; o < np; o++) {
-                    __m512i d = _mm512_set1_epi32((int)dyr[(size_t)k * op + o]);
-                    for (int ky = 0; ky < 3; ky++) acc[ky][o] = dot(acc[ky][o], d, xv[ky]);
-                }
-            }
-        }
-    for (int ky = 0; ky < 3; ky++)
-        for (int o = 0; o < np; o++) _mm512_storeu_ps(g + ky * g_tap + o * g_row, acc[ky][o]);
-}
+#define TILE(NP, NC, KY) \
+    case NP: weight_grad_tile(g, g_row, g_tap, dy, op, xt, cp, row_words, images, rows, pairs, NP, NC, KY); break;
+#define TILES6(NC, KY) TILE(1, NC, KY) TILE(2, NC, KY) TILE(3, NC, KY) TILE(4, NC, KY) TILE(5, NC, KY) TILE(6, NC, KY)
+#define TILES12(NC) TILES6(NC, 1) TILE(7, NC, 1) TILE(8, NC, 1) TILE(9, NC, 1) TILE(10, NC, 1) TILE(11, NC, 1) \
+    TILE(12, NC, 1)
 
-#define ROWS_TILE(NP) \
-    case NP: weight_grad_rows_tile(g, g_row, g_tap, dy, op, xt, cp, row_words, images, rows, pairs, NP); break;
-
-/// Up to eight outputs of weight_grad_rows_tile (24 sums in registers).
-AVXBF16 static void weight_grad_rows_tile8(float *g, size_t g_row, size_t g_tap, const uint32_t *dy, int op,
-                                           const uint32_t *xt, int cp, int row_words, int images, int rows, int pairs,
-                                           int np) {
-    switch (np) {
-        ROWS_TILE(1) ROWS_TILE(2) ROWS_TILE(3) ROWS_TILE(4) ROWS_TILE(5) ROWS_TILE(6) ROWS_TILE(7) ROWS_TILE(8)
-    }
-}
-
-#define TILE(NP, NC) \
-    case NP: weight_grad_tile(g, g_row, dy, op, xt, cp, row_words, images, rows, pairs, NP, NC); break;
-#define TILES6(NC) TILE(1, NC) TILE(2, NC) TILE(3, NC) TILE(4, NC) TILE(5, NC) TILE(6, NC)
-#define TILES12(NC) TILES6(NC) TILE(7, NC) TILE(8, NC) TILE(9, NC) TILE(10, NC) TILE(11, NC) TILE(12, NC)
-
-AVXBF16 static void weight_grad_tiles(float *g, size_t g_row, const uint32_t *dy, int op, const uint32_t *xt, int cp,
-                                      int row_words, int images, int rows, int pairs, int np, int nc) {
+/// The tiles in use, about 16-24 sums in registers: 6 outputs x 4 vectors or 12 x 2 for one tap
+/// (the float32 kernel's), 8 x 1 for three row taps.
+AVXBF16 static void weight_grad_tiles(float *g, size_t g_row, size_t g_tap, const uint32_t *dy, int op,
+                                      const uint32_t *xt, int cp, int row_words, int images, int rows, int pairs,
+                                      int np, int nc) {
     if (nc == 4) {
-        switch (np) { TILES6(4) }
-    } else {
+        switch (np) { TILES6(4, 1) }
+    } else if (nc == 2) {
         switch (np) { TILES12(2) }
+    } else {
+        switch (np) { TILES6(1, 3) TILE(7, 1, 3) TILE(8, 1, 3) }
     }
 }
 
@@ -226,27 +201,18 @@ AVXBF16 void cbf16_weight_grad_avx(float *g, const uint32_t *dy, int padded_outp
     for (int t = 0; t < TAPS; t++) {
         int row_words;
         const uint32_t *xt = tap_copy(t, even, odd, pairs, cp, &row_words);
-        for (int c0 = 0; c0 < paired;) {
-            // The float32 kernel's tiles: about 16-24 sums in registers.
-            int nc = (paired - c0) / LANES >= 4 ? 4 : 2, most = nc == 4 ? 6 : 12;
+        for (int c0 = 0; c0 < cp;) {
+            int nc = c0 == paired ? 1 : (paired - c0) / LANES >= 4 ? 4 : 2;
+            // Taps ky = 1, 2 of the single vector were summed with ky = 0.
+            if (nc == 1 && t >= 3) break;
+            int most = nc == 4 ? 6 : nc == 2 ? 12 : 8;
             int tiles = (outputs + most - 1) / most, each = (outputs + tiles - 1) / tiles;
             for (int o0 = 0; o0 < outputs; o0 += each) {
                 int np = outputs - o0 < each ? outputs - o0 : each;
-                weight_grad_tiles(g + ((size_t)t * outputs + o0) * cp + c0, cp, dy + o0, op, xt + c0, cp, row_words,
-                                  images, rows, pairs, np, nc);
+                weight_grad_tiles(g + ((size_t)t * outputs + o0) * cp + c0, cp, (size_t)3 * outputs * cp, dy + o0, op,
+                                  xt + c0, cp, row_words, images, rows, pairs, np, nc);
             }
             c0 += nc * LANES;
-        }
-    }
-    if (paired == cp) return;
-    for (int kx = 0; kx < 3; kx++) {
-        int row_words;
-        const uint32_t *xt = tap_copy(kx, even, odd, pairs, cp, &row_words);
-        int tiles = (outputs + 7) / 8, each = (outputs + tiles - 1) / tiles;
-        for (int o0 = 0; o0 < outputs; o0 += each) {
-            int np = outputs - o0 < each ? outputs - o0 : each;
-            weight_grad_rows_tile8(g + ((size_t)kx * outputs + o0) * cp + paired, cp, (size_t)3 * outputs * cp,
-                                   dy + o0, op, xt + paired, cp, row_words, images, rows, pairs, np);
         }
     }
 }

@@ -64,24 +64,25 @@ public func batchNormTrainForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafeP
         runningVar[c] = (1 - momentum) * runningVar[c] + momentum * Float(variance * count / max(count - 1, 1))
     }
     if let pairs, let xb {
-        if let x { parallelFor(s.batch * C) { i in cbn_round_bf16(xb + i * plane, x + i * plane, plane, bf16Flag) } }
-        batchNormTrainOutputPairs(pairs, xb, weight: weight, bias: bias, saveMean: saveMean, saveInvstd: saveInvstd, s,
-                                  relu: relu)
+        batchNormTrainOutputPairs(pairs, x, keeping: xb, weight: weight, bias: bias, saveMean: saveMean,
+                                  saveInvstd: saveInvstd, s, relu: relu)
         return
     }
     batchNormTrainOutput(y, x, weight: weight, bias: bias, saveMean: saveMean, saveInvstd: saveInvstd, s, relu: relu,
                          keeping: xb)
 }
 
-private var bf16Flag: Int32 { avx512Kernels && bf16Available ? 1 : 0 }
+/// The flag of the C kernels that round to bf16: their AVX512_BF16 loops where the CPU has them.
+var bf16Flag: Int32 { avx512Kernels && bf16Available ? 1 : 0 }
 
-/// `batchNormTrainOutput` from the kept halves xb, written as the paired planes a bf16
-/// convolution makes of it ([image][channel pair][plane] words: `cbn_output_pairs`), not as
-/// floats: the same bits that convolution reads, at a quarter of the bytes.
-public func batchNormTrainOutputPairs(_ p: UnsafeMutablePointer<UInt32>, _ xb: UnsafePointer<UInt16>,
-                                      weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                                      saveMean: UnsafePointer<Float>, saveInvstd: UnsafePointer<Float>,
-                                      _ s: BatchNormShape, relu: Bool) {
+/// `batchNormTrainOutput` with `keeping`, written as the paired planes a bf16 convolution makes
+/// of the output ([image][channel pair][plane] words: `cbn_output_pairs`), not as floats: the
+/// same bits that convolution reads, at a quarter of the bytes. Where x is given, its two
+/// channels are rounded into xb first, just before their halves are read.
+public func batchNormTrainOutputPairs(_ p: UnsafeMutablePointer<UInt32>, _ x: UnsafePointer<Float>?,
+                                      keeping xb: UnsafeMutablePointer<UInt16>, weight: UnsafePointer<Float>,
+                                      bias: UnsafePointer<Float>, saveMean: UnsafePointer<Float>,
+                                      saveInvstd: UnsafePointer<Float>, _ s: BatchNormShape, relu: Bool) {
     let C = s.channels, plane = s.spatial, pairs = (C + 1) / 2
     parallelFor(pairs) { k in
         let c = 2 * k, high = c + 1 < C
@@ -90,6 +91,7 @@ public func batchNormTrainOutputPairs(_ p: UnsafeMutablePointer<UInt32>, _ xb: U
         let shift1 = high ? bias[c + 1] - saveMean[c + 1] * scale1 : 0
         for n in 0..<s.batch {
             let lo = xb + (n * C + c) * plane
+            if let x { cbn_round_bf16(lo, x + (n * C + c) * plane, (high ? 2 : 1) * plane, bf16Flag) }
             cbn_output_pairs(p + (n * pairs + k) * plane, lo, high ? lo + plane : nil, plane, scale0, shift0, scale1,
                              shift1, relu ? 1 : 0, bf16Flag)
         }
@@ -109,8 +111,7 @@ public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePo
         for n in 0..<s.batch {
             let o = (n * C + c) * plane
             if let xb {
-                cbn_output_keeping_bf16(y + o, x.map { $0 + o }, xb + o, plane, scale, shift, relu ? 1 : 0,
-                                        avx512Kernels && bf16Available ? 1 : 0)
+                cbn_output_keeping_bf16(y + o, x.map { $0 + o }, xb + o, plane, scale, shift, relu ? 1 : 0, bf16Flag)
             } else {
                 cbn_output(y + o, x! + o, plane, scale, shift, relu ? 1 : 0, avx512Kernels ? 1 : 0)
             }

@@ -112,7 +112,7 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMu
                 if let part { cbn_sums(values, count, part + 2 * o, avx512Kernels ? 1 : 0) }
                 if let yBF16 {
                     cbn_round_bf16(yBF16 + (n * s.outC + o) * plane + rows.lowerBound * width, values, count,
-                                   avx512Kernels && bf16Available ? 1 : 0)
+                                   bf16Flag)
                 }
             }
         }

@@ -90,8 +90,9 @@ final class BF16HalvesTests: XCTestCase {
 
     /// BatchNorm's output written as its bf16 reader's paired planes: each word is the two
     /// channels' outputs (as `batchNormTrainOutput` computes them from the kept halves) rounded
-    /// to bf16, on both paths, with and without the ReLU, an odd channel count's last high half
-    /// zero; and the convolution reading those words gives the bits it gives reading the floats.
+    /// to bf16, from the halves or from x rounded on the way, on both paths, with and without the
+    /// ReLU, an odd channel count's last high half zero; and the convolution reading those words
+    /// gives the bits it gives reading the floats.
     func testBatchNormWritesItsReadersPairedPlanes() {
         for (c, o, n, h, w) in [(16, 16, 2, 9, 21), (9, 5, 3, 4, 4), (11, 16, 1, 30, 40)] {
             let plane = h * w, pairs = (c + 1) / 2, shape = BatchNormShape(batch: n, channels: c, spatial: plane)
@@ -116,10 +117,17 @@ final class BF16HalvesTests: XCTestCase {
                         }
                     }
                 }
-                var words = [UInt32](repeating: 0xDEAD_BEEF, count: want.count)
-                batchNormTrainOutputPairs(&words, halves, weight: weight, bias: bias, saveMean: mean,
-                                          saveInvstd: invstd, shape, relu: relu)
+                var words = [UInt32](repeating: 0xDEAD_BEEF, count: want.count), fromHalves = halves
+                batchNormTrainOutputPairs(&words, nil, keeping: &fromHalves, weight: weight, bias: bias,
+                                          saveMean: mean, saveInvstd: invstd, shape, relu: relu)
                 XCTAssertEqual(words, want, "\(c) channels, relu \(relu)")
+                // From x itself: rounded into the kept halves on the way.
+                var fromX = [UInt32](repeating: 0xDEAD_BEEF, count: want.count)
+                var rounded = [UInt16](repeating: 0, count: x.count)
+                batchNormTrainOutputPairs(&fromX, x, keeping: &rounded, weight: weight, bias: bias, saveMean: mean,
+                                          saveInvstd: invstd, shape, relu: relu)
+                XCTAssertEqual(fromX, want, "\(c) channels from x, relu \(relu)")
+                XCTAssertEqual(rounded, halves, "\(c) channels from x, relu \(relu)")
                 // The kernel itself on both paths, one channel pair's plane (tails of every size).
                 for path: Int32 in bf16Available ? [0, 1] : [0] {
                     for count in [plane, 17, 15] where count <= plane {
