@@ -81,13 +81,13 @@ public func convTranspose2dForwardPadded(_ y: UnsafeMutablePointer<Float>, _ x: 
     let packed = ws + computeThreads * tileCount
     cconvt2x2_pack(packed, weight, Int32(s.inC), Int32(s.outC))
     let outWidth = 2 * width + left, outPlane = (2 * height + top) * outWidth
-    parallelChunks(batch) { t, images in for n in images {
+    parallelItems(batch) { t, n in
         let yn = y + n * s.outC * outPlane
         zeroPadding(yn, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
         cconvt2x2_forward(yn + top * outWidth + left, outWidth, outPlane, x + n * s.inC * height * width, packed, bias,
                           Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height),
                           ws + t * tileCount)
-    } }
+    }
 }
 
 /// Zeros in the first `top` rows and `left` columns of `planes` planes of rows x width elements.

@@ -36,14 +36,14 @@ public func convTranspose2dForwardBF16(_ y: UnsafeMutablePointer<Float>?,
     let packed = words(ws), tiles = packed + packedCount
     cbf16t_pack(packed, weight, Int32(s.inC), Int32(s.outC), 0)
     let outWidth = 2 * width + left, outPlane = (2 * height + top) * outWidth
-    parallelChunks(batch) { t, images in for n in images {
+    parallelItems(batch) { t, n in
         let first = n * s.outC * outPlane, at = top * outWidth + left, xn = x + n * s.inC * plane
         let rows = 2 * height + top
         if let y { zeroPadding(y + first, planes: s.outC, rows: rows, width: outWidth, top: top, left: left) }
         if let yb { zeroPadding(yb + first, planes: s.outC, rows: rows, width: outWidth, top: top, left: left) }
         k.forward!(y.map { $0 + first + at }, yb.map { $0 + first + at }, outWidth, outPlane, xn, packed, bias,
                    Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), tiles + t * tileCount)
-    } }
+    }
 }
 
 /// The backward of `convTranspose2dForwardBF16` (unpadded planes): dweight and dbias accumulated

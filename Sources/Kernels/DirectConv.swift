@@ -55,6 +55,8 @@ struct DirectPlan {
         return (n..<(n + 1), (b * bandRows)..<min(height, (b + 1) * bandRows))
     }
 
+    /// Every item, in contiguous shares of the items, one per thread and the same each time:
+    /// each thread's sums (the weight gradients') add the same items in the same order.
     func forEach(_ body: (_ thread: Int, _ images: Range<Int>, _ rows: Range<Int>) -> Void) {
         parallelChunks(items) { t, range in
             for i in range {
@@ -63,6 +65,18 @@ struct DirectPlan {
             }
         }
     }
+
+    /// Every band of every image (a group's images one by one), over the threads as
+    /// `parallelItems` shares them: for the forwards, whose items write only their own outputs.
+    func forEachBand(_ body: (_ thread: Int, _ image: Int, _ rows: Range<Int>) -> Void) {
+        parallelItems(batch * bands) { t, i in
+            let b = i % bands
+            body(t, i / bands, (b * bandRows)..<min(height, (b + 1) * bandRows))
+        }
+    }
+
+    /// The threads `forEachBand` runs on.
+    var bandThreads: Int { min(computeThreads, batch * bands) }
 }
 
 /// A tensor's channel blocks as (tensor, its channels, the first channel it holds), without
@@ -99,19 +113,17 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
     let plane = height * width, blockStride = s.inC * block
     let inputs = Parts(x, channels: s.inC)
     let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
-    plan.forEach { _, images, rows in
-        for n in images {
-            inputs.forEach { tensor, channels, first, i in
-                cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block,
-                                 blockStride,
-                                 i == 0 ? bias : nil, Int32(channels), Int32(s.outC), Int32(height), Int32(width),
-                                 Int32(rows.lowerBound), Int32(rows.upperBound), i == 0 ? 0 : 1)
-            }
-            guard let statistics else { continue }
-            let part = statistics + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC
-            for o in 0..<s.outC {
-                cbn_sums(y + (n * s.outC + o) * plane + rows.lowerBound * width, rows.count * width, part + 2 * o, 1)
-            }
+    plan.forEachBand { _, n, rows in
+        inputs.forEach { tensor, channels, first, i in
+            cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block,
+                             blockStride,
+                             i == 0 ? bias : nil, Int32(channels), Int32(s.outC), Int32(height), Int32(width),
+                             Int32(rows.lowerBound), Int32(rows.upperBound), i == 0 ? 0 : 1)
+        }
+        guard let statistics else { return }
+        let part = statistics + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC
+        for o in 0..<s.outC {
+            cbn_sums(y + (n * s.outC + o) * plane + rows.lowerBound * width, rows.count * width, part + 2 * o, 1)
         }
     }
 #else

@@ -80,40 +80,38 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMu
     // A thread's float32 band of every output channel, where only halves are written.
     let bandOutput = yBF16 == nil ? 0 : min(plan.height, plan.bandRows) * width
     let threadCount = bandCount + s.outC * bandOutput
-    let ws = workspace.floats(packedCount + min(computeThreads, plan.items) * threadCount)
+    let ws = workspace.floats(packedCount + plan.bandThreads * threadCount)
     let packed = words(ws)
     cbf16_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
-    plan.forEach { t, images, rows in
+    plan.forEachBand { t, n, rows in
         let planes = words(ws + packedCount + t * threadCount), bandY = ws + packedCount + t * threadCount + bandCount
         let read = readRows(rows, height: height), bandPlane = read.count * width
-        for n in images {
-            // The image's paired planes where given (read from its row 0), else the band's made
-            // here: both tensors' channels as one image of paired planes (a's count is even:
-            // pairs line up).
-            let (x, xPlane, xRow) = aPairs.map { ($0 + n * pairs * plane, plane, 0) }
-                ?? (UnsafePointer(planes), bandPlane, read.lowerBound)
-            let at = read.lowerBound * width
-            if aPairs == nil {
-                k.pair_planes!(planes, bandPlane, a + n * ca * plane + at, nil, plane, Int32(ca), bandPlane)
-            }
-            if concatenated {
-                k.pair_planes!(planes + ca / 2 * bandPlane, bandPlane, b.map { $0 + n * cb * plane + at },
-                               bBF16.map { $0 + n * cb * plane + at }, plane, Int32(cb), bandPlane)
-            }
-            // The image's planes, or the thread's band: planes of `outPlane` floats from row `outRow`.
-            let (out, outPlane, outRow) = y.map { ($0 + n * s.outC * plane, plane, 0) }
-                ?? (bandY, bandOutput, rows.lowerBound)
-            k.forward!(out, outPlane, Int32(outRow), x, xPlane, Int32(xRow), packed, blockStride,
-                       bias, Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound),
-                       Int32(rows.upperBound), 0)
-            let part = statistics.map { $0 + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC }
-            for o in 0..<s.outC {
-                let values = out + o * outPlane + (rows.lowerBound - outRow) * width, count = rows.count * width
-                if let part { cbn_sums(values, count, part + 2 * o, avx512Kernels ? 1 : 0) }
-                if let yBF16 {
-                    cbn_round_bf16(yBF16 + (n * s.outC + o) * plane + rows.lowerBound * width, values, count,
-                                   bf16Flag)
-                }
+        // The image's paired planes where given (read from its row 0), else the band's made
+        // here: both tensors' channels as one image of paired planes (a's count is even:
+        // pairs line up).
+        let (x, xPlane, xRow) = aPairs.map { ($0 + n * pairs * plane, plane, 0) }
+            ?? (UnsafePointer(planes), bandPlane, read.lowerBound)
+        let at = read.lowerBound * width
+        if aPairs == nil {
+            k.pair_planes!(planes, bandPlane, a + n * ca * plane + at, nil, plane, Int32(ca), bandPlane)
+        }
+        if concatenated {
+            k.pair_planes!(planes + ca / 2 * bandPlane, bandPlane, b.map { $0 + n * cb * plane + at },
+                           bBF16.map { $0 + n * cb * plane + at }, plane, Int32(cb), bandPlane)
+        }
+        // The image's planes, or the thread's band: planes of `outPlane` floats from row `outRow`.
+        let (out, outPlane, outRow) = y.map { ($0 + n * s.outC * plane, plane, 0) }
+            ?? (bandY, bandOutput, rows.lowerBound)
+        k.forward!(out, outPlane, Int32(outRow), x, xPlane, Int32(xRow), packed, blockStride,
+                   bias, Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), Int32(rows.lowerBound),
+                   Int32(rows.upperBound), 0)
+        let part = statistics.map { $0 + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC }
+        for o in 0..<s.outC {
+            let values = out + o * outPlane + (rows.lowerBound - outRow) * width, count = rows.count * width
+            if let part { cbn_sums(values, count, part + 2 * o, avx512Kernels ? 1 : 0) }
+            if let yBF16 {
+                cbn_round_bf16(yBF16 + (n * s.outC + o) * plane + rows.lowerBound * width, values, count,
+                               bf16Flag)
             }
         }
     }

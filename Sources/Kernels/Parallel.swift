@@ -12,13 +12,30 @@ public func setComputeThreads(_ n: Int) {
     pool = n > 1 ? WorkerPool(workers: n - 1) : nil
 }
 
-/// Calls body(i) for i in 0..<count, split into contiguous chunks over `computeThreads` threads.
+/// Calls body(i) for i in 0..<count over `computeThreads` threads, each item once, as
+/// `parallelItems` shares them: for items that write only their own outputs.
 /// With one thread (or one item) it is a plain loop: nothing is dispatched or allocated.
 @inline(__always)
 public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
-    parallelChunks(count) { _, range in
-        for i in range { body(i) }
+    parallelItems(count) { _, i in body(i) }
+}
+
+/// Calls body(thread, i) for i in 0..<count, each once, over `computeThreads` threads: each
+/// thread runs its own contiguous share in order and then takes what is left of the others'
+/// from their ends, so that a thread the machine slows down (another process, an interrupt)
+/// does not hold the others up at the end of the loop (docs/kernel-notes.md). Which thread runs
+/// an item varies from run to run: only for items that write their own outputs, never sums
+/// across items. `thread` indexes per-thread scratch.
+@inline(__always)
+public func parallelItems(_ count: Int, _ body: (_ thread: Int, _ item: Int) -> Void) {
+    let t = min(computeThreads, count)
+    if t <= 1 {
+        for i in 0..<count { body(0, i) }
+        return
     }
+    if let pool, pool.run(items: count, threads: t, body) { return }
+    // The pool is busy (a loop started inside another, or from a second thread): run here.
+    for i in 0..<count { body(0, i) }
 }
 
 /// Splits 0..<count into at most `computeThreads` contiguous chunks and calls body(chunk, range)
@@ -55,6 +72,8 @@ final class WorkerPool: @unchecked Sendable {
     private var job: ((Int) -> Void)?
     private var chunks = 0
     private let sleep = NSCondition()
+    /// One share of items per thread, for `run(items:)`.
+    private let shares: [Share]
 
     /// Spins of a worker before it sleeps: about 1 ms, longer than the serial work between the
     /// loops of a step (a worker woken from sleep joins a loop late, and the caller waits for it
@@ -64,6 +83,7 @@ final class WorkerPool: @unchecked Sendable {
 
     init(workers: Int) {
         self.workers = workers
+        shares = (0...workers).map { _ in Share() }
         for index in 0..<workers {
             // The threads hold the pool until `shutDown` lets them return.
             let thread = Thread { self.work(index: index) }
@@ -80,8 +100,33 @@ final class WorkerPool: @unchecked Sendable {
 
     /// Runs body(0) here and body(1..<chunks) on the workers; false if a loop is already running.
     func run(chunks: Int, _ body: (Int) -> Void) -> Bool {
-        precondition(chunks <= workers + 1)
         guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
+        start(chunks: chunks, body)
+        return true
+    }
+
+    /// Runs body(thread, i) for i in 0..<count on `threads` threads (this one and threads - 1
+    /// workers), each item once: thread k starts on share k and then takes items from the ends
+    /// of the others' shares, a few at a time where items are many (a loop over planes), one
+    /// at a time where they are few. False if a loop is already running.
+    func run(items count: Int, threads: Int, _ body: (_ thread: Int, _ item: Int) -> Void) -> Bool {
+        precondition(count < 1 << 32)
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
+        for k in 0..<threads { shares[k].set(front: k * count / threads, back: (k + 1) * count / threads) }
+        let grain = max(1, count / (32 * threads))
+        start(chunks: threads) { k in
+            while let range = shares[k].take(grain, fromFront: true) { for i in range { body(k, i) } }
+            for step in 1..<threads {
+                let other = shares[(k + step) % threads]
+                while let range = other.take(grain, fromFront: false) { for i in range { body(k, i) } }
+            }
+        }
+        return true
+    }
+
+    /// Runs a loop once `busy` is held, and releases it.
+    private func start(chunks: Int, _ body: (Int) -> Void) {
+        precondition(chunks <= workers + 1)
         withoutActuallyEscaping(body) { body in
             job = body
             self.chunks = chunks
@@ -92,7 +137,6 @@ final class WorkerPool: @unchecked Sendable {
             job = nil
         }
         busy.store(false, ordering: .releasing)
-        return true
     }
 
     private func work(index: Int) {
@@ -110,6 +154,29 @@ final class WorkerPool: @unchecked Sendable {
             if stopping.load(ordering: .acquiring) { return }
             if index + 1 < chunks, let job { job(index + 1) }
             remaining.subtract(1, ordering: .releasing)
+        }
+    }
+}
+
+/// The items of a thread's share not yet taken, front ..< back, in one atomic word (front in the
+/// high 32 bits): its thread takes from the front, the others from the back.
+private final class Share: @unchecked Sendable {
+    private let range = Atomic<UInt64>(0)
+
+    func set(front: Int, back: Int) { range.store(UInt64(front) << 32 | UInt64(back), ordering: .relaxed) }
+
+    /// Up to `grain` items from the front or the back; nil once none is left.
+    func take(_ grain: Int, fromFront: Bool) -> Range<Int>? {
+        var v = range.load(ordering: .relaxed)
+        while true {
+            let front = Int(v >> 32), back = Int(v & 0xFFFF_FFFF)
+            guard front < back else { return nil }
+            let taken = fromFront ? front..<min(back, front + grain) : max(front, back - grain)..<back
+            let next = fromFront ? (front + taken.count, back) : (front, back - taken.count)
+            let (exchanged, now) = range.compareExchange(expected: v, desired: UInt64(next.0) << 32 | UInt64(next.1),
+                                                         ordering: .relaxed)
+            if exchanged { return taken }
+            v = now
         }
     }
 }

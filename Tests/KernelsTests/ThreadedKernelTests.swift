@@ -183,4 +183,27 @@ final class ThreadedKernelTests: XCTestCase {
             XCTAssertEqual(a, [Int](repeating: 20, count: 300)); XCTAssertEqual(b, a)
         }
     }
+
+    /// `parallelItems` runs every item once, and a thread that is done takes the items a slow
+    /// one has not reached: here the caller's thread takes 5 ms an item, the workers none.
+    func testParallelItemsTakesFromASlowThread() {
+        for threads in [2, 3] {
+            setComputeThreads(threads)
+            let count = 30
+            var ranBy = [Int](repeating: -1, count: count), runs = [Int](repeating: 0, count: count)
+            ranBy.withUnsafeMutableBufferPointer { by in
+                runs.withUnsafeMutableBufferPointer { r in
+                    parallelItems(count) { thread, i in
+                        if thread == 0 { usleep(5000) }
+                        by[i] = thread; r[i] += 1
+                    }
+                }
+            }
+            XCTAssertEqual(runs, [Int](repeating: 1, count: count), "\(threads) threads")
+            XCTAssert(ranBy.allSatisfy { (0..<threads).contains($0) })
+            let share0 = count / threads
+            XCTAssertGreaterThan(ranBy[..<share0].filter { $0 != 0 }.count, 0,
+                                 "\(threads) threads: none of the slow thread's items was taken: \(ranBy)")
+        }
+    }
 }
