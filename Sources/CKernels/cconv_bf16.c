@@ -137,18 +137,23 @@ AVXBF16 static void pair_planes_avx(uint32_t *p, size_t p_plane, const float *x,
     }
 }
 
-/// Up to eight outputs of tv <= TV vectors, as cconv.c's forward_tile with a pair of input
-/// channels per step: every input pair and tap, sums kept in registers.
+/// Vectors per tile of a block of at most FEW_OUTPUTS outputs (a layer with a few classes):
+/// FEW_OUTPUTS x FEW_VECTORS sums in registers instead of OB x TV of which most would sum nothing.
+enum { FEW_OUTPUTS = 4, FEW_VECTORS = 6 };
+
+/// Up to ob <= OB outputs of tv vectors (at most TV, or FEW_VECTORS for ob <= FEW_OUTPUTS), as
+/// cconv.c's forward_tile with a pair of input channels per step: every input pair and tap, sums
+/// kept in registers.
 AVXBF16 static INLINE void forward_tile(float *y, size_t y_plane, const uint32_t *x, size_t x_plane,
                                         const uint32_t *wb, const float *bias, int outputs, int pairs,
-                                        const ptrdiff_t d[TAPS], const Vec v[TV], int accumulate, const int clean,
-                                        const int tv) {
-    __m512 acc[OB][TV];
-    for (int o = 0; o < OB; o++)
+                                        const ptrdiff_t d[TAPS], const Vec *v, int accumulate, const int clean,
+                                        const int tv, const int ob) {
+    __m512 acc[OB][FEW_VECTORS];
+    for (int o = 0; o < ob; o++)
         for (int s = 0; s < tv; s++)
             acc[o][s] = o < outputs && accumulate ? _mm512_maskz_loadu_ps(v[s].store, y + o * y_plane + v[s].offset)
                                                   : _mm512_set1_ps(o < outputs && bias ? bias[o] : 0.f);
-    __mmask16 left[TV], right[TV];
+    __mmask16 left[FEW_VECTORS], right[FEW_VECTORS];
     for (int s = 0; s < tv; s++) left[s] = v[s].tap[3], right[s] = v[s].tap[5];
     for (int k = 0; k < pairs; k++) {
         const uint32_t *xk = x + k * x_plane, *wk = wb + (size_t)k * TAPS * OB;
@@ -158,13 +163,13 @@ AVXBF16 static INLINE void forward_tile(float *y, size_t y_plane, const uint32_t
         if (clean) {
 #pragma clang loop unroll(full)
             for (int t = 0; t < TAPS; t++) {
-                __m512i xv[TV];
+                __m512i xv[FEW_VECTORS];
                 for (int s = 0; s < tv; s++) {
                     const uint32_t *at = xk + v[s].offset + d[t];
                     if (t % 3 == 1) xv[s] = _mm512_loadu_si512(at);
                     else xv[s] = _mm512_maskz_loadu_epi32(t % 3 == 0 ? left[s] : right[s], at);
                 }
-                for (int o = 0; o < OB; o++) {
+                for (int o = 0; o < ob; o++) {
                     __m512i w = _mm512_set1_epi32((int)wk[t * OB + o]);
                     for (int s = 0; s < tv; s++) acc[o][s] = dot(acc[o][s], xv[s], w);
                 }
@@ -172,9 +177,9 @@ AVXBF16 static INLINE void forward_tile(float *y, size_t y_plane, const uint32_t
         } else {
 #pragma clang loop unroll(disable)
             for (int t = 0; t < TAPS; t++) {
-                __m512i xv[TV];
+                __m512i xv[FEW_VECTORS];
                 for (int s = 0; s < tv; s++) xv[s] = _mm512_maskz_loadu_epi32(v[s].tap[t], xk + v[s].offset + d[t]);
-                for (int o = 0; o < OB; o++) {
+                for (int o = 0; o < ob; o++) {
                     __m512i w = _mm512_set1_epi32((int)wk[t * OB + o]);
                     for (int s = 0; s < tv; s++) acc[o][s] = dot(acc[o][s], xv[s], w);
                 }
@@ -186,8 +191,85 @@ AVXBF16 static INLINE void forward_tile(float *y, size_t y_plane, const uint32_t
             float *at = y + o * y_plane + v[s].offset;
             _mm512_mask_storeu_ps(at, v[s].store, acc[o][s]);
             // The next tile's output line: a miss there stalls the stores.
-            _mm_prefetch((const char *)(at + TV * LANES), _MM_HINT_T0);
+            _mm_prefetch((const char *)(at + tv * LANES), _MM_HINT_T0);
         }
+}
+
+/// Where a plane's vectors lie: rows' pieces, or (`narrow`) runs of sixteen pixels across rows
+/// (as in cconv3x3_forward), from vector `first` to `end` of the band's rows row0 ..< row1.
+typedef struct {
+    int narrow, per_row, height, width;
+    long first, end, pixels0, pixels1;
+} Band;
+
+static INLINE Band band_of(int height, int width, int row0, int row1) {
+    Band g;
+    g.narrow = width < LANES || (width % LANES != 0 && width < 4 * LANES);
+    g.per_row = (width + LANES - 1) / LANES;
+    g.height = height;
+    g.width = width;
+    g.pixels0 = (long)row0 * width;
+    g.pixels1 = (long)row1 * width;
+    g.first = g.narrow ? 0 : (long)row0 * g.per_row;
+    g.end = g.narrow ? (g.pixels1 - g.pixels0 + LANES - 1) / LANES : (long)row1 * g.per_row;
+    return g;
+}
+
+/// The `count` vectors of a tile from vector i of the band, `nothing` past its end; whether none
+/// touches the padding.
+AVXBF16 static INLINE int describe_tile(Vec *v, int count, long i, const Band *g) {
+    int clean = !g->narrow;
+    for (int s = 0; s < count; s++) {
+        long k = i + s;
+        int oy = (int)(k / g->per_row), ox = (int)(k % g->per_row) * LANES;
+        if (k >= g->end) nothing(&v[s]);
+        else if (g->narrow)
+            describe_pixels(&v[s], g->pixels0 + k * LANES, (int)(g->pixels1 - g->pixels0 - k * LANES), g->height,
+                            g->width);
+        else describe(&v[s], oy, ox, g->height, g->width);
+        clean &= k < g->end && oy > 0 && oy + 1 < g->height && ox + LANES <= g->width;
+    }
+    return clean;
+}
+
+/// Blocks of OB outputs (the last may have fewer), TV vectors a tile.
+AVXBF16 static void forward_blocks(float *y, size_t y_plane, const uint32_t *x, size_t x_plane,
+                                   const uint32_t *packed, size_t block_stride, const float *bias, int pairs,
+                                   int outputs, const ptrdiff_t d[TAPS], const Band *g, int accumulate) {
+    for (int b = 0; b * OB < outputs; b++) {
+        int n = outputs - b * OB < OB ? outputs - b * OB : OB;
+        float *yb = y + (size_t)b * OB * y_plane;
+        const uint32_t *wb = packed + (size_t)b * block_stride;
+        const float *bb = bias ? bias + b * OB : 0;
+        for (long i = g->first; i < g->end; i += TV) {
+            Vec v[TV];
+            int clean = describe_tile(v, TV, i, g);
+            if (clean) forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 1, TV, OB);
+            else if (g->end - i >= TV)
+                forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, TV, OB);
+            else if (g->end - i == 2)
+                forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, 2, OB);
+            else forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, 1, OB);
+        }
+    }
+}
+
+/// One block of n <= FEW_OUTPUTS outputs, FEW_VECTORS vectors a tile (the last tile's vectors
+/// past the end read and store nothing).
+AVXBF16 static void forward_few(float *y, size_t y_plane, const uint32_t *x, size_t x_plane, const uint32_t *wb,
+                                const float *bias, int pairs, int n, const ptrdiff_t d[TAPS], const Band *g,
+                                int accumulate) {
+    for (long i = g->first; i < g->end; i += FEW_VECTORS) {
+        Vec v[FEW_VECTORS];
+        int clean = describe_tile(v, FEW_VECTORS, i, g);
+#define FEW(N) \
+    case N: \
+        if (clean) forward_tile(y, y_plane, x, x_plane, wb, bias, n, pairs, d, v, accumulate, 1, FEW_VECTORS, N); \
+        else forward_tile(y, y_plane, x, x_plane, wb, bias, n, pairs, d, v, accumulate, 0, FEW_VECTORS, N); \
+        break;
+        switch (n) { FEW(1) FEW(2) FEW(3) FEW(4) }
+#undef FEW
+    }
 }
 
 AVXBF16 static void forward_avx(float *y, size_t y_plane, int y_row, const uint32_t *x, size_t x_plane, int x_row,
@@ -198,37 +280,16 @@ AVXBF16 static void forward_avx(float *y, size_t y_plane, int y_row, const uint3
     // outside the band, as outside the image; its lanes are never loaded).
     x -= (ptrdiff_t)x_row * width;
     y -= (ptrdiff_t)y_row * width;
-    // Vectors as in cconv3x3_forward: rows' pieces, or runs of sixteen pixels across rows.
-    int narrow = width < LANES || (width % LANES != 0 && width < 4 * LANES);
-    int per_row = (width + LANES - 1) / LANES;
-    long pixels0 = (long)row0 * width, pixels1 = (long)row1 * width;
-    long first = narrow ? 0 : (long)row0 * per_row;
-    long end = narrow ? (pixels1 - pixels0 + LANES - 1) / LANES : (long)row1 * per_row;
+    Band g = band_of(height, width, row0, row1);
     ptrdiff_t d[TAPS];
     taps(d, width);
-    for (int b = 0; b * OB < outputs; b++) {
-        int n = outputs - b * OB < OB ? outputs - b * OB : OB;
-        for (long i = first; i < end; i += TV) {
-            Vec v[TV];
-            int clean = !narrow;
-            for (int s = 0; s < TV; s++) {
-                long k = i + s;
-                int oy = (int)(k / per_row), ox = (int)(k % per_row) * LANES;
-                if (k >= end) nothing(&v[s]);
-                else if (narrow)
-                    describe_pixels(&v[s], pixels0 + k * LANES, (int)(pixels1 - pixels0 - k * LANES), height, width);
-                else describe(&v[s], oy, ox, height, width);
-                clean &= k < end && oy > 0 && oy + 1 < height && ox + LANES <= width;
-            }
-            float *yb = y + (size_t)b * OB * y_plane;
-            const uint32_t *wb = packed + (size_t)b * block_stride;
-            const float *bb = bias ? bias + b * OB : 0;
-            if (clean) forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 1, TV);
-            else if (end - i >= TV) forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, TV);
-            else if (end - i == 2) forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, 2);
-            else forward_tile(yb, y_plane, x, x_plane, wb, bb, n, pairs, d, v, accumulate, 0, 1);
-        }
-    }
+    // A last block of a few outputs (a layer with a few classes) goes by tiles of its own, after
+    // the others' loop: inside it, they slowed that loop's tiles down (docs/kernel-notes.md).
+    int few = outputs % OB != 0 && outputs % OB <= FEW_OUTPUTS ? outputs % OB : 0, full = outputs - few;
+    if (full) forward_blocks(y, y_plane, x, x_plane, packed, block_stride, bias, pairs, full, d, &g, accumulate);
+    if (few)
+        forward_few(y + (size_t)full * y_plane, y_plane, x, x_plane, packed + (size_t)(full / OB) * block_stride,
+                    bias ? bias + full : 0, pairs, few, d, &g, accumulate);
 }
 
 static const cbf16_kernel_set avx512bf16 = {"AVX512_BF16", pair_planes_avx, forward_avx, cbf16_unfold_avx,

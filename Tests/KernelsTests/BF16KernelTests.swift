@@ -218,7 +218,9 @@ final class BF16KernelTests: XCTestCase {
         guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }
         XCTAssertEqual(String(cString: cbf16_kernels().pointee.name), "AVX512_BF16")
         // 70 channels: four vectors of them, then a fifth alone (its three row taps together).
-        for (c, o, n, h, w) in shapes + [(40, 32, 2, 33, 50), (70, 10, 2, 5, 9)] {
+        // 3 and 11 outputs on wide rows: a block of a few outputs by tiles of its own, whole
+        // (clean) and at the band's edges.
+        for (c, o, n, h, w) in shapes + [(40, 32, 2, 33, 50), (70, 10, 2, 5, 9), (16, 3, 1, 12, 64), (24, 11, 2, 10, 80)] {
             let results = check(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: n, h: h, w: w)
             let half = results.count / 2
             for i in 0..<results.count {
