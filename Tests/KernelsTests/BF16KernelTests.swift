@@ -220,7 +220,8 @@ final class BF16KernelTests: XCTestCase {
         // 70 channels: four vectors of them, then a fifth alone (its three row taps together).
         // 3 and 11 outputs on wide rows: a block of a few outputs by tiles of its own, whole
         // (clean) and at the band's edges.
-        for (c, o, n, h, w) in shapes + [(40, 32, 2, 33, 50), (70, 10, 2, 5, 9), (16, 3, 1, 12, 64), (24, 11, 2, 10, 80)] {
+        let more = [(40, 32, 2, 33, 50), (70, 10, 2, 5, 9), (16, 3, 1, 12, 64), (24, 11, 2, 10, 80)]
+        for (c, o, n, h, w) in shapes + more {
             let results = check(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: n, h: h, w: w)
             let half = results.count / 2
             for i in 0..<results.count {

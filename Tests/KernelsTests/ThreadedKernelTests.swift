@@ -185,7 +185,7 @@ final class ThreadedKernelTests: XCTestCase {
     }
 
     /// `parallelItems` runs every item once, and a thread that is done takes the items a slow
-    /// one has not reached: here the caller's thread takes 5 ms an item, the workers none.
+    /// one has not reached: here the caller's thread takes 10 ms an item, the workers none.
     func testParallelItemsTakesFromASlowThread() {
         for threads in [2, 3] {
             setComputeThreads(threads)
@@ -194,7 +194,7 @@ final class ThreadedKernelTests: XCTestCase {
             ranBy.withUnsafeMutableBufferPointer { by in
                 runs.withUnsafeMutableBufferPointer { r in
                     parallelItems(count) { thread, i in
-                        if thread == 0 { usleep(5000) }
+                        if thread == 0 { usleep(10_000) }
                         by[i] = thread; r[i] += 1
                     }
                 }
