@@ -336,6 +336,12 @@ double cbn_sum(const float *x, const uint16_t *xb, long n, int avx512) {
 }
 
 // y = x rounded to bf16 (xb: its upper halves), then * scale + shift, and max(y, 0) with relu.
+/// One output of `cbn_output_keeping_bf16` from its kept half.
+static float output_from_half(uint16_t xb, float scale, float shift, int relu) {
+    float v = bf16_float(xb) * scale + shift;
+    return relu && v <= 0 ? 0 : v;
+}
+
 void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, float scale, float shift, int relu,
                              int avx512bf16) {
     long i = 0;
@@ -344,15 +350,8 @@ void cbn_output_keeping_bf16(float *y, const float *x, uint16_t *xb, long n, flo
 #endif
     for (; i < n; i++) {
         if (x) xb[i] = bf16_round(x[i]);
-        float v = bf16_float(xb[i]) * scale + shift;
-        y[i] = relu && v <= 0 ? 0 : v;
+        y[i] = output_from_half(xb[i], scale, shift, relu);
     }
-}
-
-/// One output of `cbn_output_keeping_bf16` from its kept half.
-static float output_from_half(uint16_t xb, float scale, float shift, int relu) {
-    float v = bf16_float(xb) * scale + shift;
-    return relu && v <= 0 ? 0 : v;
 }
 
 #if HAVE_AVX512

@@ -29,12 +29,9 @@ public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
 @inline(__always)
 public func parallelItems(_ count: Int, _ body: (_ thread: Int, _ item: Int) -> Void) {
     let t = min(computeThreads, count)
-    if t <= 1 {
-        for i in 0..<count { body(0, i) }
-        return
-    }
-    if let pool, pool.run(items: count, threads: t, body) { return }
-    // The pool is busy (a loop started inside another, or from a second thread): run here.
+    if t > 1, let pool, pool.run(items: count, threads: t, body) { return }
+    // One thread, or the pool is busy (a loop started inside another, or from a second
+    // thread): run here.
     for i in 0..<count { body(0, i) }
 }
 
