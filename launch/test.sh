@@ -21,19 +21,27 @@ set -e
 count() { grep -cE "^Test Case '[^']+' $1 \(" "$log" || true; }
 passed=$(count passed) failed=$(count failed) skipped=$(count skipped)
 reasons=$(grep -E ": Test skipped - " "$log" || true)
-accepted_reason='^.*: AVX512KernelTests\.[A-Za-z0-9_]+ : Test skipped - AVX-512 kernels: this CPU has no AVX-512$'
-if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
-  cpu="has AVX-512"; accepted=0; others=$reasons
-else
+# A skip is accepted only where the CPU lacks what the test needs: AVX-512 for the AVX-512
+# kernel tests, AVX512_BF16 for the tests of the bf16 instructions.
+accepted_reasons=()
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then cpu="has AVX-512"; else
   cpu="has no AVX-512"
-  accepted=$(printf '%s\n' "$reasons" | grep -cE "$accepted_reason" || true)
-  others=$(printf '%s\n' "$reasons" | grep -vE "$accepted_reason" || true)
+  accepted_reasons+=('^.*: VectorKernelTests\.[A-Za-z0-9_]+ : Test skipped - AVX-512 kernels: this CPU has no AVX-512$')
 fi
+if grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null; then cpu="$cpu and AVX512_BF16"; else
+  cpu="$cpu, no AVX512_BF16"
+  accepted_reasons+=('^.*: [A-Za-z0-9_]+\.[A-Za-z0-9_]+ : Test skipped - this CPU has no AVX512_BF16$')
+fi
+accepted=0 others=$reasons
+for reason in "${accepted_reasons[@]}"; do
+  accepted=$((accepted + $(printf '%s\n' "$reasons" | grep -cE "$reason" || true)))
+  others=$(printf '%s\n' "$others" | grep -vE "$reason" || true)
+done
 
 echo
-echo "$((passed + failed + skipped)) tests ran; $skipped skipped, $accepted of them AVX-512 tests on a CPU without it (this CPU $cpu)"
+echo "$((passed + failed + skipped)) tests ran; $skipped skipped, $accepted of them for instructions this CPU lacks (this CPU $cpu)"
 if [ "$skipped" -gt "$accepted" ]; then
-  echo "error: $((skipped - accepted)) skipped test(s) that this machine can run; a skip is accepted only for an AVX-512 kernel test on a CPU without AVX-512:" >&2
+  echo "error: $((skipped - accepted)) skipped test(s) that this machine can run; a skip is accepted only for a test of instructions the CPU lacks (AVX-512, AVX512_BF16):" >&2
   if [ -n "$others" ]; then printf '%s\n' "$others" | sed 's/^/  /' >&2
   else grep -E "^Test Case '[^']+' skipped \(" "$log" | sed 's/^/  /' >&2; fi
   [ "$status" -ne 0 ] || status=1

@@ -19,7 +19,7 @@ PyTorch's side runs in float32 NCHW by default; --amp bf16 runs its forward and 
 torch.autocast("cpu", dtype=torch.bfloat16) (bf16 convolutions, float32 master weights), and
 --channels-last converts the model and the batch to torch.channels_last. --precision sets ours.
 --mixed runs, per round and configuration, all four PyTorch variants (float32 and bf16 autocast,
-NCHW and channels_last) and ours in fp32 and bf16, one after another, and prints one table of
+NCHW and channels_last) and ours in fp32 and bf16 (--ours), one after another, and prints one table of
 their medians with the CPU's model, its bf16 flags (avx512_bf16, amx_bf16) and the load average.
 
 Needs torch (e.g. /work/venv/bin/python tools/bench_vs_torch.py) and a release build.
@@ -180,7 +180,8 @@ def mixed(a):
     results = []
     for size in sizes:
         for threads in a.threads:
-            steps = {label: [] for label, *_ in TORCH_VARIANTS + OUR_VARIANTS}
+            ours = [v for v in OUR_VARIANTS if v[1] in a.ours.split(",")]
+            steps = {label: [] for label, *_ in TORCH_VARIANTS + ours}
             rss = {label: 0.0 for label in steps}
             loads = []
             for _ in range(a.rounds):
@@ -189,7 +190,7 @@ def mixed(a):
                     t = run_torch(a.model, size, a.batch_size, threads, a.steps, amp, cl)
                     steps[label] += t["step_s"]
                     rss[label] = max(rss[label], t["peak_rss_mb"])
-                for label, precision in OUR_VARIANTS:
+                for label, precision in ours:
                     o = run_ours(a.binary, a.model, size, a.batch_size, threads, a.steps, 1, precision)
                     steps[label] += [ms / 1000 for ms in o["step_ms_all"]]
                     rss[label] = max(rss[label], o["peak_rss_mb"])
@@ -241,6 +242,9 @@ def main():
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="ours: unet-dist bench --precision")
     p.add_argument("--mixed", action="store_true",
                    help="all four PyTorch variants and ours in fp32 and bf16, alternated, one table")
+    p.add_argument("--ours", default="fp32,bf16",
+                   help="with --mixed: our precisions, comma-separated (fp32 alone where the CPU has no AVX512_BF16 "
+                        "and our bf16 runs its portable kernels)")
     a = p.parse_args()
     if a.torch_worker:
         torch_worker(a.model, a.size, a.batch_size, a.threads[0], a.steps, a.amp == "bf16", a.channels_last)

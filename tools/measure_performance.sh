@@ -19,6 +19,9 @@
 #   mixed SIZE [R]     ours (fp32, bf16) against PyTorch's four configurations (fp32 and bf16
 #                      autocast, NCHW and channels_last), 2 threads, R rounds (default 3)
 #                                        -> vs_pytorch_mixed.json (128), vs_pytorch_mixed_SIZE.json
+#   avx2 [R]           on a CPU without AVX-512: ours in fp32 (our bf16 runs portable kernels
+#                      there) against PyTorch's four configurations at 128, 2 threads, R rounds
+#                      (default 3)                                  -> vs_pytorch_avx2.json
 #   shares [R]         each layer kind's share of its own peak (bench's FMA peak and triad), fp32
 #                      and bf16 at 128 and 394, R runs each (default 3)  -> peak_shares.json
 #
@@ -29,7 +32,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/data
 if [ "${1:-}" = -o ]; then out="$2"; shift 2; fi
-[ $# -gt 0 ] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 mkdir -p "$out"
 py="${PYTHON:-python3}"
 bin="${UNET_DIST_BIN:-$PWD/.build/release/unet-dist}"
@@ -48,6 +51,8 @@ info = open("/proc/cpuinfo").read().splitlines()
 model = next((l.split(":", 1)[1].strip() for l in info if l.startswith("model name")), "unknown")
 flags = next((l.split(":", 1)[1].split() for l in info if l.startswith("flags")), [])
 wanted = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
+if "avx512f" not in flags:
+    wanted = ["avx2", "fma"]
 cpu = {"model": model, "vcpus": os.cpu_count(), "flags": [f for f in wanted if f in flags],
        "amx": any(f.startswith("amx") for f in flags), "flags_complete": True}
 body = json.loads(os.environ["BODY"])
@@ -211,10 +216,13 @@ EOF
       "/tmp/conv_rates 64 128 9; /tmp/conv_rates 16 128 9; /tmp/conv_rates 128 32 9"
 }
 
-mixed() {
-  local size="${1:?mixed needs a size (128 or 394)}" r="${2:-3}" steps=5 file=vs_pytorch_mixed.json
-  [ "$size" = 128 ] || { steps=3; file="vs_pytorch_mixed_$size.json"; }
-  "$py" tools/bench_vs_torch.py --mixed --size "$size" --threads 2 --rounds "$r" --steps "$steps" --json "$work/m.json"
+# mixed_run SIZE ROUNDS STEPS OURS FILE: tools/bench_vs_torch.py --mixed with our precisions OURS
+# (fp32,bf16 or fp32), its medians and fastest steps written to FILE.
+mixed_run() {
+  local size="$1" r="$2" steps="$3" ours="$4" file="$5" which="fp32 and bf16"
+  [ "$ours" = fp32 ] && which="fp32"
+  "$py" tools/bench_vs_torch.py --mixed --ours "$ours" --size "$size" --threads 2 --rounds "$r" --steps "$steps" \
+    --json "$work/m.json"
   python3 - "$work/m.json" <<'EOF' |
 import json, statistics, sys
 runs = json.load(open(sys.argv[1]))
@@ -225,6 +233,8 @@ names = {"torch fp32 NCHW": "PyTorch fp32 NCHW", "torch fp32 channels_last": "Py
 rows = []
 for key, name in names.items():
     rs = [r for r in runs if r["configuration"] == key]
+    if not rs:
+        continue
     steps = [s for r in rs for s in r["step_s"]]
     med = statistics.median(steps)
     rows.append({"configuration": name, "images_per_s": round(rs[0]["batch"] / med, 2),
@@ -234,10 +244,21 @@ print(json.dumps({"size": runs[0]["size"], "rows": rows}))
 EOF
     record "$file" \
       "ours against PyTorch's four configurations at ${size}x$size, batch 16, 2 threads: each round runs PyTorch in
- float32 NCHW, float32 channels_last, bf16 autocast and bf16 autocast + channels_last, then ours in fp32 and bf16, one
+ float32 NCHW, float32 channels_last, bf16 autocast and bf16 autocast + channels_last, then ours in $which, one
  process each, 1 warm-up and $steps timed steps; medians of the $((r * steps)) steps of each, and the fastest step" \
       "PyTorch $(torch_version) (oneDNN), OpenBLAS $(blas_core)" \
-      "tools/bench_vs_torch.py --mixed --size $size --threads 2 --rounds $r --steps $steps"
+      "tools/bench_vs_torch.py --mixed --ours $ours --size $size --threads 2 --rounds $r --steps $steps"
+}
+
+mixed() {
+  local size="${1:?mixed needs a size (128 or 394)}" r="${2:-3}"
+  if [ "$size" = 128 ]; then mixed_run 128 "$r" 5 fp32,bf16 vs_pytorch_mixed.json
+  else mixed_run "$size" "$r" 3 fp32,bf16 "vs_pytorch_mixed_$size.json"; fi
+}
+
+avx2() {
+  if grep -qw avx512f /proc/cpuinfo; then echo "error: avx2 is measured on a CPU without AVX-512" >&2; exit 1; fi
+  mixed_run 128 "${1:-3}" 5 fp32 vs_pytorch_avx2.json
 }
 
 shares() {
@@ -293,9 +314,10 @@ while [ $# -gt 0 ]; do
     bf16) bf16 "${args[@]}" ;;
     kernels) kernels ;;
     mixed) mixed "${args[@]}" ;;
+    avx2) avx2 "${args[@]}" ;;
     shares) shares "${args[@]}" ;;
     *) echo "error: unknown measurement '$what' (vs-torch, resnet, ddp, scaling, standin, bf16, kernels, mixed," \
-         "shares)" >&2; exit 2 ;;
+         "avx2, shares)" >&2; exit 2 ;;
   esac
 done
 echo "now: python3 tools/docs_tables.py   (rewrites the tables in README.md and docs/ from $out)"

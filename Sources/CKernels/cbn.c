@@ -1,6 +1,7 @@
 #include "cbn.h"
 
 #include "bf16.h"
+#include "cbn_avx2.h"
 #include "simd.h"
 
 // x * scale + shift must round as the Swift forward computes it: a product, then a sum.
@@ -30,9 +31,17 @@ AVX512 static void sums_avx512(const float *x, long n, double out[2]) {
 #endif
 
 // x: [n] contiguous floats of one channel; out: {sum x, sum x^2}.
-void cbn_sums(const float *x, long n, double out[2], int avx512) {
+void cbn_sums(const float *x, long n, double out[2], int vectors) {
 #if HAVE_AVX512
-    if (avx512) return sums_avx512(x, n, out);
+    if (vectors == CBN_AVX512) return sums_avx512(x, n, out);
+    if (vectors == CBN_AVX2) {
+        for (long i = cbn_sums_avx2(x, n, out); i < n; i++) {
+            double v = x[i];
+            out[0] += v;
+            out[1] += v * v;
+        }
+        return;
+    }
 #endif
     // Eight partial sums, so that the compiler keeps them in vector registers.
     double a1[8] = {0}, a2[8] = {0};
@@ -149,9 +158,19 @@ static INLINE void gradient_sums_portable(const float *dy, const float *x, const
 // dy, x (or xb): [n] contiguous elements of one channel; scale, shift, mean, invstd: that
 // channel's; out: {sum g, sum g * xhat}.
 void cbn_gradient_sums(const float *dy, const float *x, const uint16_t *xb, int masked, float scale, float shift,
-                       long n, float mean, float invstd, double out[2], int avx512) {
+                       long n, float mean, float invstd, double out[2], int vectors) {
 #if HAVE_AVX512
-    if (avx512) return gradient_sums_avx512(dy, x, xb, masked, scale, shift, n, mean, invstd, out);
+    if (vectors == CBN_AVX512) return gradient_sums_avx512(dy, x, xb, masked, scale, shift, n, mean, invstd, out);
+    if (vectors == CBN_AVX2) {
+        // The tail as gradient_sums16's.
+        for (long i = cbn_gradient_sums_avx2(dy, x, xb, masked, scale, shift, n, mean, invstd, out); i < n; i++) {
+            float xi = x_at(x, xb, i);
+            double g = masked_gradient(dy, xi, masked, scale, shift, i);
+            out[0] += g;
+            out[1] += g * (double)((xi - mean) * invstd);
+        }
+        return;
+    }
 #endif
     if (xb) gradient_sums_portable(dy, NULL, xb, masked, scale, shift, n, mean, invstd, out);
     else gradient_sums_portable(dy, x, NULL, masked, scale, shift, n, mean, invstd, out);
@@ -206,11 +225,13 @@ AVX512 static long expand_bf16_avx512(float *x, const uint16_t *xb, long n) {
 #endif
 
 // y, x: [n] contiguous floats of one channel (y may be x); scale, shift: that channel's.
-void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int avx512) {
+void cbn_output(float *y, const float *x, long n, float scale, float shift, int relu, int vectors) {
+    long i = 0;
 #if HAVE_AVX512
-    if (avx512) return output_avx512(y, x, n, scale, shift, relu);
+    if (vectors == CBN_AVX512) return output_avx512(y, x, n, scale, shift, relu);
+    if (vectors == CBN_AVX2) i = cbn_output_avx2(y, x, n, scale, shift, relu);
 #endif
-    for (long i = 0; i < n; i++) {
+    for (; i < n; i++) {
         float v = x[i] * scale + shift;
         y[i] = relu && v <= 0 ? 0 : v;
     }
@@ -284,13 +305,15 @@ static INLINE void input_gradient_portable(float *dx, uint16_t *dxb, const float
 // channel's statistics and gradient sums.
 void cbn_input_gradient(float *dx, uint16_t *dxb, const float *dy, const float *x, const uint16_t *xb, int masked,
                         float scale, float shift, long n, float mean, float invstd, float k, float mean_dy,
-                        float mean_dy_xhat, int avx512) {
+                        float mean_dy_xhat, int vectors) {
     long i = 0;
 #if HAVE_AVX512
-    if (avx512 && dxb)
+    if (vectors == CBN_AVX512 && dxb)
         i = input_gradient_halves_avx(dxb, dy, x, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
-    else if (avx512)
+    else if (vectors == CBN_AVX512)
         i = input_gradient_avx512(dx, dy, x, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
+    else if (vectors == CBN_AVX2 && !dxb)
+        i = cbn_input_gradient_avx2(dx, dy, x, xb, masked, scale, shift, n, mean, invstd, k, mean_dy, mean_dy_xhat);
 #endif
     if (xb) input_gradient_portable(dx, dxb, dy, NULL, xb, masked, scale, shift, i, n, mean, invstd, k, mean_dy,
                                     mean_dy_xhat);
@@ -328,9 +351,14 @@ static INLINE double sum_portable(const float *x, const uint16_t *xb, long n) {
 }
 
 // x (or xb): [n] contiguous elements of one channel (a row of dy, for the bias gradient).
-double cbn_sum(const float *x, const uint16_t *xb, long n, int avx512) {
+double cbn_sum(const float *x, const uint16_t *xb, long n, int vectors) {
 #if HAVE_AVX512
-    if (avx512) return sum_avx512(x, xb, n);
+    if (vectors == CBN_AVX512) return sum_avx512(x, xb, n);
+    if (vectors == CBN_AVX2) {
+        double s;
+        for (long i = cbn_sum_avx2(x, xb, n, &s); i < n; i++) s += x_at(x, xb, i);
+        return s;
+    }
 #endif
     return xb ? sum_portable(NULL, xb, n) : sum_portable(x, NULL, n);
 }

@@ -16,6 +16,15 @@ int cconv_available(void) {
 #endif
 }
 
+int cconv_avx2_available(void) {
+#if HAVE_AVX512
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
 // Shapes: w is [O, C, 3, 3] (PyTorch). packed is [ceil(P / OB), Q, TAPS, OB] with P, Q = O, C
 // (or C, O for the adjoint), zero past output P; TAPS * OB = CCONV3X3_BLOCK_FLOATS.
 size_t cconv3x3_packed_count(int outputs, int inputs) {

@@ -11,6 +11,7 @@
 #endif
 
 #define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2,fma")))
 #define INLINE inline __attribute__((always_inline))
 
 #if HAVE_AVX512

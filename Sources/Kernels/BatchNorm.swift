@@ -113,7 +113,7 @@ public func batchNormTrainOutput(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePo
             if let xb {
                 cbn_output_keeping_bf16(y + o, x.map { $0 + o }, xb + o, plane, scale, shift, relu ? 1 : 0, bf16Flag)
             } else {
-                cbn_output(y + o, x! + o, plane, scale, shift, relu ? 1 : 0, avx512Kernels ? 1 : 0)
+                cbn_output(y + o, x! + o, plane, scale, shift, relu ? 1 : 0, vectorKernels.rawValue)
             }
         }
     }
@@ -139,8 +139,8 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>?, dxBF16: Uns
     precondition(x != nil || xb != nil, "the backward reads x or its bf16 copy")
     precondition(dx != nil || dxBF16 != nil, "the backward writes dx or its bf16 halves")
     let C = s.channels, plane = s.spatial
-    // The vector loop that rounds dx needs AVX512_BF16 as well.
-    let vectors = avx512Kernels && (dxBF16 == nil || bf16Available)
+    // The AVX-512 loop that rounds dx needs AVX512_BF16 as well.
+    let vectors = dxBF16 != nil && avx512Kernels && !bf16Available ? 0 : vectorKernels.rawValue
     /// Channel c's fused ReLU, as the forward's output pass computed it.
     func mask(_ c: Int) -> ReLUMask? {
         reluBias.map { b in
@@ -169,7 +169,7 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>?, dxBF16: Uns
             let o = (n * C + c) * plane
             cbn_input_gradient(dx.map { $0 + o }, dxBF16.map { $0 + o }, dy + o, x.map { $0 + o }, xb.map { $0 + o },
                                mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, plane, mean, invstd, k,
-                               meanDy, meanDyX, vectors ? 1 : 0)
+                               meanDy, meanDyX, vectors)
         }
     }
 }
@@ -179,7 +179,7 @@ public func batchNormTrainBackward(dx: UnsafeMutablePointer<Float>?, dxBF16: Uns
 func sumAndSquares(_ p: UnsafePointer<Float>, _ n: Int) -> (Double, Double) {
     var out = (0.0, 0.0)
     withUnsafeMutableBytes(of: &out) {
-        cbn_sums(p, n, $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0)
+        cbn_sums(p, n, $0.baseAddress!.assumingMemoryBound(to: Double.self), vectorKernels.rawValue)
     }
     return out
 }
@@ -197,7 +197,7 @@ func gradientSums(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>?, _ xb: 
     var out = (0.0, 0.0)
     withUnsafeMutableBytes(of: &out) {
         cbn_gradient_sums(dy, x, xb, mask == nil ? 0 : 1, mask?.scale ?? 0, mask?.shift ?? 0, n, mean, invstd,
-                          $0.baseAddress!.assumingMemoryBound(to: Double.self), avx512Kernels ? 1 : 0)
+                          $0.baseAddress!.assumingMemoryBound(to: Double.self), vectorKernels.rawValue)
     }
     return out
 }

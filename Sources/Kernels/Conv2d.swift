@@ -188,7 +188,7 @@ func addRowSums(_ sums: UnsafeMutablePointer<Float>, _ m: UnsafePointer<Float>?,
                 rows: Int, columns: Int, stride: Int? = nil) {
     for r in 0..<rows {
         let o = r * (stride ?? columns)
-        sums[r] += Float(cbn_sum(m.map { $0 + o }, halves.map { $0 + o }, columns, avx512Kernels ? 1 : 0))
+        sums[r] += Float(cbn_sum(m.map { $0 + o }, halves.map { $0 + o }, columns, vectorKernels.rawValue))
     }
 }
 

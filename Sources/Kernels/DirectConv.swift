@@ -1,15 +1,17 @@
 import CKernels
 import Foundation
 
-// 3x3 stride-1 "same" convolutions on CKernels' direct AVX-512 kernels (see cconv.h): the same
-// contract as conv2dForward / conv2dBackward's banded path, which they replace where
-// `runsDirect` holds.
+// 3x3 stride-1 "same" convolutions on CKernels' direct AVX-512 or AVX2 kernels (see cconv.h),
+// which give the same bits: the same contract as conv2dForward / conv2dBackward's banded path,
+// which they replace where `runsDirect` holds.
 
 extension Conv2dShape {
     /// 3x3 "same" convolutions run directly; an input gradient split into two tensors needs the
-    /// split on a block of eight channels (the kernels write eight outputs at a time).
+    /// split on a block of eight channels (the kernels write eight outputs at a time). The AVX2
+    /// kernels have only the weight gradient of eight or more input channels (`cconv3x3_unfold_rows`).
     public func runsDirect(split: Int? = nil) -> Bool {
-        avx512Kernels && kernel == 3 && stride == 1 && padding == 1 && (split ?? 0) % 8 == 0
+        let kernels = vectorKernels == .avx512 || (vectorKernels == .avx2 && inC >= 8)
+        return kernels && kernel == 3 && stride == 1 && padding == 1 && (split ?? 0) % 8 == 0
     }
 
     /// Whether the backward reads the input only through `cconv3x3_unfold_rows` (a direct
@@ -107,27 +109,42 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
                          batch: Int, height: Int, width: Int, _ s: Conv2dShape, workspace: Workspace,
                          statistics: UnsafeMutablePointer<Double>? = nil) {
 #if arch(x86_64)
-    let packed = workspace.floats(s.packedCount)
+    let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
+    let avx2 = vectorKernels == .avx2
+    // AVX2: each thread's padded copy of the rows its band reads, both tensors' channels.
+    let padCount = avx2 ? cconv3x3_padded_count(Int32(s.inC), Int32(width), 0, Int32(min(height, plan.bandRows))) : 0
+    let packed = workspace.floats(s.packedCount + plan.bandThreads * padCount)
     cconv3x3_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
     let block = Int(CCONV3X3_BLOCK_FLOATS)
     let plane = height * width, blockStride = s.inC * block
     let inputs = Parts(x, channels: s.inC)
-    let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
-    plan.forEachBand { _, n, rows in
-        inputs.forEach { tensor, channels, first, i in
-            cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block,
-                             blockStride,
-                             i == 0 ? bias : nil, Int32(channels), Int32(s.outC), Int32(height), Int32(width),
-                             Int32(rows.lowerBound), Int32(rows.upperBound), i == 0 ? 0 : 1)
+    let h = Int32(height), w = Int32(width)
+    plan.forEachBand { t, n, rows in
+        let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
+        if avx2 {
+            let padded = packed + s.packedCount + t * padCount, paddedPlane = (rows.count + 2) * (width + 2)
+            inputs.forEach { tensor, channels, first, _ in
+                cconv3x3_pad_rows(padded + first * paddedPlane, tensor + n * channels * plane, plane, Int32(channels),
+                                  h, w, r0, r1)
+            }
+            cconv3x3_forward_padded_avx2(y + n * s.outC * plane, padded, packed, blockStride, bias, Int32(s.inC),
+                                         Int32(s.outC), h, w, r0, r1, 0)
+        } else {
+            inputs.forEach { tensor, channels, first, i in
+                cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block,
+                                 blockStride, i == 0 ? bias : nil, Int32(channels), Int32(s.outC), h, w, r0, r1,
+                                 i == 0 ? 0 : 1)
+            }
         }
         guard let statistics else { return }
         let part = statistics + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC
         for o in 0..<s.outC {
-            cbn_sums(y + (n * s.outC + o) * plane + rows.lowerBound * width, rows.count * width, part + 2 * o, 1)
+            cbn_sums(y + (n * s.outC + o) * plane + rows.lowerBound * width, rows.count * width, part + 2 * o,
+                     vectorKernels.rawValue)
         }
     }
 #else
-    fatalError("the direct kernels are x86-64 code; avx512Kernels is false elsewhere")
+    fatalError("the direct kernels are x86-64 code; vectorKernels is .portable elsewhere")
 #endif
 }
 
@@ -148,6 +165,8 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     let cp = (s.inC + 15) / 16 * 16, op = (s.outC + 15) / 16 * 16
     // A thread's copies of x's and dy's rows stay within about 1 MiB, in its L2 through the nine
     // taps' passes: past that the weight gradient runs at about half speed (docs/kernel-notes.md).
+    // The AVX2 kernels keep the same items (the same sums, the same bits) and walk a few rows at
+    // a time instead, for CPUs with half that L2.
     let pixels = s.tuning.directPixels
     let plan = DirectPlan(batch: batch, height: height, width: width,
                           pixels: unfolded ? min(pixels, max(256, (1 << 18) / (cp + op))) : pixels)
@@ -158,7 +177,11 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     let gCount = unfolded ? 9 * s.outC * cp : s.weightCount
     let xCount = unfolded ? rowsCount(plan.group, cp, plan.bandRows) : 0
     let dyCount = unfolded ? rowsCount(plan.group, op, plan.bandRows) : 0
-    let slot = gCount + s.outC + xCount + dyCount
+    // AVX2: the input gradient's padded copy of the rows of dy a band reads.
+    let avx2 = vectorKernels == .avx2
+    let padCount = avx2 && dx != nil
+        ? cconv3x3_padded_count(Int32(s.outC), Int32(width), 0, Int32(min(height, plan.bandRows))) : 0
+    let slot = gCount + s.outC + xCount + dyCount + padCount
     let ws = workspace.floats(s.adjointPackedCount + threads * slot)
     let adjoint = ws, slots = ws + s.adjointPackedCount
     if dx != nil { cconv3x3_pack(adjoint, weight, Int32(s.outC), Int32(s.inC), 1) }
@@ -172,18 +195,20 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     let adjointStride = s.outC * Int(CCONV3X3_BLOCK_FLOATS)
     let inputs = Parts(x, channels: s.inC)
     let outputs = dx.map { Parts($0, channels: s.inC) }
+    let unfoldRows = avx2 ? cconv3x3_unfold_rows_avx2 : cconv3x3_unfold_rows
+    let weightGradRows = avx2 ? cconv3x3_weight_grad_rows_avx2 : cconv3x3_weight_grad_rows
     plan.forEach { t, images, rows in
-        let g = slots + t * slot, db = g + gCount, xt = db + s.outC, dyt = xt + xCount
+        let g = slots + t * slot, db = g + gCount, xt = db + s.outC, dyt = xt + xCount, padded = dyt + dyCount
         let n0 = images.lowerBound, count = Int32(images.count)
         let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound), h = Int32(height), w = Int32(width)
         if unfolded {
             inputs.forEach { tensor, channels, first, _ in
-                cconv3x3_unfold_rows(xt, tensor + n0 * channels * plane, channels * plane, count, Int32(channels),
-                                     Int32(first), Int32(cp), h, w, r0, r1, f?.scale, f?.shift)
+                unfoldRows(xt, tensor + n0 * channels * plane, channels * plane, count, Int32(channels), Int32(first),
+                           Int32(cp), h, w, r0, r1, f?.scale, f?.shift)
             }
-            cconv3x3_unfold_rows(dyt, dy + n0 * s.outC * plane, s.outC * plane, count, Int32(s.outC), 0, Int32(op),
-                                 h, w, r0, r1, nil, nil)
-            cconv3x3_weight_grad_rows(g, dyt, Int32(op), xt, count, Int32(cp), Int32(s.outC), w, r0, r1)
+            unfoldRows(dyt, dy + n0 * s.outC * plane, s.outC * plane, count, Int32(s.outC), 0, Int32(op), h, w, r0,
+                       r1, nil, nil)
+            weightGradRows(g, dyt, Int32(op), xt, count, Int32(cp), Int32(s.outC), w, r0, r1)
         } else {
             inputs.forEach { tensor, channels, first, _ in
                 cconv3x3_weight_grad(g + first * 9, s.inC * 9, dy + n0 * s.outC * plane, tensor + n0 * channels * plane,
@@ -197,9 +222,17 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
                 addRowSums(db, dyn + rows.lowerBound * width, rows: s.outC, columns: rows.count * width, stride: plane)
             }
             // The input gradient is the convolution of dy with the flipped, transposed kernel.
-            outputs?.forEach { tensor, channels, first, _ in
-                cconv3x3_forward(tensor + n * channels * plane, dyn, adjoint + first / 8 * adjointStride, adjointStride,
-                                 nil, Int32(s.outC), Int32(channels), h, w, r0, r1, 0)
+            guard let outputs else { continue }
+            if avx2 { cconv3x3_pad_rows(padded, dyn, plane, Int32(s.outC), h, w, r0, r1) }
+            outputs.forEach { tensor, channels, first, _ in
+                let dxn = tensor + n * channels * plane, adjointBlock = adjoint + first / 8 * adjointStride
+                if avx2 {
+                    cconv3x3_forward_padded_avx2(dxn, padded, adjointBlock, adjointStride, nil, Int32(s.outC),
+                                                 Int32(channels), h, w, r0, r1, 0)
+                } else {
+                    cconv3x3_forward(dxn, dyn, adjointBlock, adjointStride, nil, Int32(s.outC), Int32(channels), h, w,
+                                     r0, r1, 0)
+                }
             }
         }
     }
@@ -214,7 +247,7 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
         if let dbias { for o in 0..<s.outC { dbias[o] += g[gCount + o] } }
     }
 #else
-    fatalError("the direct kernels are x86-64 code; avx512Kernels is false elsewhere")
+    fatalError("the direct kernels are x86-64 code; vectorKernels is .portable elsewhere")
 #endif
 }
 

@@ -108,7 +108,7 @@ public func conv2dForwardBF16(_ y: UnsafeMutablePointer<Float>?, yBF16: UnsafeMu
         let part = statistics.map { $0 + (n * plan.bands + rows.lowerBound / plan.bandRows) * 2 * s.outC }
         for o in 0..<s.outC {
             let values = out + o * outPlane + (rows.lowerBound - outRow) * width, count = rows.count * width
-            if let part { cbn_sums(values, count, part + 2 * o, avx512Kernels ? 1 : 0) }
+            if let part { cbn_sums(values, count, part + 2 * o, vectorKernels.rawValue) }
             if let yBF16 {
                 cbn_round_bf16(yBF16 + (n * s.outC + o) * plane + rows.lowerBound * width, values, count,
                                bf16Flag)

@@ -135,6 +135,7 @@ struct Bench: ParsableCommand {
         var object: [String: Any] = [
             "model": modelOptions.model.rawValue, "size": size, "batch_size": batchSize, "steps": steps,
             "ranks": comm.size, "threads": threads, "blas_core": blasCoreName, "avx512_kernels": avx512Kernels,
+            "vector_kernels": "\(vectorKernels)",
             "images_per_s": r.imagesPerSecond, "step_ms": r.stepSeconds * 1000,
             "step_ms_all": r.times.map { $0 * 1000 }, "cpu_ms_per_step": r.cpuPerStep * 1000,
             "gflops": r.stepGflops, "conv_gflops": r.convGflops,

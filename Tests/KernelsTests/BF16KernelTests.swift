@@ -16,6 +16,11 @@ final class BF16KernelTests: XCTestCase {
 
     func random(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
 
+    /// BatchNorm's loops' `vectors` arguments: every path the CPU has (cbn.h).
+    let cbnPaths = availableVectorKernels.map(\.rawValue)
+    /// As `cbnPaths`, for the loops that write bf16 halves: AVX-512 only with AVX512_BF16.
+    let cbnRoundingPaths = availableVectorKernels.filter { $0 != .avx512 || bf16Available }.map(\.rawValue)
+
     override func tearDown() { bf16Kernels = cbf16_kernels(); setComputeThreads(1) }
 
     /// x as the kernels see it: rounded to bf16.
@@ -297,8 +302,8 @@ final class BF16KernelTests: XCTestCase {
             x[0] = 1; if n > 2 { x[1] = Float(bitPattern: 0x8000_1234); x[2] = -0.0 }
             let dy = random(n), halves = x.map { cbf16_round($0) }, expanded = halves.map { cbf16_float($0) }
             for masked: Int32 in [0, 1] {
-                for avx: Int32 in avx512Kernels ? [0, 1] : [0] {
-                    let what = "n \(n), masked \(masked), AVX-512 path: \(avx)"
+                for avx: Int32 in cbnPaths {
+                    let what = "n \(n), masked \(masked), path \(avx)"
                     var want = [Double](repeating: 0, count: 2), got = want
                     cbn_gradient_sums(dy, expanded, nil, masked, 0.5, -0.5, n, 0.25, 1.5, &want, avx)
                     cbn_gradient_sums(dy, nil, halves, masked, 0.5, -0.5, n, 0.25, 1.5, &got, avx)
@@ -325,9 +330,9 @@ final class BF16KernelTests: XCTestCase {
             let x = random(n, scale: 3), halves = x.map { cbf16_round($0) }, dy = random(n)
             for k: Float in [0.75, 1e-39] {
                 for masked: Int32 in [0, 1] {
-                    for avx: Int32 in avx512Kernels && bf16Available ? [0, 1] : [0] {
+                    for avx: Int32 in cbnRoundingPaths {
                         for xb in [nil, halves] {
-                            let what = "n \(n), k \(k), masked \(masked), AVX-512 path: \(avx), x kept: \(xb != nil)"
+                            let what = "n \(n), k \(k), masked \(masked), path \(avx), x kept: \(xb != nil)"
                             var floats = [Float](repeating: .nan, count: n)
                             var written = [UInt16](repeating: 0xFFFF, count: n)
                             cbn_input_gradient(&floats, nil, dy, x, xb, masked, 0.5, -0.5, n, 0.25, 1.5, k, 0.125,
@@ -341,7 +346,7 @@ final class BF16KernelTests: XCTestCase {
                 }
             }
             let dyHalves = dy.map { cbf16_round($0) }, expanded = dyHalves.map { cbf16_float($0) }
-            for avx: Int32 in avx512Kernels ? [0, 1] : [0] {
+            for avx: Int32 in cbnPaths {
                 XCTAssertEqual(cbn_sum(nil, dyHalves, n, avx).bitPattern, cbn_sum(expanded, nil, n, avx).bitPattern,
                                "n \(n), AVX-512 path: \(avx)")
             }

@@ -33,12 +33,12 @@ final class FiniteDifferenceTests: XCTestCase {
         // (kernel, stride, padding, input channels): 3x3 with few and with many input channels
         // takes both weight-gradient kernels of the direct path.
         for (k, s, p, c) in [(3, 1, 1, 3), (3, 1, 1, 10), (3, 2, 1, 3), (1, 1, 0, 3), (7, 2, 3, 3)] {
-            for direct in [false] + (avx512Available ? [true] : []) {
-                avx512Kernels = direct
-                checkConv2d(kernel: k, stride: s, padding: p, inC: c, "conv\(k) \(c) in, direct \(direct)")
+            for kernels in availableVectorKernels {
+                vectorKernels = kernels
+                checkConv2d(kernel: k, stride: s, padding: p, inC: c, "conv\(k) \(c) in, \(kernels)")
             }
         }
-        avx512Kernels = avx512Available
+        vectorKernels = defaultVectorKernels
     }
 
     func checkConv2d(kernel k: Int, stride s: Int, padding p: Int, inC: Int, _ name: String) {

@@ -17,19 +17,20 @@ final class KernelFixtureTests: XCTestCase {
         try fx.assertMatchesTorch(ours, "\(case_).\(t)64", float32: "\(case_).\(t)", file: file, line: line)
     }
 
-    override func tearDown() { avx512Kernels = avx512Available }
+    override func tearDown() { vectorKernels = defaultVectorKernels }
 
-    /// The portable paths (im2col + OpenBLAS, Swift and plain C loops), then the AVX-512 kernels
-    /// where the CPU has them (for the shapes they take; the others run the first path twice).
-    func onBothPaths(_ body: () throws -> Void) throws {
-        for avx in [false] + (avx512Available ? [true] : []) {
-            avx512Kernels = avx
+    /// The portable paths (im2col + OpenBLAS, Swift and plain C loops), then the AVX2 and the
+    /// AVX-512 kernels where the CPU has them (for the layers they take; the others run the
+    /// portable path again).
+    func onEveryPath(_ body: () throws -> Void) throws {
+        for kernels in availableVectorKernels {
+            vectorKernels = kernels
             try body()
         }
     }
 
     func runConv(_ c: String, stride: Int, padding: Int, bias: Bool) throws {
-        try onBothPaths { try runConvOnce(c, stride: stride, padding: padding, bias: bias) }
+        try onEveryPath { try runConvOnce(c, stride: stride, padding: padding, bias: bias) }
     }
 
     func runConvOnce(_ c: String, stride: Int, padding: Int, bias: Bool) throws {
@@ -57,7 +58,7 @@ final class KernelFixtureTests: XCTestCase {
     func testConv1x1() throws { try runConv("conv1x1", stride: 1, padding: 0, bias: true) }
     func testConv7x7Stride2NoBias() throws { try runConv("conv7s2", stride: 2, padding: 3, bias: false) }
 
-    func testConvTranspose() throws { try onBothPaths(convTransposeOnce) }
+    func testConvTranspose() throws { try onEveryPath(convTransposeOnce) }
 
     func convTransposeOnce() throws {
         let x = try fx.floats("convt.x"), w = try fx.floats("convt.w"), b = try fx.floats("convt.b")
@@ -74,7 +75,7 @@ final class KernelFixtureTests: XCTestCase {
         for (v, t) in [(y, "y"), (dx, "dx"), (dw, "dw"), (db, "db")] { try check(v, "convt", t) }
     }
 
-    func testBatchNormTraining() throws { try onBothPaths(batchNormTrainingOnce) }
+    func testBatchNormTraining() throws { try onEveryPath(batchNormTrainingOnce) }
 
     func batchNormTrainingOnce() throws {
         let c = "bn_train"
@@ -144,7 +145,7 @@ final class KernelFixtureTests: XCTestCase {
         try check(y, "cat", "y"); try check(da, "cat", "da"); try check(db, "cat", "dbb")
     }
 
-    func testBCEWithLogits() throws { try onBothPaths(bceOnce) }
+    func testBCEWithLogits() throws { try onEveryPath(bceOnce) }
 
     func bceOnce() throws {
         let logits = try fx.floats("bce.logits"), t = try fx.floats("bce.target")

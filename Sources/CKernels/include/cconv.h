@@ -13,6 +13,10 @@
 /// 1 where the CPU runs AVX-512F (the kernels below may be called), else 0.
 int cconv_available(void);
 
+/// 1 where the CPU runs AVX2 and FMA (the `_avx2` kernels below and BatchNorm's AVX2 loops,
+/// cbn.h, may be called), else 0.
+int cconv_avx2_available(void);
+
 /// Floats per input channel in one block of packed weights: nine taps times eight outputs.
 enum { CCONV3X3_BLOCK_FLOATS = 9 * 8 };
 
@@ -56,6 +60,24 @@ void cconv3x3_unfold_rows(float *t, const float *x, size_t x_image, int images, 
                           const float *shift);
 void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outputs, const float *t, int images,
                                int padded_channels, int outputs, int width, int row0, int row1);
+/// The same kernels for CPUs with AVX2 and FMA but no AVX-512, with the same results bit for bit
+/// (each sum over the same terms in the same order). The forward reads a zero-padded copy of
+/// the input rows a band reads: `cconv3x3_pad_rows` copies rows row0 - 1 to row1 of `channels`
+/// planes (x_plane floats apart) into p as [channels][row1 - row0 + 2][width + 2] floats, zero
+/// outside the image, in `cconv3x3_padded_count` floats; `cconv3x3_forward_padded_avx2` then
+/// writes y's rows [row0, row1) as `cconv3x3_forward` does, reading x from p. The weight
+/// gradient's two take the arguments of `cconv3x3_unfold_rows` and `cconv3x3_weight_grad_rows`.
+size_t cconv3x3_padded_count(int channels, int width, int row0, int row1);
+void cconv3x3_pad_rows(float *p, const float *x, size_t x_plane, int channels, int height, int width, int row0,
+                       int row1);
+void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *packed, size_t block_stride,
+                                  const float *bias, int inputs, int outputs, int height, int width, int row0,
+                                  int row1, int accumulate);
+void cconv3x3_unfold_rows_avx2(float *t, const float *x, size_t x_image, int images, int channels, int first,
+                               int padded_channels, int height, int width, int row0, int row1, const float *scale,
+                               const float *shift);
+void cconv3x3_weight_grad_rows_avx2(float *g, const float *dy, int padded_outputs, const float *t, int images,
+                                    int padded_channels, int outputs, int width, int row0, int row1);
 #endif
 void cconv3x3_weight_grad_add(float *dw, size_t ldw, const float *g, int inputs, int padded_channels, int outputs);
 

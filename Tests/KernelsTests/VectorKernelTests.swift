@@ -1,23 +1,30 @@
+import CKernels
 import Kernels
 import XCTest
 
-/// The AVX-512 kernels (CKernels) against the portable paths, which the fixture and
-/// finite-difference tests check against PyTorch. Direct 3x3 convolutions against im2col +
-/// OpenBLAS: every output, input gradient, weight and bias gradient, over shapes that reach the
-/// kernels' edges (rows narrower than, equal to and wider than a vector, a last vector with one
-/// lane, output blocks of eight with a remainder, channel counts padded to sixteen, one input
-/// channel), bands of rows, groups of images and threads. ConvTranspose2d's narrow GEMMs, and
-/// BatchNorm's passes over planes longer than a vector.
-final class AVX512KernelTests: XCTestCase {
+/// The AVX2 and AVX-512 kernels (CKernels) against the portable paths, which the fixture and
+/// finite-difference tests check against PyTorch, and against each other (the same bits) where
+/// the CPU runs both. Direct 3x3 convolutions against im2col + OpenBLAS: every output, input
+/// gradient, weight and bias gradient, over shapes that reach the kernels' edges (rows narrower
+/// than, equal to and wider than a vector, a last vector with one lane, output blocks of eight
+/// with a remainder, channel counts padded to sixteen, one input channel), bands of rows, groups
+/// of images and threads. ConvTranspose2d's narrow GEMMs, and BatchNorm's passes over planes
+/// longer than a vector.
+final class VectorKernelTests: XCTestCase {
     var rng = SplitMix64(seed: 11)
 
     func random(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in scale * rng.normal() } }
 
-    /// Why a test of these kernels is skipped: the CPU runs only the portable paths (checked
-    /// before skipping). launch/test.sh accepts this skip only where /proc/cpuinfo lacks avx512f.
+    /// Why a test of the AVX-512 kernels is skipped: the CPU has no AVX-512 (checked before
+    /// skipping). launch/test.sh accepts this skip only where /proc/cpuinfo lacks avx512f.
     let noAVX512 = "AVX-512 kernels: this CPU has no AVX-512"
+    /// Why a test of the direct convolutions is skipped: the CPU has neither AVX2 nor AVX-512.
+    let noVectors = "vector kernels: this CPU has neither AVX2 nor AVX-512"
 
-    override func tearDown() { avx512Kernels = avx512Available; setComputeThreads(1) }
+    /// The direct kernels this CPU runs.
+    let directKernels = availableVectorKernels.filter { $0 != .portable }
+
+    override func tearDown() { vectorKernels = defaultVectorKernels; setComputeThreads(1) }
 
     func assertClose(_ a: [Float], _ b: [Float], _ name: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(a.count, b.count, name, file: file, line: line)
@@ -57,19 +64,31 @@ final class AVX512KernelTests: XCTestCase {
                  file: StaticString = #filePath, line: UInt = #line) {
         let x = random(n * s.inC * h * w), weight = random(s.weightCount, scale: 0.3), bias = random(s.outC)
         let dy = random(n * s.outC * h * w)
-        avx512Kernels = false
+        vectorKernels = .portable
         setComputeThreads(1)
         let reference = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
-        avx512Kernels = true
         for (threads, pixels) in settings {
             setComputeThreads(threads)
-            let r = run(s.tuned(KernelTuning(directPixels: pixels)), n: n, h: h, w: w, x: x, weight: weight,
-                        bias: bias, dy: dy, split: split)
-            let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split), \(threads) threads, \(pixels) pixels"
-            assertClose(r.y, reference.y, "y " + name, file: file, line: line)
-            assertClose(r.dx, reference.dx, "dx " + name, file: file, line: line)
-            assertClose(r.dw, reference.dw, "dw " + name, file: file, line: line)
-            assertClose(r.db, reference.db, "db " + name, file: file, line: line)
+            var results: [Result] = []
+            for kernels in directKernels {
+                vectorKernels = kernels
+                let r = run(s.tuned(KernelTuning(directPixels: pixels)), n: n, h: h, w: w, x: x, weight: weight,
+                            bias: bias, dy: dy, split: split)
+                let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split), \(threads) threads, \(pixels) pixels, "
+                    + "\(kernels)"
+                assertClose(r.y, reference.y, "y " + name, file: file, line: line)
+                assertClose(r.dx, reference.dx, "dx " + name, file: file, line: line)
+                assertClose(r.dw, reference.dw, "dw " + name, file: file, line: line)
+                assertClose(r.db, reference.db, "db " + name, file: file, line: line)
+                results.append(r)
+            }
+            // AVX2 and AVX-512: the same sums in the same order.
+            if let a = results.first, let b = results.last, results.count == 2 {
+                for (u, v, what) in [(a.y, b.y, "y"), (a.dx, b.dx, "dx"), (a.dw, b.dw, "dw"), (a.db, b.db, "db")] {
+                    XCTAssertEqual(u.map(\.bitPattern), v.map(\.bitPattern), "AVX2 = AVX-512: \(what)", file: file,
+                                   line: line)
+                }
+            }
         }
     }
 
@@ -77,11 +96,10 @@ final class AVX512KernelTests: XCTestCase {
     let settings = [(threads: 1, pixels: 1 << 20), (threads: 3, pixels: 40), (threads: 2, pixels: 700)]
 
     func testShapesAgainstGEMM() throws {
-        guard avx512Available else {
-            // Without AVX-512 every convolution takes the GEMM path.
-            avx512Kernels = true
+        guard !directKernels.isEmpty else {
+            // Without vector kernels every convolution takes the GEMM path.
             XCTAssertFalse(Conv2dShape(inC: 16, outC: 16, kernel: 3, padding: 1).runsDirect())
-            throw XCTSkip(noAVX512)
+            throw XCTSkip(noVectors)
         }
         // (in, out, batch, height, width)
         let shapes = [(1, 16, 2, 9, 8), (3, 5, 2, 7, 9), (8, 8, 3, 5, 5), (16, 3, 2, 6, 33), (18, 17, 2, 6, 33),
@@ -94,7 +112,7 @@ final class AVX512KernelTests: XCTestCase {
     }
 
     func testConcatenatedInputsAgainstGEMM() throws {
-        guard avx512Available else { XCTAssertFalse(avx512Kernels); throw XCTSkip(noAVX512) }
+        guard !directKernels.isEmpty else { XCTAssertEqual(vectorKernels, .portable); throw XCTSkip(noVectors) }
         // Splits on eight channels run the input gradient directly; 5 of 13 falls back for dx
         // only, as up blocks of odd widths do.
         for (c, split, o) in [(16, 8, 8), (32, 16, 16), (24, 8, 7), (13, 5, 6)] {
@@ -105,16 +123,18 @@ final class AVX512KernelTests: XCTestCase {
 
     /// The same inputs give the same bits on every run: nothing depends on scheduling.
     func testRepeatable() throws {
-        guard avx512Available else { XCTAssertFalse(avx512Kernels); throw XCTSkip(noAVX512) }
-        avx512Kernels = true
+        guard !directKernels.isEmpty else { XCTAssertEqual(vectorKernels, .portable); throw XCTSkip(noVectors) }
         setComputeThreads(2)
         let s = Conv2dShape(inC: 24, outC: 16, kernel: 3, padding: 1).tuned(KernelTuning(directPixels: 100))
         let x = random(4 * 24 * 11 * 13), weight = random(s.weightCount), bias = random(16), dy = random(4 * 16 * 11 * 13)
-        let first = run(s, n: 4, h: 11, w: 13, x: x, weight: weight, bias: bias, dy: dy)
-        for _ in 0..<3 {
-            let again = run(s, n: 4, h: 11, w: 13, x: x, weight: weight, bias: bias, dy: dy)
-            XCTAssertEqual(again.y, first.y); XCTAssertEqual(again.dx, first.dx)
-            XCTAssertEqual(again.dw, first.dw); XCTAssertEqual(again.db, first.db)
+        for kernels in directKernels {
+            vectorKernels = kernels
+            let first = run(s, n: 4, h: 11, w: 13, x: x, weight: weight, bias: bias, dy: dy)
+            for _ in 0..<3 {
+                let again = run(s, n: 4, h: 11, w: 13, x: x, weight: weight, bias: bias, dy: dy)
+                XCTAssertEqual(again.y, first.y); XCTAssertEqual(again.dx, first.dx)
+                XCTAssertEqual(again.dw, first.dw); XCTAssertEqual(again.db, first.db)
+            }
         }
     }
 
@@ -122,40 +142,44 @@ final class AVX512KernelTests: XCTestCase {
     /// it writes, per channel over every image and row; the same bits on any number of threads,
     /// on bands of rows and on groups of small images, with one input or a concatenation.
     func testForwardStatistics() throws {
-        guard avx512Available else {
-            avx512Kernels = true
+        guard !directKernels.isEmpty else {
             XCTAssertEqual(Conv2dShape(inC: 8, outC: 8, kernel: 3, padding: 1).statisticsParts(batch: 2, height: 4, width: 4), 0)
-            throw XCTSkip(noAVX512)
+            throw XCTSkip(noVectors)
         }
-        avx512Kernels = true
-        // (in, out, batch, height, width, split, pixels per item)
-        for (c, o, n, h, w, split, pixels) in [(5, 11, 3, 9, 21, 0, 60), (16, 9, 5, 6, 7, 8, 100), (3, 16, 2, 17, 16, 0, 4096)] {
-            let s = Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1).tuned(KernelTuning(directPixels: pixels))
-            let plane = h * w
-            let x = random(n * c * plane), weight = random(s.weightCount), bias = random(o)
-            var first: [Double]? = nil
-            for threads in [1, 2, 3] {
-                setComputeThreads(threads)
-                let parts = s.statisticsParts(batch: n, height: h, width: w)
-                XCTAssertGreaterThanOrEqual(parts, n)
-                var y = [Float](repeating: .nan, count: n * o * plane), sums = [Double](repeating: .nan, count: parts * 2 * o)
-                let ws = Workspace()
-                if split == 0 {
-                    conv2dForward(&y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s, workspace: ws,
-                                  statistics: &sums)
-                } else {
-                    let a = Array(x[0..<(n * split * plane)]), b = Array(x[(n * split * plane)...])
-                    conv2dForwardConcat(&y, a, channelsA: split, b, weight: weight, bias: bias, batch: n, height: h,
-                                        width: w, s, workspace: ws, statistics: &sums)
+        // (in, out, batch, height, width, split, pixels per item); the AVX2 kernels take eight or
+        // more input channels.
+        let cases = [(5, 11, 3, 9, 21, 0, 60), (16, 9, 5, 6, 7, 8, 100), (3, 16, 2, 17, 16, 0, 4096),
+                     (12, 11, 3, 9, 21, 0, 60), (8, 16, 2, 17, 16, 0, 4096)]
+        for kernels in directKernels {
+            vectorKernels = kernels
+            for (c, o, n, h, w, split, pixels) in cases where kernels == .avx512 || c >= 8 {
+                let s = Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1).tuned(KernelTuning(directPixels: pixels))
+                let plane = h * w
+                let x = random(n * c * plane), weight = random(s.weightCount), bias = random(o)
+                var first: [Double]? = nil
+                for threads in [1, 2, 3] {
+                    setComputeThreads(threads)
+                    let parts = s.statisticsParts(batch: n, height: h, width: w)
+                    XCTAssertGreaterThanOrEqual(parts, n)
+                    var y = [Float](repeating: .nan, count: n * o * plane), sums = [Double](repeating: .nan, count: parts * 2 * o)
+                    let ws = Workspace()
+                    if split == 0 {
+                        conv2dForward(&y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s, workspace: ws,
+                                      statistics: &sums)
+                    } else {
+                        let a = Array(x[0..<(n * split * plane)]), b = Array(x[(n * split * plane)...])
+                        conv2dForwardConcat(&y, a, channelsA: split, b, weight: weight, bias: bias, batch: n, height: h,
+                                            width: w, s, workspace: ws, statistics: &sums)
+                    }
+                    for ch in 0..<o {
+                        var s1 = 0.0, s2 = 0.0, e1 = 0.0, e2 = 0.0
+                        for p in 0..<parts { s1 += sums[2 * (p * o + ch)]; s2 += sums[2 * (p * o + ch) + 1] }
+                        for i in 0..<n { for j in 0..<plane { let v = Double(y[(i * o + ch) * plane + j]); e1 += v; e2 += v * v } }
+                        XCTAssertEqual(s1, e1, accuracy: 1e-9 * max(1, e2), "sum, channel \(ch), \(threads) threads")
+                        XCTAssertEqual(s2, e2, accuracy: 1e-9 * max(1, e2), "sum of squares, channel \(ch), \(threads) threads")
+                    }
+                    if let first { XCTAssertEqual(sums, first, "\(threads) threads") } else { first = sums }
                 }
-                for ch in 0..<o {
-                    var s1 = 0.0, s2 = 0.0, e1 = 0.0, e2 = 0.0
-                    for p in 0..<parts { s1 += sums[2 * (p * o + ch)]; s2 += sums[2 * (p * o + ch) + 1] }
-                    for i in 0..<n { for j in 0..<plane { let v = Double(y[(i * o + ch) * plane + j]); e1 += v; e2 += v * v } }
-                    XCTAssertEqual(s1, e1, accuracy: 1e-9 * max(1, e2), "sum, channel \(ch), \(threads) threads")
-                    XCTAssertEqual(s2, e2, accuracy: 1e-9 * max(1, e2), "sum of squares, channel \(ch), \(threads) threads")
-                }
-                if let first { XCTAssertEqual(sums, first, "\(threads) threads") } else { first = sums }
             }
         }
     }
@@ -199,7 +223,7 @@ final class AVX512KernelTests: XCTestCase {
         let x = random(xs.count), w = random(s.weightCount, scale: 0.3), b = random(s.outC), dy = random(ys.count)
         var results: [[Float]] = []
         for avx in [false, true] {
-            avx512Kernels = avx
+            vectorKernels = avx ? .avx512 : .portable
             XCTAssertEqual(s.runsDirect, avx, file: file, line: line)
             for threads in [1, 2] {
                 setComputeThreads(threads)
@@ -219,38 +243,41 @@ final class AVX512KernelTests: XCTestCase {
     /// gradient's row copies from the BatchNorm's input (`AffineReLU`), gives what it gives on
     /// that output stored: bit for bit, with negative inputs, a NaN, rows with a tail and bands.
     func testBackwardOfAnAffineReLUInput() throws {
-        guard avx512Available else { XCTAssertFalse(Conv2dShape(inC: 16, outC: 8, kernel: 3, padding: 1).unfoldsInputInBackward); throw XCTSkip(noAVX512) }
-        for (inC, outC, n, h, w) in [(16, 8, 2, 9, 21), (24, 16, 3, 6, 16), (8, 3, 1, 5, 40)] {
-            let s = Conv2dShape(inC: inC, outC: outC, kernel: 3, padding: 1), plane = h * w
-            XCTAssertTrue(s.unfoldsInputInBackward)
-            var x = random(n * inC * plane)
-            x[x.count / 3] = .nan
-            let scale = random(inC).map { $0 + 0.2 }, shift = random(inC, scale: 0.5)
-            let stored = x.indices.map { i -> Float in
-                let c = i / plane % inC
-                let v = x[i] * scale[c] + shift[c]
-                return v <= 0 ? 0 : v
-            }
-            let weight = random(s.weightCount, scale: 0.3), dy = random(n * outC * plane)
-            for (threads, pixels) in settings {
-                setComputeThreads(threads)
-                let tuned = s.tuned(KernelTuning(directPixels: pixels))
-                var results: [[Float]] = []
-                for affine in [false, true] {
-                    let ws = Workspace()
-                    var dx = [Float](repeating: .nan, count: x.count), dw = [Float](repeating: 0.5, count: weight.count)
-                    var db = [Float](repeating: 0.5, count: outC)
-                    scale.withUnsafeBufferPointer { sc in
-                        shift.withUnsafeBufferPointer { sh in
-                            let f = affine ? AffineReLU(scale: sc.baseAddress!, shift: sh.baseAddress!) : nil
-                            conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: affine ? x : stored, weight: weight,
-                                           batch: n, height: h, width: w, tuned, workspace: ws, inputAffineReLU: f)
-                        }
-                    }
-                    results.append(dx + dw + db)
+        guard !directKernels.isEmpty else { XCTAssertFalse(Conv2dShape(inC: 16, outC: 8, kernel: 3, padding: 1).unfoldsInputInBackward); throw XCTSkip(noVectors) }
+        for kernels in directKernels {
+            vectorKernels = kernels
+            for (inC, outC, n, h, w) in [(16, 8, 2, 9, 21), (24, 16, 3, 6, 16), (8, 3, 1, 5, 40)] {
+                let s = Conv2dShape(inC: inC, outC: outC, kernel: 3, padding: 1), plane = h * w
+                XCTAssertTrue(s.unfoldsInputInBackward)
+                var x = random(n * inC * plane)
+                x[x.count / 3] = .nan
+                let scale = random(inC).map { $0 + 0.2 }, shift = random(inC, scale: 0.5)
+                let stored = x.indices.map { i -> Float in
+                    let c = i / plane % inC
+                    let v = x[i] * scale[c] + shift[c]
+                    return v <= 0 ? 0 : v
                 }
-                XCTAssertEqual(results[0].map(\.bitPattern), results[1].map(\.bitPattern),
-                               "\(inC)->\(outC) \(n)x\(h)x\(w), \(threads) threads, \(pixels) pixels")
+                let weight = random(s.weightCount, scale: 0.3), dy = random(n * outC * plane)
+                for (threads, pixels) in settings {
+                    setComputeThreads(threads)
+                    let tuned = s.tuned(KernelTuning(directPixels: pixels))
+                    var results: [[Float]] = []
+                    for affine in [false, true] {
+                        let ws = Workspace()
+                        var dx = [Float](repeating: .nan, count: x.count), dw = [Float](repeating: 0.5, count: weight.count)
+                        var db = [Float](repeating: 0.5, count: outC)
+                        scale.withUnsafeBufferPointer { sc in
+                            shift.withUnsafeBufferPointer { sh in
+                                let f = affine ? AffineReLU(scale: sc.baseAddress!, shift: sh.baseAddress!) : nil
+                                conv2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: affine ? x : stored, weight: weight,
+                                               batch: n, height: h, width: w, tuned, workspace: ws, inputAffineReLU: f)
+                            }
+                        }
+                        results.append(dx + dw + db)
+                    }
+                    XCTAssertEqual(results[0].map(\.bitPattern), results[1].map(\.bitPattern),
+                                   "\(inC)->\(outC) \(n)x\(h)x\(w), \(threads) threads, \(pixels) pixels, \(kernels)")
+                }
             }
         }
     }
@@ -270,7 +297,7 @@ final class AVX512KernelTests: XCTestCase {
             let dy = random(planes * oh * ow), start = random(count)
             var outputs: [[Float]] = []
             for avx in [false, true] {
-                avx512Kernels = avx
+                vectorKernels = avx ? .avx512 : .portable
                 var y = [Float](repeating: 7, count: planes * oh * ow)
                 maxPool2Forward(&y, x, planes: planes, height: h, width: w)
                 var assigned = [Float](repeating: 7, count: count), added = start
@@ -282,17 +309,18 @@ final class AVX512KernelTests: XCTestCase {
         }
     }
 
-    /// BatchNorm's sums, output and input gradient on both paths: equal up to the order of the
-    /// Double additions, and the fused ReLU's mask recomputed from x (`reluBias`) gives exactly
-    /// what masking dy by the kept output gives.
+    /// BatchNorm's sums, output and input gradient on every path the CPU has: the vector ones
+    /// equal the portable one up to the order of the Double additions, AVX2 and AVX-512 equal bit
+    /// for bit, and the fused ReLU's mask recomputed from x (`reluBias`) gives exactly what
+    /// masking dy by the kept output gives.
     func testBatchNormAgainstPortable() throws {
-        guard avx512Available else { XCTAssertFalse(avx512Kernels); throw XCTSkip(noAVX512) }
-        // Planes of 37: two vectors of 16 and a tail of 5.
+        guard availableVectorKernels.count > 1 else { XCTAssertEqual(vectorKernels, .portable); throw XCTSkip(noAVX512) }
+        // Planes of 37: two vectors of 16 and a tail of 5 (four of 8 and a tail of 5 for AVX2).
         let s = BatchNormShape(batch: 2, channels: 3, spatial: 37), n = 2 * 3 * 37
         let x = random(n).map { $0 * 2 + 0.5 }, w = random(3).map { $0 * 0.5 + 1 }, bias = random(3), dy = random(n)
-        var outputs: [[Float]] = []
-        for avx in [false, true] {
-            avx512Kernels = avx
+        var outputs: [VectorKernels: [[Float]]] = [:]
+        for kernels in availableVectorKernels {
+            vectorKernels = kernels
             for relu in [false, true] {
                 var y = [Float](repeating: 0, count: n), rm = [Float](repeating: 0, count: 3), rv = rm
                 var mean = rm, invstd = rm, scratch = [Double](repeating: 0, count: 7)
@@ -300,36 +328,82 @@ final class AVX512KernelTests: XCTestCase {
                                       saveInvstd: &invstd, s, scratch: &scratch, relu: relu)
                 var again = [Float](repeating: 0, count: n)
                 batchNormTrainOutput(&again, x, weight: w, bias: bias, saveMean: mean, saveInvstd: invstd, s, relu: relu)
-                XCTAssertEqual(again, y, "recomputed output, relu \(relu), avx512 \(avx)")
+                XCTAssertEqual(again, y, "recomputed output, relu \(relu), \(kernels)")
                 // The ReLU's backward done by hand from the kept output, then BatchNorm's alone.
                 let dyAfterReLU = relu ? zip(y, dy).map { $0 <= 0 ? 0 : $1 } : dy
                 var dxKept = [Float](repeating: 0, count: n), dw = [Float](repeating: 0, count: 3), db = dw
                 batchNormTrainBackward(dx: &dxKept, dweight: &dw, dbias: &db, dy: dyAfterReLU, x: x, weight: w,
                                        saveMean: mean, saveInvstd: invstd, s, count: 74, scratch: &scratch)
-                outputs.append(y + dxKept + dw + db + mean + invstd + rm + rv)
+                outputs[kernels, default: []].append(y + dxKept + dw + db + mean + invstd + rm + rv)
                 if relu {
                     var dxMasked = [Float](repeating: 0, count: n), dw2 = [Float](repeating: 0, count: 3), db2 = dw2
                     batchNormTrainBackward(dx: &dxMasked, dweight: &dw2, dbias: &db2, dy: dy, x: x, weight: w,
                                            saveMean: mean, saveInvstd: invstd, s, count: 74, scratch: &scratch,
                                            reluBias: bias)
-                    XCTAssertEqual(dxMasked, dxKept, "mask from x, avx512 \(avx)")
+                    XCTAssertEqual(dxMasked, dxKept, "mask from x, \(kernels)")
                     XCTAssertEqual(dw2, dw); XCTAssertEqual(db2, db)
                     XCTAssertTrue(y.contains(0) && y.contains { $0 > 0 }, "the ReLU cuts some values, not all")
                 }
             }
         }
-        assertClose(outputs[2], outputs[0], "without ReLU")
-        assertClose(outputs[3], outputs[1], "with ReLU")
-        // A NaN passes the fused ReLU on both paths (as PyTorch's), in a vector and in the tail:
+        let portable = outputs[.portable]!
+        for kernels in availableVectorKernels.dropFirst() {
+            assertClose(outputs[kernels]![0], portable[0], "without ReLU, \(kernels)")
+            assertClose(outputs[kernels]![1], portable[1], "with ReLU, \(kernels)")
+        }
+        if let avx2 = outputs[.avx2], let avx512 = outputs[.avx512] {
+            XCTAssertEqual(avx2.flatMap { $0.map(\.bitPattern) }, avx512.flatMap { $0.map(\.bitPattern) }, "AVX2 = AVX-512")
+        }
+        // A NaN passes the fused ReLU on every path (as PyTorch's), in a vector and in the tail:
         // a diverging run must see it in its loss.
-        for avx in [false, true] {
-            avx512Kernels = avx
+        for kernels in availableVectorKernels {
+            vectorKernels = kernels
             var poisoned = x
             poisoned[3] = .nan; poisoned[36] = .nan
             var y = [Float](repeating: 0, count: n)
             batchNormTrainOutput(&y, poisoned, weight: w, bias: bias, saveMean: [0, 0, 0], saveInvstd: [1, 1, 1], s,
                                  relu: true)
-            XCTAssertTrue(y[3].isNaN && y[36].isNaN, "avx512 \(avx)")
+            XCTAssertTrue(y[3].isNaN && y[36].isNaN, "\(kernels)")
+        }
+    }
+
+    /// BatchNorm's Double sums on the vector paths add their terms in one documented order
+    /// (cbn.h): lanes i mod 16 of the first eight and of the second eight of every sixteen, the
+    /// two vectors added, their eight lanes added as halves, quarters and the last two, then the
+    /// tail one by one. Checked bit for bit against that order written out here, on every vector
+    /// path the CPU has (an AVX2 CPU checks its loops against the AVX-512 loops' order).
+    func testBatchNormSumsInTheirOrder() throws {
+        guard availableVectorKernels.count > 1 else { XCTAssertEqual(vectorKernels, .portable); throw XCTSkip(noAVX512) }
+        /// The order of `sums_avx512`: `term(i)` for i < n.
+        func ordered(_ n: Int, _ term: (Int) -> Double) -> Double {
+            var a = [Double](repeating: 0, count: 8), b = a
+            var i = 0
+            while i + 16 <= n {
+                for j in 0..<8 { a[j] += term(i + j); b[j] += term(i + 8 + j) }
+                i += 16
+            }
+            let v = (0..<8).map { a[$0] + b[$0] }
+            let halves = (0..<4).map { v[$0] + v[$0 + 4] }, quarters = (0..<2).map { halves[$0] + halves[$0 + 2] }
+            var s = quarters[0] + quarters[1]
+            while i < n { s += term(i); i += 1 }
+            return s
+        }
+        for n in [5, 16, 37, 100, 1000] {
+            // Values over many magnitudes, so that another order rounds differently.
+            let x = (0..<n).map { _ in rng.normal() * Float(pow(10, Double(rng.next() % 7) - 3)) }
+            let dy = random(n)
+            let mean: Float = 0.25, invstd: Float = 1.5
+            let expected = [ordered(n) { Double(x[$0]) }, ordered(n) { Double(x[$0]) * Double(x[$0]) },
+                            ordered(n) { Double(dy[$0]) },
+                            ordered(n) { Double(dy[$0]) * Double((x[$0] - mean) * invstd) }]
+            for kernels in availableVectorKernels.dropFirst() {
+                var sums = [0.0, 0.0], grads = [0.0, 0.0]
+                cbn_sums(x, n, &sums, kernels.rawValue)
+                cbn_gradient_sums(dy, x, nil, 0, 0, 0, n, mean, invstd, &grads, kernels.rawValue)
+                let got = sums + grads
+                XCTAssertEqual(got.map(\.bitPattern), expected.map(\.bitPattern), "n \(n), \(kernels)")
+                XCTAssertEqual(cbn_sum(x, nil, n, kernels.rawValue).bitPattern, expected[0].bitPattern, "n \(n)")
+            }
         }
     }
 
@@ -342,7 +416,7 @@ final class AVX512KernelTests: XCTestCase {
         let targets = (0..<n).map { Float($0 % 3 == 0 ? 1 : 0) }
         var sums: [Double] = [], grads: [[Float]] = []
         for avx in [false, true] {
-            avx512Kernels = avx
+            vectorKernels = avx ? .avx512 : .portable
             var d = [Float](repeating: .nan, count: n)
             sums.append(bceWithLogits(dlogits: &d, logits: logits, targets: targets, count: n, gradScale: 0.5))
             grads.append(d)
