@@ -34,7 +34,10 @@ def load(name):
 def cpu_text(cpu):
     """'AMD EPYC, 2 vCPUs, avx512f/bw/vl/vnni/bf16, no AMX': the model and its bf16/AMX flags."""
     flags = cpu.get("flags", [])
-    if cpu.get("flags_complete"):
+    if cpu.get("flags_complete") and "avx512f" not in flags:
+        feats = "/".join(f for f in flags if f in ("avx2", "fma")) or "no AVX2"
+        feats += ", no AVX-512"
+    elif cpu.get("flags_complete"):
         short = [flags[0]] + [f.replace("avx512_", "").replace("avx512", "") for f in flags[1:]]
         feats = "/".join(short)
         feats += ", AMX" if cpu.get("amx") else ", no AMX"
@@ -162,11 +165,17 @@ def bf16_median(name):
     return statistics.median(p["bf16"] / p["fp32"] for p in d["pairs"])
 
 
-def mixed_best(name):
-    """Ours in bf16 against PyTorch's fastest configuration, by median step time."""
+def mixed_best(name, ours="ours bf16"):
+    """Ours (in bf16) against PyTorch's fastest configuration, by median step time."""
     rows = load(name)["rows"]
     best = min(r["median_ms"] for r in rows if r["configuration"].startswith("PyTorch"))
-    return best / next(r["median_ms"] for r in rows if r["configuration"] == "ours bf16")
+    return best / next(r["median_ms"] for r in rows if r["configuration"] == ours)
+
+
+def mixed_against(name, configuration, ours="ours fp32"):
+    """Ours against one PyTorch configuration, by median step time."""
+    rows = {r["configuration"]: r for r in load(name)["rows"]}
+    return rows[configuration]["median_ms"] / rows[ours]["median_ms"]
 
 
 def mixed_rss(name):
@@ -288,6 +297,12 @@ def headline():
          f"{mixed_best('vs_pytorch_mixed.json'):.2f}x / {mixed_best('vs_pytorch_mixed_394.json'):.2f}x; "
          f"{mixed_rss('vs_pytorch_mixed_394.json'):.0f}% of its",
          cpu("vs_pytorch_mixed_394.json"), "`tools/measure_performance.sh mixed SIZE`"],
+        ["On a CPU without AVX-512: fp32 against PyTorch fp32 NCHW / channels_last / its best, 128 x 128, "
+         "2 threads",
+         f"{mixed_against('vs_pytorch_avx2.json', 'PyTorch fp32 NCHW'):.2f}x / "
+         f"{mixed_against('vs_pytorch_avx2.json', 'PyTorch fp32 channels_last'):.2f}x / "
+         f"{mixed_best('vs_pytorch_avx2.json', 'ours fp32'):.2f}x",
+         cpu("vs_pytorch_avx2.json"), "`tools/measure_performance.sh avx2`"],
         ["test IoU, epochs 26-30 of 30, ICBM slices at 128: ours / PyTorch seeds 0, 1",
          f"{iou[0]:.3f} / {iou[1]:.3f}, {iou[2]:.3f}", "-", "docs/parity.md"],
     ]
@@ -318,6 +333,7 @@ TABLES = {
     "icbm-fusion": icbm_fusion,
     "vs-pytorch-mixed": lambda: vs_pytorch_mixed("vs_pytorch_mixed.json"),
     "vs-pytorch-mixed-394": lambda: vs_pytorch_mixed("vs_pytorch_mixed_394.json"),
+    "vs-pytorch-avx2": lambda: vs_pytorch_mixed("vs_pytorch_avx2.json"),
     "peak-shares": peak_shares,
     "precision-convergence": precision_convergence,
     "scaling-model": scaling_model,
