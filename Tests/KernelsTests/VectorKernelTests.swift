@@ -82,8 +82,9 @@ final class VectorKernelTests: XCTestCase {
                 assertClose(r.db, reference.db, "db " + name, file: file, line: line)
                 results.append(r)
             }
-            // AVX2 and AVX-512: the same sums in the same order.
-            if let a = results.first, let b = results.last, results.count == 2 {
+            // AVX2 and AVX-512: the same sums in the same order, where both run directly (the AVX2
+            // kernels take eight or more input channels).
+            if let a = results.first, let b = results.last, results.count == 2, s.inC >= 8 {
                 for (u, v, what) in [(a.y, b.y, "y"), (a.dx, b.dx, "dx"), (a.dw, b.dw, "dw"), (a.db, b.db, "db")] {
                     XCTAssertEqual(u.map(\.bitPattern), v.map(\.bitPattern), "AVX2 = AVX-512: \(what)", file: file,
                                    line: line)
