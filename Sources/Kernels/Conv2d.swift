@@ -1,7 +1,7 @@
 import CKernels
 
 /// Conv2d over a batch, as im2col + one GEMM per image (darknet's scheme); 3x3 stride-1 "same"
-/// convolutions take CKernels' direct AVX-512 kernels instead where the CPU has them
+/// convolutions take CKernels' direct AVX-512 or AVX2 kernels instead where the CPU has them
 /// (DirectConv.swift).
 ///
 /// Weights are PyTorch's [outC, inC, k, k], read as an outC x (inC*k*k) matrix whose rows

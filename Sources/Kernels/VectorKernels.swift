@@ -32,7 +32,7 @@ public let availableVectorKernels: [VectorKernels] =
     [.portable] + (avx2Available ? [.avx2] : []) + (avx512Available ? [.avx512] : [])
 
 /// The best kernels the CPU runs, or fewer by the environment: UNET_DIST_KERNELS=portable|avx2
-/// (UNET_DIST_AVX512=0 means portable, as before AVX2 kernels existed).
+/// (UNET_DIST_AVX512=0 also means portable).
 public let defaultVectorKernels: VectorKernels = {
     let environment = ProcessInfo.processInfo.environment
     let best = availableVectorKernels.last!
