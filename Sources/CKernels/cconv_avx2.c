@@ -57,12 +57,10 @@ void cconv3x3_pad_rows(float *p, const float *x, size_t x_plane, int channels, i
 AVX2 static INLINE void forward_tile8(float *y, size_t y_plane, const float *p, size_t p_plane, const float *wb,
                                       const float *bias, int outputs, int inputs, const ptrdiff_t d[TAPS],
                                       const ptrdiff_t xo[TV8], const ptrdiff_t yo[TV8], const __m256i store[TV8],
-                                      int accumulate, const int tv) {
+                                      const int tv) {
     __m256 acc[OT][TV8];
     for (int o = 0; o < OT; o++)
-        for (int s = 0; s < tv; s++)
-            acc[o][s] = o < outputs && accumulate ? _mm256_maskload_ps(y + o * y_plane + yo[s], store[s])
-                                                  : _mm256_set1_ps(o < outputs && bias ? bias[o] : 0.f);
+        for (int s = 0; s < tv; s++) acc[o][s] = _mm256_set1_ps(o < outputs && bias ? bias[o] : 0.f);
     for (int q = 0; q < inputs; q++) {
         const float *pq = p + q * p_plane, *wq = wb + (size_t)q * TAPS * OB;
 #pragma clang loop unroll(full)
@@ -81,7 +79,7 @@ AVX2 static INLINE void forward_tile8(float *y, size_t y_plane, const float *p, 
 
 AVX2 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *packed, size_t block_stride,
                                        const float *bias, int inputs, int outputs, int height, int width, int row0,
-                                       int row1, int accumulate) {
+                                       int row1) {
     size_t y_plane = (size_t)height * width;
     int pw = width + 2, per_row = (width + L8 - 1) / L8;
     size_t p_plane = (size_t)(row1 - row0 + 2) * pw;
@@ -104,9 +102,8 @@ AVX2 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *pa
                 yo[s] = (ptrdiff_t)(row0 + r) * width + ox;
                 store[s] = lanes8(i + s < end ? low8(width - ox) : 0);
             }
-            int tv = end - i >= TV8 ? TV8 : 1;
-            if (tv == TV8) forward_tile8(yb, y_plane, p, p_plane, wb, bb, n, inputs, d, xo, yo, store, accumulate, TV8);
-            else forward_tile8(yb, y_plane, p, p_plane, wb, bb, n, inputs, d, xo, yo, store, accumulate, 1);
+            if (end - i >= TV8) forward_tile8(yb, y_plane, p, p_plane, wb, bb, n, inputs, d, xo, yo, store, TV8);
+            else forward_tile8(yb, y_plane, p, p_plane, wb, bb, n, inputs, d, xo, yo, store, 1);
         }
     }
 }
@@ -173,41 +170,34 @@ AVX2 void cconv3x3_unfold_rows_avx2(float *t, const float *x, size_t x_image, in
         }
 }
 
-/// cconv.c's weight_grad_tile with vectors of eight channels: the same sums in the same order.
+/// cconv.c's weight_grad_tile for np outputs and 16 channels (two vectors of eight), over `rows`
+/// rows of one image: the same sums in the same order.
 AVX2 static INLINE void weight_grad_tile8(float *g, size_t g_row, const float *dy, int op, const float *t, int cp,
-                                          int pw, int images, size_t image, int width, int rows, const int np,
-                                          const int nc) {
-    __m256 acc[12][2];
+                                          int pw, int width, int rows, const int np) {
+    __m256 acc[6][2];
     for (int o = 0; o < np; o++)
-        for (int j = 0; j < nc; j++) acc[o][j] = _mm256_loadu_ps(g + o * g_row + j * L8);
-    for (int n = 0; n < images; n++)
-        for (int r = 0; r < rows; r++) {
-            const float *dyr = dy + n * image * op + ((size_t)(r + 1) * pw + 1) * op;
-            const float *tr = t + n * image * cp + (size_t)r * pw * cp;
-            for (int ox = 0; ox < width; ox++) {
-                __m256 xv[2];
-                for (int j = 0; j < nc; j++) xv[j] = _mm256_loadu_ps(tr + (size_t)ox * cp + j * L8);
-                for (int o = 0; o < np; o++) {
-                    __m256 d = _mm256_broadcast_ss(dyr + (size_t)ox * op + o);
-                    for (int j = 0; j < nc; j++) acc[o][j] = _mm256_fmadd_ps(d, xv[j], acc[o][j]);
-                }
+        for (int j = 0; j < 2; j++) acc[o][j] = _mm256_loadu_ps(g + o * g_row + j * L8);
+    for (int r = 0; r < rows; r++) {
+        const float *dyr = dy + ((size_t)(r + 1) * pw + 1) * op, *tr = t + (size_t)r * pw * cp;
+        for (int ox = 0; ox < width; ox++) {
+            __m256 xv[2];
+            for (int j = 0; j < 2; j++) xv[j] = _mm256_loadu_ps(tr + (size_t)ox * cp + j * L8);
+            for (int o = 0; o < np; o++) {
+                __m256 d = _mm256_broadcast_ss(dyr + (size_t)ox * op + o);
+                for (int j = 0; j < 2; j++) acc[o][j] = _mm256_fmadd_ps(d, xv[j], acc[o][j]);
             }
         }
+    }
     for (int o = 0; o < np; o++)
-        for (int j = 0; j < nc; j++) _mm256_storeu_ps(g + o * g_row + j * L8, acc[o][j]);
+        for (int j = 0; j < 2; j++) _mm256_storeu_ps(g + o * g_row + j * L8, acc[o][j]);
 }
 
-#define TILE8(NP, NC) \
-    case NP: weight_grad_tile8(g, g_row, dy, op, t, cp, pw, images, image, width, rows, NP, NC); break;
-#define TILES8_6(NC) TILE8(1, NC) TILE8(2, NC) TILE8(3, NC) TILE8(4, NC) TILE8(5, NC) TILE8(6, NC)
+#define TILE8(NP) \
+    case NP: weight_grad_tile8(g, g_row, dy, op, t, cp, pw, width, rows, NP); break;
 
 AVX2 static void weight_grad_tiles8(float *g, size_t g_row, const float *dy, int op, const float *t, int cp, int pw,
-                                    int images, size_t image, int width, int rows, int np, int nc) {
-    if (nc == 2) {
-        switch (np) { TILES8_6(2) }
-    } else {
-        switch (np) { TILES8_6(1) TILE8(7, 1) TILE8(8, 1) TILE8(9, 1) TILE8(10, 1) TILE8(11, 1) TILE8(12, 1) }
-    }
+                                    int width, int rows, int np) {
+    switch (np) { TILE8(1) TILE8(2) TILE8(3) TILE8(4) TILE8(5) TILE8(6) }
 }
 
 AVX2 void cconv3x3_weight_grad_rows_avx2(float *g, const float *dy, int padded_outputs, const float *t, int images,
@@ -225,18 +215,15 @@ AVX2 void cconv3x3_weight_grad_rows_avx2(float *g, const float *dy, int padded_o
             size_t at = n * image + (size_t)r * pw;
             for (int tap = 0; tap < TAPS; tap++) {
                 const float *tt = t + (at + (size_t)(tap / 3) * pw + tap % 3) * cp;
-                for (int c0 = 0; c0 < cp;) {
-                    // 12 sums, the channel vectors and a broadcast within the 16 registers.
-                    int nc = (cp - c0) / L8 >= 2 ? 2 : 1;
-                    int most = nc == 2 ? 6 : 12, tiles = (outputs + most - 1) / most;
-                    int each = (outputs + tiles - 1) / tiles;
+                // Tiles of up to 6 outputs x 16 channels (cp is a multiple of 16): 12 sums, two
+                // channel vectors and a broadcast within the 16 registers.
+                int tiles = (outputs + 5) / 6, each = (outputs + tiles - 1) / tiles;
+                for (int c0 = 0; c0 < cp; c0 += 2 * L8)
                     for (int o0 = 0; o0 < outputs; o0 += each) {
                         int np = outputs - o0 < each ? outputs - o0 : each;
                         weight_grad_tiles8(g + ((size_t)tap * outputs + o0) * cp + c0, cp, dy + at * op + o0, op,
-                                           tt + c0, cp, pw, 1, image, width, nr, np, nc);
+                                           tt + c0, cp, pw, width, nr, np);
                     }
-                    c0 += nc * L8;
-                }
             }
         }
 }

@@ -128,7 +128,7 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
                                   h, w, r0, r1)
             }
             cconv3x3_forward_padded_avx2(y + n * s.outC * plane, padded, packed, blockStride, bias, Int32(s.inC),
-                                         Int32(s.outC), h, w, r0, r1, 0)
+                                         Int32(s.outC), h, w, r0, r1)
         } else {
             inputs.forEach { tensor, channels, first, i in
                 cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block,
@@ -228,7 +228,7 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
                 let dxn = tensor + n * channels * plane, adjointBlock = adjoint + first / 8 * adjointStride
                 if avx2 {
                     cconv3x3_forward_padded_avx2(dxn, padded, adjointBlock, adjointStride, nil, Int32(s.outC),
-                                                 Int32(channels), h, w, r0, r1, 0)
+                                                 Int32(channels), h, w, r0, r1)
                 } else {
                     cconv3x3_forward(dxn, dyn, adjointBlock, adjointStride, nil, Int32(s.outC), Int32(channels), h, w,
                                      r0, r1, 0)

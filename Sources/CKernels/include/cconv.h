@@ -65,14 +65,15 @@ void cconv3x3_weight_grad_rows(float *g, const float *dy, int padded_outputs, co
 /// the input rows a band reads: `cconv3x3_pad_rows` copies rows row0 - 1 to row1 of `channels`
 /// planes (x_plane floats apart) into p as [channels][row1 - row0 + 2][width + 2] floats, zero
 /// outside the image, in `cconv3x3_padded_count` floats; `cconv3x3_forward_padded_avx2` then
-/// writes y's rows [row0, row1) as `cconv3x3_forward` does, reading x from p. The weight
+/// assigns y's rows [row0, row1) as `cconv3x3_forward` does (bias added; no `accumulate`: the
+/// copy holds every input channel), reading x from p. The weight
 /// gradient's two take the arguments of `cconv3x3_unfold_rows` and `cconv3x3_weight_grad_rows`.
 size_t cconv3x3_padded_count(int channels, int width, int row0, int row1);
 void cconv3x3_pad_rows(float *p, const float *x, size_t x_plane, int channels, int height, int width, int row0,
                        int row1);
 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *packed, size_t block_stride,
                                   const float *bias, int inputs, int outputs, int height, int width, int row0,
-                                  int row1, int accumulate);
+                                  int row1);
 void cconv3x3_unfold_rows_avx2(float *t, const float *x, size_t x_image, int images, int channels, int first,
                                int padded_channels, int height, int width, int row0, int row1, const float *scale,
                                const float *shift);
