@@ -43,6 +43,20 @@ static inline float dot_pair(float s, uint32_t a, uint32_t b) {
     return s;
 }
 
+/// `dot_pair` on n sums at once: s[i] gets a[i]'s high product with w's, then its low one. The
+/// portable kernels are written as such loops over pixels or channels, which the compiler
+/// vectorizes; each sum still adds the same products in the same order.
+static INLINE void dot_pair_row(float *restrict s, const uint32_t *restrict a, uint32_t w, int n) {
+    // A product, then a sum: the products are exact, but the sums must round one at a time.
+#pragma STDC FP_CONTRACT OFF
+    float wh = bf16_float((uint16_t)(w >> 16)), wl = bf16_float((uint16_t)w);
+    for (int i = 0; i < n; i++) {
+        float high = bf16_float((uint16_t)(a[i] >> 16)) * wh, low = bf16_float((uint16_t)a[i]) * wl;
+        float sum = s[i] + high;
+        s[i] = sum + low;
+    }
+}
+
 #if HAVE_AVX512
 #define AVXBF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 
@@ -72,6 +86,12 @@ void cbf16_weight_grad_portable(float *g, const uint32_t *dy, int padded_outputs
                                 const uint32_t *odd, int images, int padded_channels, int outputs, int width,
                                 int rows);
 #if HAVE_AVX512
+AVX2 void cbf16_unfold_avx2(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
+                            int first, int padded_channels, int height, int width, int row0, int rows, int col0,
+                            int pairs, const float *scale, const float *shift);
+AVX2 void cbf16_weight_grad_avx2(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                 const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                 int rows);
 AVXBF16 void cbf16_unfold_avx(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
                               int first, int padded_channels, int height, int width, int row0, int rows, int col0,
                               int pairs, const float *scale, const float *shift);

@@ -12,16 +12,16 @@
 // Portable functions first (the reference of the AVX512_BF16 ones: same pairs, same order).
 
 /// relu(v * scale + shift) as cbn_output and bn_relu compute it: a product, then a sum.
-static float affine_relu(float v, float scale, float shift) {
+static INLINE float affine_relu(float v, float scale, float shift) {
 #pragma STDC FP_CONTRACT OFF
     float y = v * scale;
     y = y + shift;
     return y > 0 || y != y ? y : 0.f;
 }
 
-void cbf16_unfold_portable(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
-                           int first, int padded_channels, int height, int width, int row0, int rows, int col0,
-                           int pairs, const float *scale, const float *shift) {
+static INLINE void unfold_rows(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images,
+                               int channels, int first, int padded_channels, int height, int width, int row0, int rows,
+                               int col0, int pairs, const float *scale, const float *shift) {
     size_t plane = (size_t)height * width;
     for (int n = 0; n < images; n++)
         for (int r = 0; r < rows; r++) {
@@ -49,27 +49,55 @@ static const uint32_t *tap_copy(int t, const uint32_t *even, const uint32_t *odd
     return (kx == 1 ? odd : even) + (size_t)ky * *row_words + (kx == 2 ? cp : 0);
 }
 
-void cbf16_weight_grad_portable(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
-                                 const uint32_t *odd, int images, int padded_channels, int outputs, int width,
-                                 int rows) {
+/// Channel rows of g: each (tap, output) row of padded_channels sums takes the band's pixel pairs
+/// in order, a whole row per pair (`dot_pair_row`).
+static INLINE void weight_grad_rows(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                    const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                    int rows) {
     int cp = padded_channels, op = padded_outputs, pairs = (width + 1) / 2;
     for (int t = 0; t < TAPS; t++) {
         int row_words;
         const uint32_t *xt = tap_copy(t, even, odd, pairs, cp, &row_words);
-        for (int o = 0; o < outputs; o++)
-            for (int c = 0; c < cp; c++) {
-                float s = g[((size_t)t * outputs + o) * cp + c];
-                for (int n = 0; n < images; n++)
-                    for (int r = 0; r < rows; r++) {
-                        const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
-                        const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
-                        for (int j = 0; j < pairs; j++)
-                            s = dot_pair(s, dyr[(size_t)j * op + o], xr[(size_t)j * cp + c]);
-                    }
-                g[((size_t)t * outputs + o) * cp + c] = s;
-            }
+        for (int o = 0; o < outputs; o++) {
+            float *go = g + ((size_t)t * outputs + o) * cp;
+            for (int n = 0; n < images; n++)
+                for (int r = 0; r < rows; r++) {
+                    const uint32_t *dyr = dy + ((size_t)n * rows + r) * pairs * op;
+                    const uint32_t *xr = xt + ((size_t)n * (rows + 2) + r) * row_words;
+                    for (int j = 0; j < pairs; j++) dot_pair_row(go, xr + (size_t)j * cp, dyr[(size_t)j * op + o], cp);
+                }
+        }
     }
 }
+
+void cbf16_unfold_portable(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
+                           int first, int padded_channels, int height, int width, int row0, int rows, int col0,
+                           int pairs, const float *scale, const float *shift) {
+    unfold_rows(t, x, xb, x_image, images, channels, first, padded_channels, height, width, row0, rows, col0, pairs,
+                scale, shift);
+}
+
+void cbf16_weight_grad_portable(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                int rows) {
+    weight_grad_rows(g, dy, padded_outputs, even, odd, images, padded_channels, outputs, width, rows);
+}
+
+#if HAVE_AVX512
+// The portable loops compiled for AVX2 (cconv_bf16.c's AVX2 set).
+AVX2 void cbf16_unfold_avx2(uint32_t *t, const float *x, const uint16_t *xb, size_t x_image, int images, int channels,
+                            int first, int padded_channels, int height, int width, int row0, int rows, int col0,
+                            int pairs, const float *scale, const float *shift) {
+    unfold_rows(t, x, xb, x_image, images, channels, first, padded_channels, height, width, row0, rows, col0, pairs,
+                scale, shift);
+}
+
+AVX2 void cbf16_weight_grad_avx2(float *g, const uint32_t *dy, int padded_outputs, const uint32_t *even,
+                                 const uint32_t *odd, int images, int padded_channels, int outputs, int width,
+                                 int rows) {
+    weight_grad_rows(g, dy, padded_outputs, even, odd, images, padded_channels, outputs, width, rows);
+}
+#endif
 
 // MARK: AVX512_BF16
 

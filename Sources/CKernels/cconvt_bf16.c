@@ -1,6 +1,7 @@
 #include "cconvt_bf16.h"
 
 #include "bf16.h"
+#include "cconv.h"
 
 // ConvTranspose2d 2x2 stride 2 in bf16 (cconvt_bf16.h). Arrays, per image:
 //   x   [inputs][H][W] float32, paired in the forward as it is read (word = (x[2k], x[2k + 1])
@@ -59,53 +60,76 @@ size_t cbf16t_dy_count(int outputs, int images, int rows, int width) {
 
 // MARK: portable
 
+/// Runs of up to TV x LANES pixels of an input row: their words paired once into `tile`
+/// ([pair][pixel]), then each (output, kernel row, kernel column) sum takes the input pairs in
+/// order, a whole run per pair (`dot_pair_row`), and adds the bias last.
+static INLINE void forward_runs(float *y, uint16_t *yb, size_t ow, size_t out_plane, const float *x,
+                                const uint32_t *packed, const float *bias, int inputs, int outputs, int height,
+                                int width, int row0, int row1, uint32_t *tile) {
+    enum { RUN = TV * LANES };
+    size_t plane = (size_t)height * width;
+    int pairs = (inputs + 1) / 2;
+    for (int i = row0; i < row1; i++)
+        for (int j0 = 0; j0 < width; j0 += RUN) {
+            int m = width - j0 < RUN ? width - j0 : RUN;
+            const float *xr = x + (size_t)i * width + j0;
+            for (int k = 0; k < pairs; k++)
+                for (int j = 0; j < m; j++)
+                    tile[k * RUN + j] = pair(xr[2 * k * plane + j], 2 * k + 1 < inputs ? xr[(2 * k + 1) * plane + j]
+                                                                                      : 0.f);
+            for (int p = 0; p < outputs; p++)
+                for (int a = 0; a < 2; a++)
+                    for (int kx = 0; kx < 2; kx++) {
+                        const uint32_t *wp = packed + ((size_t)(p / FB) * 2 + a) * pairs * 2 * FB + p % FB * 2 + kx;
+                        float s[RUN];
+                        for (int j = 0; j < m; j++) s[j] = 0;
+                        for (int k = 0; k < pairs; k++) dot_pair_row(s, tile + k * RUN, wp[k * 2 * FB], m);
+                        size_t at = p * out_plane + (size_t)(2 * i + a) * ow + 2 * (size_t)j0 + kx;
+                        for (int j = 0; j < m; j++) {
+                            float v = bias ? s[j] + bias[p] : s[j];
+                            if (yb) yb[at + 2 * j] = bf16_round(v);
+                            else y[at + 2 * j] = v;
+                        }
+                    }
+        }
+}
+
 static void forward_portable(float *y, uint16_t *yb, size_t ow, size_t out_plane, const float *x,
                              const uint32_t *packed, const float *bias, int inputs, int outputs, int height, int width,
                              int row0, int row1, uint32_t *tile) {
-    (void)tile;
-    size_t plane = (size_t)height * width;
-    int pairs = (inputs + 1) / 2;
-#define X(k, at) pair(x[2 * (k) * plane + (at)], 2 * (k) + 1 < inputs ? x[(2 * (k) + 1) * plane + (at)] : 0.f)
-    for (int p = 0; p < outputs; p++)
-        for (int a = 0; a < 2; a++)
-            for (int kx = 0; kx < 2; kx++) {
-                const uint32_t *wp = packed + ((size_t)(p / FB) * 2 + a) * pairs * 2 * FB + p % FB * 2 + kx;
-                for (int i = row0; i < row1; i++)
-                    for (int j = 0; j < width; j++) {
-                        float s = 0;
-                        for (int k = 0; k < pairs; k++)
-                            s = dot_pair(s, X(k, (size_t)i * width + j), wp[k * 2 * FB]);
-                        if (bias) s += bias[p];
-                        size_t at = p * out_plane + (size_t)(2 * i + a) * ow + 2 * j + kx;
-                        if (yb) yb[at] = bf16_round(s);
-                        else y[at] = s;
-                    }
-            }
-#undef X
+    forward_runs(y, yb, ow, out_plane, x, packed, bias, inputs, outputs, height, width, row0, row1, tile);
 }
 
-static void round_pairs_portable(uint32_t *d, const float *dy, size_t count) {
+static INLINE void round_pairs_body(uint32_t *d, const float *dy, size_t count) {
     for (size_t i = 0; 2 * i < count; i++) d[i] = pair(dy[2 * i], dy[2 * i + 1]);
 }
 
-static void input_grad_portable(float *dx, const uint32_t *d, const uint32_t *packed, int inputs, int outputs,
-                                int height, int width, int row0, int row1) {
+/// Input rows of dx: each row's sums take every (output, kernel row) word in order, a whole row
+/// per word (`dot_pair_row`).
+static INLINE void input_grad_rows(float *dx, const uint32_t *d, const uint32_t *packed, int inputs, int outputs,
+                                   int height, int width, int row0, int row1) {
     size_t plane = (size_t)height * width, words = 2 * plane;
     for (int q = 0; q < inputs; q++) {
         const uint32_t *wq = packed + (size_t)(q / DB) * outputs * 2 * DB + q % DB;
-        for (int i = row0; i < row1; i++)
-            for (int j = 0; j < width; j++) {
-                float s = 0;
-                for (int p = 0; p < outputs; p++)
-                    for (int a = 0; a < 2; a++)
-                        s = dot_pair(s, d[p * words + (size_t)(2 * i + a) * width + j], wq[((size_t)p * 2 + a) * DB]);
-                dx[q * plane + (size_t)i * width + j] = s;
-            }
+        for (int i = row0; i < row1; i++) {
+            float *s = dx + q * plane + (size_t)i * width;
+            for (int j = 0; j < width; j++) s[j] = 0;
+            for (int p = 0; p < outputs; p++)
+                for (int a = 0; a < 2; a++)
+                    dot_pair_row(s, d + p * words + (size_t)(2 * i + a) * width, wq[((size_t)p * 2 + a) * DB], width);
+        }
     }
 }
 
-static void unfold_dy_portable(uint32_t *t, const float *dy, size_t dy_image, int images, int outputs, int height,
-                               int width, int row0, int rows) {
+static void round_pairs_portable(uint32_t *d, const float *dy, size_t count) { round_pairs_body(d, dy, count); }
+
+static void input_grad_portable(float *dx, const uint32_t *d, const uint32_t *packed, int inputs, int outputs,
+                                int height, int width, int row0, int row1) {
+    input_grad_rows(dx, d, packed, inputs, outputs, height, width, row0, row1);
+}
+
+static INLINE void unfold_dy_rows(uint32_t *t, const float *dy, size_t dy_image, int images, int outputs,
+                                  int height, int width, int row0, int rows) {
     size_t ow = 2 * (size_t)width, out_plane = 2 * (size_t)height * ow;
     int pairs = (width + 1) / 2;
     size_t block = (size_t)images * rows * pairs;
@@ -124,22 +148,66 @@ static void unfold_dy_portable(uint32_t *t, const float *dy, size_t dy_image, in
             }
 }
 
+static void unfold_dy_portable(uint32_t *t, const float *dy, size_t dy_image, int images, int outputs, int height,
+                               int width, int row0, int rows) {
+    unfold_dy_rows(t, dy, dy_image, images, outputs, height, width, row0, rows);
+}
+
+/// Rows of g: each (output, tap) row of padded_channels sums takes the pixel pairs in order, a
+/// whole row per pair (`dot_pair_row`).
+static INLINE void weight_grad_rows(float *g, const uint32_t *dy, const uint32_t *x, int outputs, int padded_channels,
+                                    long pairs_total) {
+    int cp = padded_channels;
+    for (int o = 0; o < 4 * outputs; o++) {
+        const uint32_t *d = dy + (size_t)o * pairs_total;
+        for (long k = 0; k < pairs_total; k++) dot_pair_row(g + (size_t)o * cp, x + (size_t)k * cp, d[k], cp);
+    }
+}
+
 static void weight_grad_portable(float *g, const uint32_t *dy, const uint32_t *x, int outputs, int padded_channels,
                                  long pairs_total) {
-    int cp = padded_channels;
-    for (int o = 0; o < 4 * outputs; o++)
-        for (int c = 0; c < cp; c++) {
-            const uint32_t *d = dy + (size_t)o * pairs_total;
-            float s = g[(size_t)o * cp + c];
-            for (long k = 0; k < pairs_total; k++) s = dot_pair(s, d[k], x[(size_t)k * cp + c]);
-            g[(size_t)o * cp + c] = s;
-        }
+    weight_grad_rows(g, dy, x, outputs, padded_channels, pairs_total);
 }
 
 static const cbf16t_kernel_set portable = {"portable", forward_portable, round_pairs_portable, input_grad_portable,
                                            unfold_dy_portable, weight_grad_portable};
 
 const cbf16t_kernel_set *cbf16t_portable(void) { return &portable; }
+
+// MARK: AVX2
+
+#if HAVE_AVX512
+// The portable loops compiled for AVX2 and FMA, as cconv_bf16.c's AVX2 set: the same bits.
+AVX2 static void forward_avx2(float *y, uint16_t *yb, size_t ow, size_t out_plane, const float *x,
+                              const uint32_t *packed, const float *bias, int inputs, int outputs, int height, int width,
+                              int row0, int row1, uint32_t *tile) {
+    forward_runs(y, yb, ow, out_plane, x, packed, bias, inputs, outputs, height, width, row0, row1, tile);
+}
+
+AVX2 static void round_pairs_avx2(uint32_t *d, const float *dy, size_t count) { round_pairs_body(d, dy, count); }
+
+AVX2 static void input_grad_avx2(float *dx, const uint32_t *d, const uint32_t *packed, int inputs, int outputs,
+                                 int height, int width, int row0, int row1) {
+    input_grad_rows(dx, d, packed, inputs, outputs, height, width, row0, row1);
+}
+
+AVX2 static void unfold_dy_avx2(uint32_t *t, const float *dy, size_t dy_image, int images, int outputs, int height,
+                                int width, int row0, int rows) {
+    unfold_dy_rows(t, dy, dy_image, images, outputs, height, width, row0, rows);
+}
+
+AVX2 static void weight_grad_avx2(float *g, const uint32_t *dy, const uint32_t *x, int outputs, int padded_channels,
+                                  long pairs_total) {
+    weight_grad_rows(g, dy, x, outputs, padded_channels, pairs_total);
+}
+
+static const cbf16t_kernel_set avx2 = {"AVX2", forward_avx2, round_pairs_avx2, input_grad_avx2, unfold_dy_avx2,
+                                       weight_grad_avx2};
+
+const cbf16t_kernel_set *cbf16t_avx2(void) { return cconv_avx2_available() ? &avx2 : NULL; }
+#else
+const cbf16t_kernel_set *cbf16t_avx2(void) { return NULL; }
+#endif
 
 // MARK: AVX512_BF16
 

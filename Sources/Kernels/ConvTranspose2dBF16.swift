@@ -12,10 +12,12 @@ extension ConvTranspose2dShape {
     public var runsBF16: Bool { kernel == 2 && stride == 2 }
 }
 
-/// The transposed-convolution kernels that go with `bf16Kernels`: portable with portable, so
-/// that tests switch both at once.
+/// The transposed-convolution kernels that go with `bf16Kernels` (portable with portable, AVX2
+/// with AVX2), so that tests switch both at once.
 var bf16TransposedKernels: UnsafePointer<cbf16t_kernel_set> {
-    bf16Kernels == cbf16_portable() ? cbf16t_portable() : cbf16t_avx512() ?? cbf16t_portable()
+    if bf16Kernels == cbf16_avx512(), let set = cbf16t_avx512() { return set }
+    if bf16Kernels == cbf16_avx2(), let set = cbf16t_avx2() { return set }
+    return cbf16t_portable()
 }
 
 /// y = convTranspose(x, weight) + bias in bf16, into planes padded with `top` rows and `left`

@@ -11,14 +11,18 @@ public enum Precision: String, CaseIterable, Sendable {
     case fp32, bf16
 }
 
-/// The bf16 kernels that run: AVX512_BF16 where the CPU has it, else portable C (the same
-/// rounding and the same order of sums). Tests switch between the two.
+/// The bf16 kernels that run: AVX512_BF16 where the CPU has it, else the portable C compiled for
+/// AVX2, else portable C (the same rounding and the same order of sums). Tests switch between them.
 nonisolated(unsafe) public var bf16Kernels: UnsafePointer<cbf16_kernel_set> = cbf16_kernels()
+
+/// Every bf16 kernel set this CPU runs, the fastest first and portable C last.
+public let availableBF16Kernels: [UnsafePointer<cbf16_kernel_set>] = [cbf16_avx512(), cbf16_avx2()].compactMap { $0 }
+    + [cbf16_portable()]
 
 /// Whether the CPU has AVX512_BF16.
 public let bf16Available = cbf16_available() != 0
 
-/// "AVX512_BF16" or "portable", for the lines `train` and `bench` print.
+/// "AVX512_BF16", "AVX2" or "portable", for the lines `train` and `bench` print.
 public var bf16KernelsDescription: String { String(cString: bf16Kernels.pointee.name) }
 
 /// One thread's vdpbf16ps peak in GFLOP/s (0 without AVX512_BF16), over about a tenth of a second.

@@ -14,9 +14,7 @@ final class BF16HalvesTests: XCTestCase {
 
     override func tearDown() { bf16Kernels = cbf16_kernels(); setComputeThreads(1) }
 
-    var kernelSets: [UnsafePointer<cbf16_kernel_set>] {
-        cbf16_avx512() == nil ? [cbf16_portable()] : [cbf16_avx512()!, cbf16_portable()]
-    }
+    var kernelSets: [UnsafePointer<cbf16_kernel_set>] { availableBF16Kernels }
 
     func testTransposedConvolutionWritesItsRoundedOutput() {
         for (c, o, n, h, w, top, left) in [(16, 8, 2, 5, 7, 1, 1), (3, 5, 1, 4, 17, 0, 1), (32, 16, 2, 9, 25, 0, 0)] {

@@ -171,7 +171,7 @@ final class BF16KernelTests: XCTestCase {
         let ref = reference(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, dwStart: dwStart,
                             dbStart: dbStart, split: split, affine: bn)
         var results: [Result] = []
-        for kernels in [cbf16_kernels()!, cbf16_portable()!] {
+        for kernels in availableBF16Kernels {
             bf16Kernels = kernels
             for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
                 setComputeThreads(threads)
@@ -217,20 +217,21 @@ final class BF16KernelTests: XCTestCase {
         _ = check(Conv2dShape(inC: 11, outC: 16, kernel: 3, padding: 1), n: 3, h: 4, w: 4, affine: true)
     }
 
-    /// Portable C and AVX512_BF16: the same rounding, the same pairs summed in the same order,
-    /// so the same bits, on any threads and bands.
-    func testPortableEqualsAVX512BF16() throws {
-        guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }
-        XCTAssertEqual(String(cString: cbf16_kernels().pointee.name), "AVX512_BF16")
+    /// Portable C and every other set this CPU runs (AVX512_BF16, AVX2): the same rounding, the
+    /// same pairs summed in the same order, so the same bits, on any threads and bands.
+    func testKernelSetsEqualPortable() throws {
+        guard availableBF16Kernels.count > 1 else { throw XCTSkip("this CPU has no AVX512_BF16") }
+        XCTAssertEqual(String(cString: cbf16_kernels().pointee.name), bf16Available ? "AVX512_BF16" : "AVX2")
         // 70 channels: four vectors of them, then a fifth alone (its three row taps together).
         // 3 and 11 outputs on wide rows: a block of a few outputs by tiles of its own, whole
         // (clean) and at the band's edges.
         let more = [(40, 32, 2, 33, 50), (70, 10, 2, 5, 9), (16, 3, 1, 12, 64), (24, 11, 2, 10, 80)]
         for (c, o, n, h, w) in shapes + more {
             let results = check(Conv2dShape(inC: c, outC: o, kernel: 3, padding: 1), n: n, h: h, w: w)
-            let half = results.count / 2
-            for i in 0..<results.count {
-                let a = results[i], b = results[i % half]
+            // Each set's runs in turn, portable's last.
+            let runs = results.count / availableBF16Kernels.count, portable = results.count - runs
+            for i in 0..<portable {
+                let a = results[i], b = results[portable + i % runs]
                 XCTAssertEqual(a.y, b.y, "y \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
                 XCTAssertEqual(a.dx, b.dx, "dx \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
                 XCTAssertEqual(a.dw, b.dw, "dw \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
@@ -252,15 +253,19 @@ final class BF16KernelTests: XCTestCase {
         XCTAssertEqual(cbf16_round(bits(0x8000_1234)), 0x8000)  // denormal
         XCTAssertEqual(cbf16_round(bits(0x7F80_0001)) & 0x7FC0, 0x7FC0)  // signalling NaN made quiet
         XCTAssertEqual(cbf16_float(0xC040), -3)
-        // The instruction itself: random bit patterns (every class of float) through both paths.
-        guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }
+        // The instruction itself (and the AVX2 build of the portable loops): random bit patterns
+        // (every class of float) through every set.
+        guard availableBF16Kernels.count > 1 else { throw XCTSkip("this CPU has no AVX512_BF16") }
         var g = SplitMix64(seed: 5)
         let count = 4099
         let x = (0..<(3 * count)).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: g.next())) }
-        var fast = [UInt32](repeating: 0, count: 2 * count), slow = fast
-        cbf16_avx512().pointee.pair_planes!(&fast, count, x, nil, count, 3, count)
+        var slow = [UInt32](repeating: 0, count: 2 * count)
         cbf16_portable().pointee.pair_planes!(&slow, count, x, nil, count, 3, count)
-        XCTAssertEqual(fast, slow)
+        for kernels in availableBF16Kernels.dropLast() {
+            var fast = [UInt32](repeating: 0, count: 2 * count)
+            kernels.pointee.pair_planes!(&fast, count, x, nil, count, 3, count)
+            XCTAssertEqual(fast, slow, String(cString: kernels.pointee.name))
+        }
         XCTAssertEqual(slow[5], UInt32(cbf16_round(x[5])) | UInt32(cbf16_round(x[count + 5])) << 16)
         XCTAssertEqual(slow[count + 7], UInt32(cbf16_round(x[2 * count + 7])))  // the odd channel's partner is zero
     }
@@ -360,7 +365,7 @@ final class BF16KernelTests: XCTestCase {
         for (c, first, h, w) in [(11, 0, 5, 9), (40, 8, 3, 34), (16, 0, 2, 1), (7, 3, 4, 33)] {
             let cp = (first + c + 15) / 16 * 16, pairs = (w + 1) / 2, images = 2, rows = h + 2
             let x = random(images * c * h * w, scale: 2), scale = random(c), shift = random(c, scale: 0.5)
-            for kernels in bf16Available ? [cbf16_kernels()!, cbf16_portable()!] : [cbf16_portable()!] {
+            for kernels in availableBF16Kernels {
                 for affine in [false, true] {
                     var even = [UInt32](repeating: 0, count: images * rows * (pairs + 1) * cp)
                     var want = [UInt32](repeating: 0, count: images * rows * pairs * cp)
@@ -398,7 +403,7 @@ final class BF16KernelTests: XCTestCase {
             let expanded = halves.map { cbf16_float($0) }, nan = [Float](repeating: .nan, count: halves.count)
             let weight = random(o * c * 9), dy = random(n * o * plane)
             let scale = random(c), shift = random(c, scale: 0.5)
-            for kernels in bf16Available ? [cbf16_kernels()!, cbf16_portable()!] : [cbf16_portable()!] {
+            for kernels in availableBF16Kernels {
                 bf16Kernels = kernels
                 for threads in [1, 3] {
                     setComputeThreads(threads)

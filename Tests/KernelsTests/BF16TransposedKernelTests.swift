@@ -85,7 +85,7 @@ final class BF16TransposedKernelTests: XCTestCase {
             }
         }
         var results: [Result] = []
-        for kernels in [cbf16_kernels()!, cbf16_portable()!] {
+        for kernels in availableBF16Kernels {
             bf16Kernels = kernels
             for threads in [1, 3] {
                 setComputeThreads(threads)
@@ -110,16 +110,20 @@ final class BF16TransposedKernelTests: XCTestCase {
         for (c, o, n, h, w) in shapes { _ = check(makeCase(c, o, n, h, w)) }
     }
 
-    /// Portable C and AVX512_BF16: the same rounding, the same pairs summed in the same order,
-    /// so the same bits; and the same bits on one thread and three (per image the same work).
-    func testPortableEqualsAVX512BF16() throws {
-        guard bf16Available else { throw XCTSkip("this CPU has no AVX512_BF16") }
+    /// Portable C and every other set this CPU runs (AVX512_BF16, AVX2): the same rounding, the
+    /// same pairs summed in the same order, so the same bits; and the same bits on one thread and
+    /// three (per image the same work).
+    func testKernelSetsEqualPortable() throws {
+        guard availableBF16Kernels.count > 1 else { throw XCTSkip("this CPU has no AVX512_BF16") }
         for (c, o, n, h, w) in shapes {
-            let results = check(makeCase(c, o, n, h, w)), half = results.count / 2
-            for i in half..<results.count {
-                XCTAssertEqual(results[i].y, results[i - half].y, "y \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
-                XCTAssertEqual(results[i].dx, results[i - half].dx, "dx \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
-                XCTAssertEqual(results[i].dw, results[i - half].dw, "dw \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
+            // Each set's runs in turn, portable's last.
+            let results = check(makeCase(c, o, n, h, w)), runs = results.count / availableBF16Kernels.count
+            let portable = results.count - runs
+            for i in 0..<portable {
+                let b = results[portable + i % runs]
+                XCTAssertEqual(results[i].y, b.y, "y \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
+                XCTAssertEqual(results[i].dx, b.dx, "dx \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
+                XCTAssertEqual(results[i].dw, b.dw, "dw \(c)->\(o) \(n)x\(h)x\(w) run \(i)")
             }
             XCTAssertEqual(results[0].y, results[1].y, "y on 1 and 3 threads")
             XCTAssertEqual(results[0].dx, results[1].dx, "dx on 1 and 3 threads")

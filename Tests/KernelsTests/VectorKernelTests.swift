@@ -49,7 +49,7 @@ final class VectorKernelTests: XCTestCase {
             return r
         }
         // x holds a's images, then b's.
-        let ca = split, cb = s.inC - split
+        let ca = split
         let a = Array(x[0..<(n * ca * plane)]), b = Array(x[(n * ca * plane)...])
         conv2dForwardConcat(&r.y, a, channelsA: ca, b, weight: weight, bias: bias, batch: n, height: h, width: w, s,
                             workspace: ws)

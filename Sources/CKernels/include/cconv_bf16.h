@@ -28,11 +28,13 @@
 /// inputs become a signed zero, NaN stays a quiet NaN. Products of two bf16 are exact in float32;
 /// each vdpbf16ps lane adds the high pair's product, then the low one's, into the float32 sum.
 ///
-/// Two implementations: AVX512_BF16 and portable C in the same layouts and the same order of
-/// sums (float32 adds, no FMA needed: the products are exact). `cbf16_kernels()` picks one by
-/// CPUID. That table is the seam where an AMX-BF16 implementation would go (same layouts; AMX
-/// tiles take the pair-interleaved B operand, "VNNI layout", that these paired words already
-/// are); none is built here, having no AMX CPU to test it on.
+/// Three implementations in the same layouts and the same order of sums (float32 adds, no FMA
+/// needed: the products are exact): AVX512_BF16; portable C, written as loops over a row of
+/// pixels or channels that the compiler vectorizes; and those loops compiled for AVX2 and FMA.
+/// `cbf16_kernels()` picks one by CPUID. That table is the seam where an AMX-BF16
+/// implementation would go (same layouts; AMX tiles take the pair-interleaved B operand, "VNNI
+/// layout", that these paired words already are); none is built here, having no AMX CPU to test
+/// it on.
 
 /// 1 where the CPU has AVX512_BF16 (with AVX-512F and BW), else 0.
 int cbf16_available(void);
@@ -67,8 +69,9 @@ typedef void (*cbf16_pair_planes_fn)(uint32_t *p, size_t p_plane, const float *x
 /// x_row = 0). y: float32 planes `y_plane` floats apart whose first row is the image's row
 /// `y_row` (the whole image: y_plane = height x width, y_row = 0; a band of output rows:
 /// y_row = row0). `packed` from cbf16_pack; its blocks of eight outputs lie `block_stride` words
-/// apart (a sub-range of the input pairs is a pointer into the first block with the full stride). Sums per output pixel: bias or y first, then for each
-/// input pair, the nine taps in order.
+/// apart (a sub-range of the input pairs is a pointer into the first block with the full
+/// stride). Sums per output pixel: bias or y first, then for each input pair, the nine taps in
+/// order.
 typedef void (*cbf16_forward_fn)(float *y, size_t y_plane, int y_row, const uint32_t *x, size_t x_plane, int x_row,
                                  const uint32_t *packed, size_t block_stride, const float *bias, int inputs,
                                  int outputs, int height, int width, int row0, int row1, int accumulate);
@@ -119,9 +122,13 @@ typedef struct {
 
 /// Portable C, any CPU.
 const cbf16_kernel_set *cbf16_portable(void);
+/// The portable loops compiled for AVX2 and FMA (the same source, the same bits); NULL where the
+/// CPU lacks them (or on other than x86-64).
+const cbf16_kernel_set *cbf16_avx2(void);
 /// AVX512_BF16; NULL where the CPU lacks it (or on other than x86-64).
 const cbf16_kernel_set *cbf16_avx512(void);
-/// The fastest the CPU runs: AVX512_BF16 where it can, else portable. (AMX-BF16 would go first.)
+/// The fastest the CPU runs: AVX512_BF16 where it can, else AVX2, else portable. (AMX-BF16 would
+/// go first.)
 const cbf16_kernel_set *cbf16_kernels(void);
 
 /// One thread's vdpbf16ps throughput in FLOP/s (per lane two multiply-adds, 4 FLOP: 64 per

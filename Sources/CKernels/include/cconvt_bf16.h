@@ -80,8 +80,10 @@ typedef struct {
     cbf16t_weight_grad_fn weight_grad;
 } cbf16t_kernel_set;
 
-/// Portable C, any CPU; the AVX512_BF16 set gives the same bits (NULL without AVX512_BF16).
+/// Portable C, any CPU; the AVX2 set (the portable loops compiled for AVX2 and FMA; NULL without
+/// them) and the AVX512_BF16 set (NULL without AVX512_BF16) give the same bits.
 const cbf16t_kernel_set *cbf16t_portable(void);
+const cbf16t_kernel_set *cbf16t_avx2(void);
 const cbf16t_kernel_set *cbf16t_avx512(void);
 
 #endif
