@@ -2,7 +2,8 @@
 #define UNET_DIST_BF16_H
 
 // The bf16 words and the pair step that the bf16 convolutions (cconv_bf16.c) and transposed
-// convolutions (cconvt_bf16.c) share: the portable step and its AVX512_BF16 instruction.
+// convolutions (cconvt_bf16.c) share: the portable step (a row of them) and its AVX512_BF16
+// instruction.
 
 #include <string.h>
 
@@ -35,19 +36,19 @@ static inline uint32_t pair(float low, float high) {
     return (uint32_t)bf16_round(low) | (uint32_t)bf16_round(high) << 16;
 }
 
-/// One vdpbf16ps lane: the high halves' product, then the low halves', added to s. Each product
-/// of two bf16 is exact in float32, so only the two sums round (FMA or not: the same result).
-static inline float dot_pair(float s, uint32_t a, uint32_t b) {
-    s += bf16_float((uint16_t)(a >> 16)) * bf16_float((uint16_t)(b >> 16));
-    s += bf16_float((uint16_t)a) * bf16_float((uint16_t)b);
-    return s;
-}
+// The pair step must round its product and its sum apart: -ffast-math or -ffp-contract=fast
+// would fuse them (clang then ignores the pragma below), and products in float32's denormal
+// range would round differently on the AVX2 set than on the portable one.
+#if defined(__FAST_MATH__)
+#error "the bf16 kernels need their products and sums rounded apart: build without -ffast-math"
+#endif
 
-/// `dot_pair` on n sums at once: s[i] gets a[i]'s high product with w's, then its low one. The
-/// portable kernels are written as such loops over pixels or channels, which the compiler
-/// vectorizes; each sum still adds the same products in the same order.
+/// One vdpbf16ps lane on n sums at once: s[i] gets a[i]'s high half times w's, then its low half
+/// times w's (each product of two bf16 exact in float32 unless it falls below float32's normal
+/// range). The portable kernels are written as such loops over pixels or channels, which the
+/// compiler vectorizes; each sum still adds the same products in the same order.
 static INLINE void dot_pair_row(float *restrict s, const uint32_t *restrict a, uint32_t w, int n) {
-    // A product, then a sum: the products are exact, but the sums must round one at a time.
+    // A product, then a sum, each rounded: an FMA would round a denormal product differently.
 #pragma STDC FP_CONTRACT OFF
     float wh = bf16_float((uint16_t)(w >> 16)), wl = bf16_float((uint16_t)w);
     for (int i = 0; i < n; i++) {

@@ -82,8 +82,8 @@ static INLINE void forward_rows(float *y, size_t y_plane, int y_row, const uint3
                     int iy = oy + t / 3 - 1, dx = t % 3 - 1;
                     if (iy < 0 || iy >= height) continue;
                     int first = dx < 0 ? 1 : 0, end = dx > 0 ? width - 1 : width;
-                    const uint32_t *row = x + k * x_plane + (size_t)(iy - x_row) * width + dx;
-                    dot_pair_row(out + first, row + first, wp[((size_t)k * TAPS + t) * OB], end - first);
+                    const uint32_t *in = x + k * x_plane + (size_t)(iy - x_row) * width + (first + dx);
+                    dot_pair_row(out + first, in, wp[((size_t)k * TAPS + t) * OB], end - first);
                 }
         }
     }
