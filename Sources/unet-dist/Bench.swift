@@ -185,9 +185,13 @@ struct Bench: ParsableCommand {
         print(String(format: "conv GFLOP/s    %.1f (in conv layers)   %.1f (over the whole step)", r.convGflops,
                      r.stepGflops))
         print(String(format: "sgemm GFLOP/s   %.1f (one thread, %dx%d)", r.sgemm, sgemmSize, sgemmSize))
-        print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); "
-                     + "conv layers at %.0f%% of it x %d threads",
-                     r.bf16Peak, 100 * r.convShare, threads))
+        if r.bf16Peak > 0 {
+            print(String(format: "bf16 GFLOP/s    %.1f (vdpbf16ps peak, one thread); "
+                         + "conv layers at %.0f%% of it x %d threads",
+                         r.bf16Peak, 100 * r.convShare, threads))
+        } else {
+            print("bf16 GFLOP/s    none measured (no vdpbf16ps on this CPU)")
+        }
         if let line = r.precisionLine { print("precision       " + line) }
         if shares.bandwidth > 0 {
             print(String(format: "memory GB/s     %.1f (triad, %d thread(s))", shares.bandwidth, threads))
@@ -196,7 +200,7 @@ struct Bench: ParsableCommand {
                              + "the others against the triad", shares.convPeak,
                              shares.bf16 ? "vdpbf16ps peak" : "one-thread sgemm", threads))
             } else {
-                // The portable bf16 kernels have no instruction peak to be measured against.
+                // Without AVX512_BF16 the bf16 kernels have no instruction peak to be measured against.
                 print("share of peak   rank 0: the others against the triad (no vdpbf16ps on this CPU: "
                       + "no peak for the convolutions)")
             }

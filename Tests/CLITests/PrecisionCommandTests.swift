@@ -61,6 +61,12 @@ final class PrecisionCommandTests: ScratchTestCase {
         XCTAssertGreaterThan(bf16["images_per_s"] as? Double ?? 0, 0)
         XCTAssertNotNil(bf16["bf16_peak_gflops"] as? Double)
         XCTAssertNotNil(bf16["conv_share_of_bf16_peak"] as? Double)
+        // The text report: the peak where the instruction exists, no figure where it does not.
+        let text = try runUnetDist(Array(args.dropLast()) + ["--precision", "bf16"])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        let peak = try XCTUnwrap(text.stdout.split(separator: "\n").first { $0.hasPrefix("bf16 GFLOP/s") }, text.stdout)
+        let measured = (bf16["bf16_peak_gflops"] as? Double ?? 0) > 0
+        XCTAssertTrue(peak.contains(measured ? "vdpbf16ps peak" : "none measured"), String(peak))
     }
 
     /// bf16 training keeps the BatchNorm inputs (the convolutions' outputs) in bf16, one float32
