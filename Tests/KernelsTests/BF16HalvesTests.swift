@@ -5,7 +5,7 @@ import XCTest
 /// A tensor kept as bf16 halves (`HalfTensor`) stands for the float32 tensor whose only readers
 /// round it to bf16: the transposed convolution writing halves writes the rounded values of its
 /// float32 output, and a bf16 convolution reading a concatenation's second part as halves gives
-/// the bits it gives reading the floats, forward and backward, on both kernel sets, in bands of
+/// the bits it gives reading the floats, forward and backward, on every kernel set, in bands of
 /// rows over threads and in whole images.
 final class BF16HalvesTests: XCTestCase {
     var rng = SplitMix64(seed: 31)
@@ -14,14 +14,12 @@ final class BF16HalvesTests: XCTestCase {
 
     override func tearDown() { bf16Kernels = cbf16_kernels(); setComputeThreads(1) }
 
-    var kernelSets: [UnsafePointer<cbf16_kernel_set>] { availableBF16Kernels }
-
     func testTransposedConvolutionWritesItsRoundedOutput() {
         for (c, o, n, h, w, top, left) in [(16, 8, 2, 5, 7, 1, 1), (3, 5, 1, 4, 17, 0, 1), (32, 16, 2, 9, 25, 0, 0)] {
             let s = ConvTranspose2dShape(inC: c, outC: o)
             let x = random(n * c * h * w), weight = random(s.weightCount, scale: 0.3), bias = random(o)
             let count = n * o * (2 * h + top) * (2 * w + left)
-            for kernels in kernelSets {
+            for kernels in availableBF16Kernels {
                 bf16Kernels = kernels
                 for threads in [1, 3] {
                     setComputeThreads(threads)
@@ -47,7 +45,7 @@ final class BF16HalvesTests: XCTestCase {
             let a = random(n * ca * plane), b = cb > 0 ? random(n * cb * plane) : nil
             let weight = random(s.weightCount, scale: 0.3), bias = random(o)
             let gamma = random(o), beta = random(o), bn = BatchNormShape(batch: n, channels: o, spatial: plane)
-            for kernels in kernelSets {
+            for kernels in availableBF16Kernels {
                 bf16Kernels = kernels
                 for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
                     setComputeThreads(threads)
@@ -136,7 +134,7 @@ final class BF16HalvesTests: XCTestCase {
                         XCTAssertEqual(got, Array(want[0..<count]), "\(c) channels, relu \(relu), path \(path)")
                     }
                 }
-                for kernels in kernelSets {
+                for kernels in availableBF16Kernels {
                     bf16Kernels = kernels
                     for (threads, pixels) in [(1, 1 << 20), (3, 40)] {
                         setComputeThreads(threads)
@@ -164,7 +162,7 @@ final class BF16HalvesTests: XCTestCase {
             let s = Conv2dShape(inC: ca + cb, outC: o, kernel: 3, padding: 1), plane = h * w
             let a = random(n * ca * plane), b = random(n * cb * plane), dy = random(n * o * plane)
             let weight = random(s.weightCount, scale: 0.3), bias = random(o), halves = b.map { cbf16_round($0) }
-            for kernels in kernelSets {
+            for kernels in availableBF16Kernels {
                 bf16Kernels = kernels
                 for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
                     setComputeThreads(threads)
@@ -202,14 +200,14 @@ final class BF16HalvesTests: XCTestCase {
 
     /// A bf16 convolution's backward reading dy as the bf16 halves BatchNorm's backward writes:
     /// the input, weight and bias gradients equal, bit for bit, those from the halves' values as
-    /// floats, for one input and for a concatenation, on both kernel sets, in bands over threads;
+    /// floats, for one input and for a concatenation, on every kernel set, in bands over threads;
     /// the float dy is not read.
     func testConvolutionReadsItsGradientAsHalves() {
         for (ca, cb, o, n, h, w) in [(16, 0, 16, 2, 9, 21), (8, 24, 9, 3, 4, 4), (16, 8, 7, 1, 30, 40)] {
             let s = Conv2dShape(inC: ca + cb, outC: o, kernel: 3, padding: 1), plane = h * w
             let a = random(n * ca * plane), b = random(n * cb * plane), weight = random(s.weightCount, scale: 0.3)
             let dyHalves = random(n * o * plane).map { cbf16_round($0) }, dy = dyHalves.map { cbf16_float($0) }
-            for kernels in kernelSets {
+            for kernels in availableBF16Kernels {
                 bf16Kernels = kernels
                 for (threads, pixels) in [(1, 1 << 20), (3, 40), (2, 700)] {
                     setComputeThreads(threads)

@@ -384,7 +384,7 @@ final class BF16KernelTests: XCTestCase {
     }
 
     /// The odd pixel-pair copy made from the even one (`cbf16_odd_pairs`) holds the words that
-    /// copying it from x gives, on both kernel sets and both paths: odd and even widths, one
+    /// copying it from x gives, on every kernel set and both paths: odd and even widths, one
     /// pixel, rows outside the image, a part of the padded channels, BatchNorm's affine ReLU.
     func testOddCopyFromEvenCopy() {
         for (c, first, h, w) in [(11, 0, 5, 9), (40, 8, 3, 34), (16, 0, 2, 1), (7, 3, 4, 33)] {
@@ -419,7 +419,7 @@ final class BF16KernelTests: XCTestCase {
     }
 
     /// The weight gradient reading a BatchNorm's input from its kept bf16 halves: dw, db and dx
-    /// equal, bit for bit, the backward on the halves expanded to floats, on both kernel sets and
+    /// equal, bit for bit, the backward on the halves expanded to floats, on every kernel set and
     /// on several threads; the float input it is given instead is NaN, so it is not read.
     func testWeightGradientReadsBF16Halves() {
         for (c, o, n, h, w) in [(16, 8, 2, 9, 21), (11, 16, 3, 4, 4), (40, 32, 2, 33, 50)] {
