@@ -16,10 +16,11 @@
 #if HAVE_AVX512
 enum { L8 = 8 };
 
-// Outputs x vectors per forward tile: 4 x 2 sums beside two input vectors and a broadcast weight
-// (4 x 3 sums, which would fill all 16 registers, made the compiler spill them: about half the
-// speed, docs/kernel-notes.md). A packed block of eight outputs (OB) is two tiles' worth.
-enum { OT = 4, TV8 = 2 };
+// Outputs x vectors per forward tile: up to 6 x 2 sums beside two input vectors and a broadcast
+// weight, 15 of the 16 registers (4 x 3 sums, which would fill all 16, made the compiler spill
+// them: about half the speed, docs/kernel-notes.md). A tile's outputs may span two packed
+// blocks of eight (OB): each output reads its weights through its own pointer.
+enum { OT = 6, TV8 = 2 };
 
 /// The first n of eight lanes.
 static INLINE unsigned low8(int n) { return n >= L8 ? 0xFFu : n <= 0 ? 0u : (1u << n) - 1; }
@@ -52,29 +53,53 @@ void cconv3x3_pad_rows(float *p, const float *x, size_t x_plane, int channels, i
         }
 }
 
-/// Up to OT outputs of tv <= TV8 vectors: every input channel and tap, sums in registers. xo:
-/// each vector's first tap's offset in a padded plane; yo: its offset in y's planes.
-AVX2 static INLINE void forward_tile8(float *y, size_t y_plane, const float *p, size_t p_plane, const float *wb,
-                                      const float *bias, int outputs, int inputs, const ptrdiff_t d[TAPS],
-                                      const ptrdiff_t xo[TV8], const ptrdiff_t yo[TV8], const __m256i store[TV8],
-                                      const int tv) {
+/// Whether both vectors' every lane is stored.
+AVX2 static INLINE int store_all(const __m256i store[TV8]) {
+    return _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_and_si256(store[0], store[1]))) == 0xFF;
+}
+
+/// np <= OT outputs of tv <= TV8 vectors: every input channel and tap, sums in registers. w[o]:
+/// output o's first weight (input channel 0, tap 0) in the packed blocks; xo: each vector's first
+/// tap's offset in a padded plane; yo: its offset in y's planes.
+AVX2 static INLINE void forward_tile8(float *y, size_t y_plane, const float *p, size_t p_plane,
+                                      const float *const w[OT], const float *bias, int inputs,
+                                      const ptrdiff_t d[TAPS], const ptrdiff_t xo[TV8], const ptrdiff_t yo[TV8],
+                                      const __m256i store[TV8], const int full, const int np, const int tv) {
     __m256 acc[OT][TV8];
-    for (int o = 0; o < OT; o++)
-        for (int s = 0; s < tv; s++) acc[o][s] = _mm256_set1_ps(o < outputs && bias ? bias[o] : 0.f);
+    for (int o = 0; o < np; o++)
+        for (int s = 0; s < tv; s++) acc[o][s] = _mm256_set1_ps(bias ? bias[o] : 0.f);
     for (int q = 0; q < inputs; q++) {
-        const float *pq = p + q * p_plane, *wq = wb + (size_t)q * TAPS * OB;
+        const float *pq = p + q * p_plane;
+        size_t wq = (size_t)q * TAPS * OB;
 #pragma clang loop unroll(full)
         for (int t = 0; t < TAPS; t++) {
             __m256 xv[TV8];
             for (int s = 0; s < tv; s++) xv[s] = _mm256_loadu_ps(pq + xo[s] + d[t]);
-            for (int o = 0; o < OT; o++) {
-                __m256 w = _mm256_broadcast_ss(wq + t * OB + o);
-                for (int s = 0; s < tv; s++) acc[o][s] = _mm256_fmadd_ps(w, xv[s], acc[o][s]);
+            for (int o = 0; o < np; o++) {
+                __m256 wv = _mm256_broadcast_ss(w[o] + wq + t * OB);
+                for (int s = 0; s < tv; s++) acc[o][s] = _mm256_fmadd_ps(wv, xv[s], acc[o][s]);
             }
         }
     }
-    for (int o = 0; o < outputs; o++)
-        for (int s = 0; s < tv; s++) _mm256_maskstore_ps(y + o * y_plane + yo[s], store[s], acc[o][s]);
+    // `full` (a constant where it is inlined): every vector's eight lanes are stored.
+    for (int o = 0; o < np; o++)
+        for (int s = 0; s < tv; s++) {
+            if (full) _mm256_storeu_ps(y + o * y_plane + yo[s], acc[o][s]);
+            else _mm256_maskstore_ps(y + o * y_plane + yo[s], store[s], acc[o][s]);
+        }
+}
+
+#define FORWARD_TILE(NP)                                                                                       \
+    case NP:                                                                                                   \
+        if (full) forward_tile8(y, y_plane, p, p_plane, w, bias, inputs, d, xo, yo, store, 1, NP, TV8);        \
+        else if (tv == TV8) forward_tile8(y, y_plane, p, p_plane, w, bias, inputs, d, xo, yo, store, 0, NP, TV8);\
+        else forward_tile8(y, y_plane, p, p_plane, w, bias, inputs, d, xo, yo, store, 0, NP, 1);               \
+        break;
+
+AVX2 static void forward_tiles8(float *y, size_t y_plane, const float *p, size_t p_plane, const float *const w[OT],
+                                const float *bias, int inputs, const ptrdiff_t d[TAPS], const ptrdiff_t xo[TV8],
+                                const ptrdiff_t yo[TV8], const __m256i store[TV8], int full, int np, int tv) {
+    switch (np) { FORWARD_TILE(1) FORWARD_TILE(2) FORWARD_TILE(3) FORWARD_TILE(4) FORWARD_TILE(5) FORWARD_TILE(6) }
 }
 
 AVX2 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *packed, size_t block_stride,
@@ -86,11 +111,18 @@ AVX2 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *pa
     ptrdiff_t d[TAPS];
     for (int t = 0; t < TAPS; t++) d[t] = (ptrdiff_t)(t / 3) * pw + t % 3;
     long end = (long)(row1 - row0) * per_row;
-    for (int b = 0; b * OT < outputs; b++) {
-        int n = outputs - b * OT < OT ? outputs - b * OT : OT;
-        // Four outputs are half of a packed block of eight.
-        const float *wb = packed + (size_t)(b / 2) * block_stride + (b % 2) * OT, *bb = bias ? bias + b * OT : 0;
-        float *yb = y + (size_t)b * OT * y_plane;
+    // Tiles of 5 or 6 outputs where there are more than six: 16 as 5 + 5 + 6, not 6 + 6 + 4
+    // (docs/kernel-notes.md).
+    int tiles = (outputs + OT - 1) / OT;
+    for (int b = 0; b < tiles; b++) {
+        int o0 = (int)((long)b * outputs / tiles), np = (int)((long)(b + 1) * outputs / tiles) - o0;
+        const float *w[OT];
+        for (int o = 0; o < OT; o++) {
+            int k = o0 + (o < np ? o : 0);
+            w[o] = packed + (size_t)(k / OB) * block_stride + k % OB;
+        }
+        const float *bb = bias ? bias + o0 : 0;
+        float *yb = y + (size_t)o0 * y_plane;
         // A tile's vectors are consecutive in the band and may span rows.
         for (long i = 0; i < end; i += TV8) {
             ptrdiff_t xo[TV8], yo[TV8];
@@ -102,8 +134,8 @@ AVX2 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *pa
                 yo[s] = (ptrdiff_t)(row0 + r) * width + ox;
                 store[s] = lanes8(i + s < end ? low8(width - ox) : 0);
             }
-            if (end - i >= TV8) forward_tile8(yb, y_plane, p, p_plane, wb, bb, n, inputs, d, xo, yo, store, TV8);
-            else forward_tile8(yb, y_plane, p, p_plane, wb, bb, n, inputs, d, xo, yo, store, 1);
+            forward_tiles8(yb, y_plane, p, p_plane, w, bb, inputs, d, xo, yo, store,
+                           end - i >= TV8 && store_all(store), np, end - i >= TV8 ? TV8 : 1);
         }
     }
 }
@@ -154,17 +186,23 @@ AVX2 void cconv3x3_unfold_rows_avx2(float *t, const float *x, size_t x_image, in
                     __m256 v[8];
                     for (int i = 0; i < nc; i++)
                         _mm_prefetch((const char *)(src + (c0 + i) * plane + UNFOLD_AHEAD), _MM_HINT_T0);
-                    // A row outside the image is not read (as in the forward's taps).
+                    // A row outside the image is not read (as in the forward's taps). Masked
+                    // loads and stores only where a vector is partial: on AMD's Zen 2 and 3 a
+                    // masked store costs several plain ones (docs/kernel-notes.md).
                     for (int i = 0; i < 8; i++)
-                        v[i] = i < nc && bits ? _mm256_maskload_ps(src + (c0 + i) * plane, inside)
-                                              : _mm256_setzero_ps();
+                        v[i] = i >= nc || !bits ? _mm256_setzero_ps()
+                               : bits == 0xFFu  ? _mm256_loadu_ps(src + (c0 + i) * plane)
+                                                : _mm256_maskload_ps(src + (c0 + i) * plane, inside);
                     if (scale)
                         for (int i = 0; i < nc; i++)
                             v[i] = bn_relu8(v[i], scale[c0 + i], shift[c0 + i], _mm256_castsi256_ps(inside));
                     transpose8(v);
                     __m256i lanes = lanes8(low8(nc));
-                    for (int j = 0; j < pixels; j++)
-                        _mm256_maskstore_ps(trow + (size_t)(px + j) * cp + c0, lanes, v[j]);
+                    for (int j = 0; j < pixels; j++) {
+                        float *at = trow + (size_t)(px + j) * cp + c0;
+                        if (nc == L8) _mm256_storeu_ps(at, v[j]);
+                        else _mm256_maskstore_ps(at, lanes, v[j]);
+                    }
                 }
             }
         }
