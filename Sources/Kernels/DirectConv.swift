@@ -100,6 +100,14 @@ struct Parts<P> {
     }
 }
 
+extension Conv2dShape {
+    /// How many rows of a band the AVX2 kernels' padded copy of `channels` planes holds at a time
+    /// (within `tuning.paddedFloats`). Every output is the same sum whatever the part.
+    func paddedRows(channels: Int, width: Int, bandRows: Int) -> Int {
+        max(1, min(bandRows, tuning.paddedFloats / (channels * (width + 2)) - 2))
+    }
+}
+
 /// y = conv(x, weight) + bias, x one tensor or a concatenation read where it lies. With
 /// `statistics`, each band's per-channel sum of y and of y^2 (in Double, as `cbn_sums` takes
 /// them) right after the band is written, while it is still in cache: BatchNorm's statistics
@@ -111,8 +119,9 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
 #if arch(x86_64)
     let plan = DirectPlan(batch: batch, height: height, width: width, pixels: s.tuning.directPixels)
     let avx2 = vectorKernels == .avx2
-    // AVX2: each thread's padded copy of the rows its band reads, both tensors' channels.
-    let padCount = avx2 ? cconv3x3_padded_count(Int32(s.inC), Int32(width), 0, Int32(min(height, plan.bandRows))) : 0
+    // AVX2: each thread's padded copy of the rows a part of its band reads, both tensors' channels.
+    let partRows = s.paddedRows(channels: s.inC, width: width, bandRows: min(height, plan.bandRows))
+    let padCount = avx2 ? cconv3x3_padded_count(Int32(s.inC), Int32(width), 0, Int32(partRows)) : 0
     let packed = workspace.floats(s.packedCount + plan.bandThreads * padCount)
     cconv3x3_pack(packed, weight, Int32(s.outC), Int32(s.inC), 0)
     let block = Int(CCONV3X3_BLOCK_FLOATS)
@@ -122,13 +131,16 @@ func conv2dForwardDirect(_ y: UnsafeMutablePointer<Float>, _ x: ChannelBlocks<Un
     plan.forEachBand { t, n, rows in
         let r0 = Int32(rows.lowerBound), r1 = Int32(rows.upperBound)
         if avx2 {
-            let padded = packed + s.packedCount + t * padCount, paddedPlane = (rows.count + 2) * (width + 2)
-            inputs.forEach { tensor, channels, first, _ in
-                cconv3x3_pad_rows(padded + first * paddedPlane, tensor + n * channels * plane, plane, Int32(channels),
-                                  h, w, r0, r1)
+            let padded = packed + s.packedCount + t * padCount
+            for a in stride(from: rows.lowerBound, to: rows.upperBound, by: partRows) {
+                let b = min(a + partRows, rows.upperBound), paddedPlane = (b - a + 2) * (width + 2)
+                inputs.forEach { tensor, channels, first, _ in
+                    cconv3x3_pad_rows(padded + first * paddedPlane, tensor + n * channels * plane, plane,
+                                      Int32(channels), h, w, Int32(a), Int32(b))
+                }
+                cconv3x3_forward_padded_avx2(y + n * s.outC * plane, padded, packed, blockStride, bias, Int32(s.inC),
+                                             Int32(s.outC), h, w, Int32(a), Int32(b))
             }
-            cconv3x3_forward_padded_avx2(y + n * s.outC * plane, padded, packed, blockStride, bias, Int32(s.inC),
-                                         Int32(s.outC), h, w, r0, r1)
         } else {
             inputs.forEach { tensor, channels, first, i in
                 cconv3x3_forward(y + n * s.outC * plane, tensor + n * channels * plane, packed + first * block,
@@ -179,8 +191,8 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     let dyCount = unfolded ? rowsCount(plan.group, op, plan.bandRows) : 0
     // AVX2: the input gradient's padded copy of the rows of dy a band reads.
     let avx2 = vectorKernels == .avx2
-    let padCount = avx2 && dx != nil
-        ? cconv3x3_padded_count(Int32(s.outC), Int32(width), 0, Int32(min(height, plan.bandRows))) : 0
+    let partRows = s.paddedRows(channels: s.outC, width: width, bandRows: min(height, plan.bandRows))
+    let padCount = avx2 && dx != nil ? cconv3x3_padded_count(Int32(s.outC), Int32(width), 0, Int32(partRows)) : 0
     let slot = gCount + s.outC + xCount + dyCount + padCount
     let ws = workspace.floats(s.adjointPackedCount + threads * slot)
     let adjoint = ws, slots = ws + s.adjointPackedCount
@@ -223,16 +235,21 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
             }
             // The input gradient is the convolution of dy with the flipped, transposed kernel.
             guard let outputs else { continue }
-            if avx2 { cconv3x3_pad_rows(padded, dyn, plane, Int32(s.outC), h, w, r0, r1) }
-            outputs.forEach { tensor, channels, first, _ in
-                let dxn = tensor + n * channels * plane, adjointBlock = adjoint + first / 8 * adjointStride
-                if avx2 {
-                    cconv3x3_forward_padded_avx2(dxn, padded, adjointBlock, adjointStride, nil, Int32(s.outC),
-                                                 Int32(channels), h, w, r0, r1)
-                } else {
-                    cconv3x3_forward(dxn, dyn, adjointBlock, adjointStride, nil, Int32(s.outC), Int32(channels), h, w,
-                                     r0, r1, 0)
+            if avx2 {
+                for a in stride(from: rows.lowerBound, to: rows.upperBound, by: partRows) {
+                    let b = min(a + partRows, rows.upperBound)
+                    cconv3x3_pad_rows(padded, dyn, plane, Int32(s.outC), h, w, Int32(a), Int32(b))
+                    outputs.forEach { tensor, channels, first, _ in
+                        cconv3x3_forward_padded_avx2(tensor + n * channels * plane, padded,
+                                                     adjoint + first / 8 * adjointStride, adjointStride, nil,
+                                                     Int32(s.outC), Int32(channels), h, w, Int32(a), Int32(b))
+                    }
                 }
+                continue
+            }
+            outputs.forEach { tensor, channels, first, _ in
+                cconv3x3_forward(tensor + n * channels * plane, dyn, adjoint + first / 8 * adjointStride,
+                                 adjointStride, nil, Int32(s.outC), Int32(channels), h, w, r0, r1, 0)
             }
         }
     }

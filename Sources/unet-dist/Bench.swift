@@ -16,6 +16,7 @@ struct Bench: ParsableCommand {
     @Option(help: .hidden) var bandFloats: Int?
     @Option(help: .hidden) var minBandColumns: Int?
     @Option(help: .hidden) var directPixels: Int?
+    @Option(help: .hidden) var paddedFloats: Int?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -71,7 +72,8 @@ struct Bench: ParsableCommand {
         let defaults = KernelTuning()
         net.context.tuning = KernelTuning(bandFloats: bandFloats ?? defaults.bandFloats,
                                           minBandColumns: minBandColumns ?? defaults.minBandColumns,
-                                          directPixels: directPixels ?? defaults.directPixels)
+                                          directPixels: directPixels ?? defaults.directPixels,
+                                          paddedFloats: paddedFloats ?? defaults.paddedFloats)
         net.useGradientBuckets(megabytes: buckets.bucketMb, comm: comm, timing: true)
         let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
         let classes = net.config.classes, plane = size * size

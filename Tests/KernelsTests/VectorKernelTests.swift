@@ -60,22 +60,23 @@ final class VectorKernelTests: XCTestCase {
         return r
     }
 
-    func compare(_ s: Conv2dShape, n: Int, h: Int, w: Int, split: Int = 0, settings: [(threads: Int, pixels: Int)],
+    func compare(_ s: Conv2dShape, n: Int, h: Int, w: Int, split: Int = 0,
+                 settings: [(threads: Int, pixels: Int, padded: Int)],
                  file: StaticString = #filePath, line: UInt = #line) {
         let x = random(n * s.inC * h * w), weight = random(s.weightCount, scale: 0.3), bias = random(s.outC)
         let dy = random(n * s.outC * h * w)
         vectorKernels = .portable
         setComputeThreads(1)
         let reference = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
-        for (threads, pixels) in settings {
+        for (threads, pixels, padded) in settings {
             setComputeThreads(threads)
             var results: [Result] = []
             for kernels in directKernels {
                 vectorKernels = kernels
-                let r = run(s.tuned(KernelTuning(directPixels: pixels)), n: n, h: h, w: w, x: x, weight: weight,
-                            bias: bias, dy: dy, split: split)
+                let r = run(s.tuned(KernelTuning(directPixels: pixels, paddedFloats: padded)), n: n, h: h, w: w, x: x,
+                            weight: weight, bias: bias, dy: dy, split: split)
                 let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split), \(threads) threads, \(pixels) pixels, "
-                    + "\(kernels)"
+                    + "\(padded) padded floats, \(kernels)"
                 assertClose(r.y, reference.y, "y " + name, file: file, line: line)
                 assertClose(r.dx, reference.dx, "dx " + name, file: file, line: line)
                 assertClose(r.dw, reference.dw, "dw " + name, file: file, line: line)
@@ -93,8 +94,10 @@ final class VectorKernelTests: XCTestCase {
         }
     }
 
-    /// Whole images on one thread, bands of a few rows over threads, and groups of images.
-    let settings = [(threads: 1, pixels: 1 << 20), (threads: 3, pixels: 40), (threads: 2, pixels: 700)]
+    /// Whole images on one thread, bands of a few rows over threads, and groups of images; the
+    /// last copies the AVX2 kernels' padded rows one or a few at a time (`paddedFloats`).
+    let settings = [(threads: 1, pixels: 1 << 20, padded: 1 << 16), (threads: 3, pixels: 40, padded: 1 << 16),
+                    (threads: 2, pixels: 700, padded: 1 << 16), (threads: 2, pixels: 1 << 20, padded: 600)]
 
     func testShapesAgainstGEMM() throws {
         guard !directKernels.isEmpty else {
@@ -259,7 +262,7 @@ final class VectorKernelTests: XCTestCase {
                     return v <= 0 ? 0 : v
                 }
                 let weight = random(s.weightCount, scale: 0.3), dy = random(n * outC * plane)
-                for (threads, pixels) in settings {
+                for (threads, pixels, padded) in settings {
                     setComputeThreads(threads)
                     let tuned = s.tuned(KernelTuning(directPixels: pixels))
                     var results: [[Float]] = []
