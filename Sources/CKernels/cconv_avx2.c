@@ -111,7 +111,7 @@ AVX2 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *pa
     ptrdiff_t d[TAPS];
     for (int t = 0; t < TAPS; t++) d[t] = (ptrdiff_t)(t / 3) * pw + t % 3;
     long end = (long)(row1 - row0) * per_row;
-    // Tiles of 5 or 6 outputs where there are more than six: 16 as 5 + 5 + 6, not 6 + 6 + 4
+    // Tiles of at most six outputs, as even as they come: 16 as 5 + 5 + 6, not 6 + 6 + 4
     // (docs/kernel-notes.md).
     int tiles = (outputs + OT - 1) / OT;
     for (int b = 0; b < tiles; b++) {

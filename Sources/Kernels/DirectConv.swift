@@ -102,9 +102,9 @@ struct Parts<P> {
 
 extension Conv2dShape {
     /// How many rows of a band the AVX2 kernels' padded copy of `channels` planes holds at a time
-    /// (within `tuning.paddedFloats`). Every output is the same sum whatever the part.
+    /// (`tuning.paddedFloats` and `paddedMinRows`). Every output is the same sum whatever the part.
     func paddedRows(channels: Int, width: Int, bandRows: Int) -> Int {
-        max(1, min(bandRows, tuning.paddedFloats / (channels * (width + 2)) - 2))
+        min(bandRows, max(tuning.paddedMinRows, tuning.paddedFloats / (channels * (width + 2)) - 2))
     }
 }
 
@@ -189,7 +189,7 @@ func conv2dBackwardDirect(dx: ChannelBlocks<UnsafeMutablePointer<Float>>?, dweig
     let gCount = unfolded ? 9 * s.outC * cp : s.weightCount
     let xCount = unfolded ? rowsCount(plan.group, cp, plan.bandRows) : 0
     let dyCount = unfolded ? rowsCount(plan.group, op, plan.bandRows) : 0
-    // AVX2: the input gradient's padded copy of the rows of dy a band reads.
+    // AVX2: the input gradient's padded copy of the rows of dy a part of a band reads.
     let avx2 = vectorKernels == .avx2
     let partRows = s.paddedRows(channels: s.outC, width: width, bandRows: min(height, plan.bandRows))
     let padCount = avx2 && dx != nil ? cconv3x3_padded_count(Int32(s.outC), Int32(width), 0, Int32(partRows)) : 0

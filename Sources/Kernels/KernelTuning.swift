@@ -12,16 +12,20 @@ public struct KernelTuning: Equatable {
     /// small images.
     public var directPixels: Int
     /// Floats of the AVX2 direct kernels' padded copy of a band's input rows, which each tile of
-    /// outputs reads again: the band is copied and convolved a part at a time (128 KiB, a quarter
-    /// of Zen 2 and 3's L2; docs/kernel-notes.md).
+    /// outputs reads again: the band is copied and convolved a part at a time, of about this size
+    /// (128 KiB, a quarter of Zen 2 and 3's L2; docs/kernel-notes.md) ...
     public var paddedFloats: Int
+    /// ... and of at least this many rows (or the band), as each part copies two more rows than
+    /// it convolves.
+    public var paddedMinRows: Int
 
     public init(bandFloats: Int = 1 << 17, minBandColumns: Int = 512, directPixels: Int = 4096,
-                paddedFloats: Int = 1 << 15) {
+                paddedFloats: Int = 1 << 15, paddedMinRows: Int = 8) {
         self.bandFloats = max(1, bandFloats)
         self.minBandColumns = max(1, minBandColumns)
         self.directPixels = max(1, directPixels)
         self.paddedFloats = max(1, paddedFloats)
+        self.paddedMinRows = max(1, paddedMinRows)
     }
 }
 

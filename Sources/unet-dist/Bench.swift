@@ -17,6 +17,7 @@ struct Bench: ParsableCommand {
     @Option(help: .hidden) var minBandColumns: Int?
     @Option(help: .hidden) var directPixels: Int?
     @Option(help: .hidden) var paddedFloats: Int?
+    @Option(help: .hidden) var paddedMinRows: Int?
     @Flag(help: "Print one JSON object.") var json = false
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var compute: ComputeOptions
@@ -73,7 +74,8 @@ struct Bench: ParsableCommand {
         net.context.tuning = KernelTuning(bandFloats: bandFloats ?? defaults.bandFloats,
                                           minBandColumns: minBandColumns ?? defaults.minBandColumns,
                                           directPixels: directPixels ?? defaults.directPixels,
-                                          paddedFloats: paddedFloats ?? defaults.paddedFloats)
+                                          paddedFloats: paddedFloats ?? defaults.paddedFloats,
+                                          paddedMinRows: paddedMinRows ?? defaults.paddedMinRows)
         net.useGradientBuckets(megabytes: buckets.bucketMb, comm: comm, timing: true)
         let local = share(0..<batchSize, rank: comm.rank, size: comm.size).count
         let classes = net.config.classes, plane = size * size

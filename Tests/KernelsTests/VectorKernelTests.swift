@@ -68,19 +68,35 @@ final class VectorKernelTests: XCTestCase {
         vectorKernels = .portable
         setComputeThreads(1)
         let reference = run(s, n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
+        var firstResults: [VectorKernels: Result] = [:]
         for (threads, pixels, padded) in settings {
             setComputeThreads(threads)
             var results: [Result] = []
             for kernels in directKernels {
                 vectorKernels = kernels
-                let r = run(s.tuned(KernelTuning(directPixels: pixels, paddedFloats: padded)), n: n, h: h, w: w, x: x,
-                            weight: weight, bias: bias, dy: dy, split: split)
+                let tuning = KernelTuning(directPixels: pixels, paddedFloats: padded, paddedMinRows: 1)
+                let r = run(s.tuned(tuning), n: n, h: h, w: w, x: x, weight: weight, bias: bias, dy: dy, split: split)
                 let name = "\(s.inC)->\(s.outC) \(n)x\(h)x\(w) split \(split), \(threads) threads, \(pixels) pixels, "
                     + "\(padded) padded floats, \(kernels)"
                 assertClose(r.y, reference.y, "y " + name, file: file, line: line)
                 assertClose(r.dx, reference.dx, "dx " + name, file: file, line: line)
                 assertClose(r.dw, reference.dw, "dw " + name, file: file, line: line)
                 assertClose(r.db, reference.db, "db " + name, file: file, line: line)
+                // A direct output's sum does not depend on bands, threads or the padded copy's
+                // parts: y and dx keep their bits in every setting (the weight gradient's partial
+                // sums group by the items).
+                if let first = firstResults[kernels] {
+                    if s.runsDirect() {
+                        XCTAssertEqual(r.y.map(\.bitPattern), first.y.map(\.bitPattern), "y bits " + name, file: file,
+                                       line: line)
+                    }
+                    if s.runsDirect(split: split == 0 ? nil : split) {
+                        XCTAssertEqual(r.dx.map(\.bitPattern), first.dx.map(\.bitPattern), "dx bits " + name,
+                                       file: file, line: line)
+                    }
+                } else {
+                    firstResults[kernels] = r
+                }
                 results.append(r)
             }
             // AVX2 and AVX-512: the same sums in the same order, where both run directly (the AVX2
@@ -264,7 +280,7 @@ final class VectorKernelTests: XCTestCase {
                 let weight = random(s.weightCount, scale: 0.3), dy = random(n * outC * plane)
                 for (threads, pixels, padded) in settings {
                     setComputeThreads(threads)
-                    let tuned = s.tuned(KernelTuning(directPixels: pixels))
+                    let tuned = s.tuned(KernelTuning(directPixels: pixels, paddedFloats: padded, paddedMinRows: 1))
                     var results: [[Float]] = []
                     for affine in [false, true] {
                         let ws = Workspace()
