@@ -117,10 +117,7 @@ AVX2 void cconv3x3_forward_padded_avx2(float *y, const float *p, const float *pa
     for (int b = 0; b < tiles; b++) {
         int o0 = (int)((long)b * outputs / tiles), np = (int)((long)(b + 1) * outputs / tiles) - o0;
         const float *w[OT];
-        for (int o = 0; o < OT; o++) {
-            int k = o0 + (o < np ? o : 0);
-            w[o] = packed + (size_t)(k / OB) * block_stride + k % OB;
-        }
+        for (int o = 0; o < np; o++) w[o] = packed + (size_t)((o0 + o) / OB) * block_stride + (o0 + o) % OB;
         const float *bb = bias ? bias + o0 : 0;
         float *yb = y + (size_t)o0 * y_plane;
         // A tile's vectors are consecutive in the band and may span rows.
