@@ -25,7 +25,7 @@ passed=$(count passed) failed=$(count failed) skipped=$(count skipped)
 reasons=$(grep -E ": Test skipped - " "$log" || true)
 # A skip is accepted only where the CPU lacks what the test needs: AVX-512 for the AVX-512
 # kernel tests, AVX512_BF16 for the tests of the bf16 instructions, AVX2 (with FMA) for the
-# tests that compare the bf16 kernel sets.
+# tests that compare the bf16 kernel sets, either of the two for the other vector kernel tests.
 accepted_reasons=()
 if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then cpu="has AVX-512"; else
   cpu="has no AVX-512"
@@ -38,6 +38,9 @@ fi
 if ! { grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; } 2>/dev/null; then
   cpu="$cpu, no AVX2"
   accepted_reasons+=('^.*: [A-Za-z0-9_]+\.[A-Za-z0-9_]+ : Test skipped - this CPU has no AVX2$')
+  # The tests of every vector kernel set, AVX2 and AVX-512 alike, where there is neither.
+  grep -qw avx512f /proc/cpuinfo 2>/dev/null ||
+    accepted_reasons+=('^.*: VectorKernelTests\.[A-Za-z0-9_]+ : Test skipped - vector kernels: this CPU has neither AVX2 nor AVX-512$')
 fi
 accepted=0 others=$reasons
 for reason in "${accepted_reasons[@]}"; do

@@ -82,3 +82,99 @@ AVX512 void cpool2_backward(float *dx, const float *dy, const float *x, int heig
 }
 
 #endif
+
+#if HAVE_AVX512
+
+// The same with AVX2 (for CPUs without AVX-512): 16 input columns of two rows at a time, the
+// same comparisons, so the same bits.
+enum { L8 = 8 };
+
+AVX2 static INLINE __m256 swift_max8(__m256 x, __m256 y) {
+    return _mm256_blendv_ps(x, y, _mm256_cmp_ps(y, x, _CMP_GE_OQ));
+}
+
+/// The first n (0 to 8) floats at p in the lanes, zeros past them: no load past the row.
+AVX2 static INLINE __m256 load8(const float *p, int n) {
+    if (n >= L8) return _mm256_loadu_ps(p);
+    float lanes[L8] = {0};
+    for (int j = 0; j < n; j++) lanes[j] = p[j];
+    return _mm256_loadu_ps(lanes);
+}
+
+/// The first n (0 to 8) lanes of v to p: no store past the row.
+AVX2 static INLINE void store8(float *p, __m256 v, int n) {
+    if (n >= L8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    float lanes[L8];
+    _mm256_storeu_ps(lanes, v);
+    for (int j = 0; j < n; j++) p[j] = lanes[j];
+}
+
+/// Columns 2i and 2i + 1 of 2n floats at p (n <= 8), as lane i of `even` and `odd`.
+AVX2 static INLINE void split_columns8(const float *p, int n, __m256 *even, __m256 *odd) {
+    __m256 lo = load8(p, 2 * n), hi = n > L8 / 2 ? load8(p + L8, 2 * n - L8) : _mm256_setzero_ps();
+    // Within each 128-bit half: lo's even (odd) columns, then hi's; then the halves' middle
+    // 64-bit quarters swapped.
+    __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/// The inverse: lane i of `even` and `odd` to columns 2i and 2i + 1 of 2n floats at p, added
+/// to what p holds with `accumulate`.
+AVX2 static INLINE void join_columns8(float *p, int n, __m256 even, __m256 odd, int accumulate) {
+    __m256 pairs_lo = _mm256_unpacklo_ps(even, odd), pairs_hi = _mm256_unpackhi_ps(even, odd);
+    __m256 lo = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x20), hi = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x31);
+    if (accumulate) lo = _mm256_add_ps(lo, load8(p, 2 * n));
+    store8(p, lo, 2 * n);
+    if (n <= L8 / 2) return;
+    if (accumulate) hi = _mm256_add_ps(hi, load8(p + L8, 2 * n - L8));
+    store8(p + L8, hi, 2 * n - L8);
+}
+
+AVX2 void cpool2_forward_avx2(float *y, const float *x, int height, int width) {
+    int oh = height / 2, ow = width / 2;
+    for (int oy = 0; oy < oh; oy++) {
+        const float *r0 = x + (size_t)2 * oy * width, *r1 = r0 + width;
+        for (int ox = 0; ox < ow; ox += L8) {
+            int n = ow - ox < L8 ? ow - ox : L8;
+            __m256 a, b, c, d;
+            split_columns8(r0 + 2 * ox, n, &a, &b);
+            split_columns8(r1 + 2 * ox, n, &c, &d);
+            store8(y + (size_t)oy * ow + ox, swift_max8(swift_max8(a, b), swift_max8(c, d)), n);
+        }
+    }
+}
+
+AVX2 void cpool2_backward_avx2(float *dx, const float *dy, const float *x, int height, int width, int accumulate) {
+    int oh = height / 2, ow = width / 2;
+    for (int oy = 0; oy < oh; oy++) {
+        size_t r0 = (size_t)2 * oy * width, r1 = r0 + width;
+        for (int ox = 0; ox < ow; ox += L8) {
+            int n = ow - ox < L8 ? ow - ox : L8;
+            __m256 a, b, c, d;
+            split_columns8(x + r0 + 2 * ox, n, &a, &b);
+            split_columns8(x + r1 + 2 * ox, n, &c, &d);
+            // The first maximum in scan order: a later pixel wins only when strictly greater.
+            __m256 tb = _mm256_cmp_ps(b, a, _CMP_GT_OQ);
+            __m256 m = _mm256_blendv_ps(a, b, tb);
+            __m256 tc = _mm256_cmp_ps(c, m, _CMP_GT_OQ);
+            m = _mm256_blendv_ps(m, c, tc);
+            __m256 td = _mm256_cmp_ps(d, m, _CMP_GT_OQ);
+            // Which pixel wins, as all-ones lanes: d where td, else c where tc, else b where tb, else a.
+            __m256 wc = _mm256_andnot_ps(td, tc), wb = _mm256_andnot_ps(_mm256_or_ps(tc, td), tb);
+            __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+            __m256 wa = _mm256_andnot_ps(_mm256_or_ps(tb, _mm256_or_ps(tc, td)), all);
+            __m256 g = load8(dy + (size_t)oy * ow + ox, n);
+            join_columns8(dx + r0 + 2 * ox, n, _mm256_and_ps(wa, g), _mm256_and_ps(wb, g), accumulate);
+            join_columns8(dx + r1 + 2 * ox, n, _mm256_and_ps(wc, g), _mm256_and_ps(td, g), accumulate);
+        }
+        if (!accumulate && width % 2 == 1) dx[r0 + width - 1] = dx[r1 + width - 1] = 0;
+    }
+    if (!accumulate && height % 2 == 1) memset(dx + (size_t)(height - 1) * width, 0, sizeof(float) * width);
+}
+
+#endif

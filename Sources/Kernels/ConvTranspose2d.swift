@@ -24,8 +24,9 @@ public struct ConvTranspose2dShape: Equatable {
     public func workspaceCount(height: Int, width: Int) -> Int {
         computeThreads * (outC * kernel * kernel * height * width + weightCount + outC) + packedCount
     }
-    /// The up blocks' 2x2 stride-2 forward runs on its own AVX-512 kernel (`cconvt2x2_forward`).
-    public var runsDirect: Bool { avx512Kernels && kernel == 2 && stride == 2 }
+    /// The up blocks' 2x2 stride-2 forward runs on its own AVX-512 or AVX2 kernel
+    /// (`cconvt2x2_forward`, `cconvt2x2_forward_avx2`).
+    public var runsDirect: Bool { vectorKernels != .portable && kernel == 2 && stride == 2 }
     var directPackedCount: Int { cconvt2x2_packed_count(Int32(inC), Int32(outC)) }
     var packedCount: Int {
         let rows = outC * kernel * kernel
@@ -45,8 +46,8 @@ public func convTranspose2dForward(_ y: UnsafeMutablePointer<Float>, _ x: Unsafe
     let plane = height * width, outPlane = g.height * g.width
     let ws = workspace.floats(s.workspaceCount(height: height, width: width))
     let perThread = g.rows * plane + s.weightCount + s.outC
-    // One output row per (channel, tap): a GEMM with tens of rows, which the direct kernel runs
-    // where the CPU has AVX-512.
+    // Shapes other than 2x2 at stride 2, or the portable kernels: one output row per (channel,
+    // tap), a GEMM with tens of rows, which the narrow GEMM runs where the CPU has AVX-512.
     let packed = ws + computeThreads * perThread
     if avx512Kernels { cgemm_pack(packed, weight, g.rows, Int32(g.rows), Int32(s.inC), 1) }
     parallelChunks(batch) { t, images in for n in images {
@@ -84,9 +85,9 @@ public func convTranspose2dForwardPadded(_ y: UnsafeMutablePointer<Float>, _ x: 
     parallelItems(batch) { t, n in
         let yn = y + n * s.outC * outPlane
         zeroPadding(yn, planes: s.outC, rows: 2 * height + top, width: outWidth, top: top, left: left)
-        cconvt2x2_forward(yn + top * outWidth + left, outWidth, outPlane, x + n * s.inC * height * width, packed, bias,
-                          Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height),
-                          ws + t * tileCount)
+        let forward = avx512Kernels ? cconvt2x2_forward : cconvt2x2_forward_avx2
+        forward(yn + top * outWidth + left, outWidth, outPlane, x + n * s.inC * height * width, packed, bias,
+                Int32(s.inC), Int32(s.outC), Int32(height), Int32(width), 0, Int32(height), ws + t * tileCount)
     }
 }
 

@@ -15,9 +15,10 @@ public func reluBackward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Floa
 public func maxPool2Forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, planes: Int, height: Int,
                             width: Int) {
     let oh = height / 2, ow = width / 2
-    if avx512Kernels {
+    if vectorKernels != .portable {
+        let forward = avx512Kernels ? cpool2_forward : cpool2_forward_avx2
         return parallelFor(planes) { p in
-            cpool2_forward(y + p * oh * ow, x + p * height * width, Int32(height), Int32(width))
+            forward(y + p * oh * ow, x + p * height * width, Int32(height), Int32(width))
         }
     }
     parallelFor(planes) { p in
@@ -51,18 +52,27 @@ func windowMax(_ x: UnsafePointer<Float>, _ oy: Int, _ ox: Int, _ width: Int) ->
 public func maxPool2Backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
                              planes: Int, height: Int, width: Int, accumulate: Bool = false) {
     let oh = height / 2, ow = width / 2
-    if avx512Kernels {
+    if vectorKernels != .portable {
+        let backward = avx512Kernels ? cpool2_backward : cpool2_backward_avx2
         return parallelFor(planes) { p in
-            cpool2_backward(dx + p * height * width, dy + p * oh * ow, x + p * height * width, Int32(height),
-                            Int32(width),
-                            accumulate ? 1 : 0)
+            backward(dx + p * height * width, dy + p * oh * ow, x + p * height * width, Int32(height), Int32(width),
+                     accumulate ? 1 : 0)
         }
     }
     parallelFor(planes) { p in
         let src = x + p * height * width, grad = dx + p * height * width, g = dy + p * oh * ow
         if accumulate {
+            // Every pixel of a window adds its share, the gradient or zero, as the vector kernels
+            // add theirs: a -0.0 in dx turns +0.0 on every path alike.
             for oy in 0..<oh {
-                for ox in 0..<ow { grad[windowMax(src, oy, ox, width)] += g[oy * ow + ox] }
+                let r0 = 2 * oy * width, r1 = r0 + width
+                for ox in 0..<ow {
+                    let a = r0 + 2 * ox, b = a + 1, c = r1 + 2 * ox, d = c + 1
+                    let best = windowMax(src, oy, ox, width)
+                    let v = g[oy * ow + ox]
+                    grad[a] += best == a ? v : 0; grad[b] += best == b ? v : 0
+                    grad[c] += best == c ? v : 0; grad[d] += best == d ? v : 0
+                }
             }
             return
         }

@@ -14,7 +14,7 @@ public func bceWithLogits(dlogits: UnsafeMutablePointer<Float>?, logits: UnsafeP
         parallelFor(chunks) { c in
             let start = c * count / chunks, end = (c + 1) * count / chunks
             partial[c] = closs_bce_with_logits(dlogits.map { $0 + start }, logits + start, targets + start, end - start,
-                                               gradScale, avx512Kernels ? 1 : 0)
+                                               gradScale, vectorKernels.rawValue)
         }
         var sum = 0.0
         for c in 0..<chunks { sum += partial[c] }

@@ -1,12 +1,13 @@
 import CKernels
 import Foundation
 
-/// Which of CKernels' vector kernels run (direct 3x3 convolutions, BatchNorm's loops; with
-/// AVX-512 also ConvTranspose2d's narrow GEMMs and the loss's and optimizer's loops): the
-/// AVX-512 ones where the CPU has AVX-512F, the AVX2 ones (with FMA) where it has those but not
-/// AVX-512 (AMD Zen 2 and 3, Intel before Skylake-SP), else the portable paths (im2col +
-/// OpenBLAS, Swift and plain C loops). The AVX2 kernels give the AVX-512 ones' bits; the
-/// portable paths the same results up to rounding. The tests run every path the CPU has.
+/// Which of CKernels' vector kernels run (direct 3x3 convolutions, ConvTranspose2d's 2x2
+/// forward, BatchNorm's and MaxPool2d's loops, the loss's; with AVX-512 also ConvTranspose2d's
+/// narrow GEMMs): the AVX-512 ones where the CPU has AVX-512F, the AVX2 ones (with FMA) where it
+/// has those but not AVX-512 (AMD Zen 2 and 3, Intel before Skylake-SP), else the portable paths
+/// (im2col + OpenBLAS, Swift and plain C loops). The AVX2 kernels give the AVX-512 ones' bits
+/// (the loss's within float32's rounding: libmvec's 8- and 16-lane exp and log1p); the portable
+/// paths the same results up to rounding. The tests run every path the CPU has.
 /// The raw values are what CKernels' `vectors` arguments take (CBN_PORTABLE, CBN_AVX512, CBN_AVX2).
 public enum VectorKernels: Int32, CaseIterable, Sendable {
     case portable = 0, avx512 = 1, avx2 = 2

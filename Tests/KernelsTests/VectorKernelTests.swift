@@ -205,46 +205,105 @@ final class VectorKernelTests: XCTestCase {
     }
 
     func testConvTransposeAgainstOpenBLAS() throws {
-        guard avx512Available else { XCTAssertFalse(avx512Kernels); throw XCTSkip(noAVX512) }
+        guard !directKernels.isEmpty else {
+            XCTAssertFalse(ConvTranspose2dShape(inC: 8, outC: 4).runsDirect)
+            throw XCTSkip(noVectors)
+        }
         // 6 -> 5: 20 GEMM rows in the backward (blocks of eight and a remainder), the forward's
-        // blocks of four outputs with a remainder, rows of 9 (one short vector, tiles spanning
-        // rows); 49 wide (the seed's 394 UNet: three vectors and one lane); exactly one vector;
-        // a single pixel; 1 row of 17.
+        // blocks of four outputs with a remainder (of one and of three), rows of 9 (one short
+        // vector, tiles spanning rows); 49 wide (the seed's 394 UNet: three or six vectors and one
+        // lane); exactly one vector; a single pixel; 1 row of 17; 3 rows of 8 (three whole
+        // vectors, a part of AVX2's tile of four); 33 outputs (eight blocks of four and one).
         for (inC, outC, n, h, w) in [(6, 5, 3, 7, 9), (32, 16, 2, 5, 49), (16, 8, 2, 16, 16), (3, 6, 2, 1, 1),
-                                     (8, 4, 3, 1, 17)] {
+                                     (8, 4, 3, 1, 17), (5, 7, 2, 3, 8), (6, 33, 2, 2, 19)] {
             compareConvTranspose(ConvTranspose2dShape(inC: inC, outC: outC), Shape(n, inC, h, w))
+        }
+    }
+
+    /// ConvTranspose2d's direct forwards against the order cconvt.h gives, written out: each
+    /// y[p, 2i + a, 2j + b] sums w[q, p, a, b] x[q, i, j] over q in order, one FMA at a time from
+    /// zero, then adds bias[p]. Bit for bit on every kernel set the CPU runs, so that AVX2 and
+    /// AVX-512 give the same bits on a CPU that has only one of them. Widths of a short vector,
+    /// several vectors with one lane over, tiles spanning rows, blocks of outputs with a remainder.
+    func testConvTransposeForwardInItsOrder() throws {
+        guard !directKernels.isEmpty else {
+            XCTAssertFalse(ConvTranspose2dShape(inC: 8, outC: 4).runsDirect)
+            throw XCTSkip(noVectors)
+        }
+        for (inC, outC, n, h, w) in [(6, 5, 2, 7, 9), (32, 16, 1, 5, 49), (3, 6, 2, 3, 8), (17, 9, 1, 2, 33)] {
+            let s = ConvTranspose2dShape(inC: inC, outC: outC), ys = s.outputShape(Shape(n, inC, h, w))
+            let x = random(n * inC * h * w), weight = random(s.weightCount, scale: 0.3), bias = random(outC)
+            var expected = [Float](repeating: .nan, count: ys.count)
+            for image in 0..<n {
+                for p in 0..<outC {
+                    for i in 0..<h {
+                        for j in 0..<w {
+                            for tap in 0..<4 {
+                                let a = tap / 2, b = tap % 2
+                                var sum: Float = 0
+                                for q in 0..<inC {
+                                    sum = sum.addingProduct(weight[(q * outC + p) * 4 + tap],
+                                                            x[((image * inC + q) * h + i) * w + j])
+                                }
+                                expected[((image * outC + p) * ys.h + 2 * i + a) * ys.w + 2 * j + b] = sum + bias[p]
+                            }
+                        }
+                    }
+                }
+            }
+            for kernels in directKernels {
+                vectorKernels = kernels
+                for threads in [1, 2] {
+                    setComputeThreads(threads)
+                    var y = [Float](repeating: .nan, count: ys.count)
+                    convTranspose2dForward(&y, x, weight: weight, bias: bias, batch: n, height: h, width: w, s,
+                                           workspace: Workspace())
+                    XCTAssertEqual(y.map(\.bitPattern), expected.map(\.bitPattern),
+                                   "\(inC)->\(outC) \(h)x\(w), \(kernels), \(threads) threads")
+                }
+            }
         }
     }
 
     /// The up-sampling written into padded planes gives, bit for bit, the up-sampling padded
     /// afterwards (`padTopLeftForward`), zeros included.
     func testConvTransposeIntoPaddedPlanes() throws {
-        guard avx512Available else { XCTAssertFalse(ConvTranspose2dShape(inC: 8, outC: 4).runsDirect); throw XCTSkip(noAVX512) }
-        for (inC, outC, n, h, w, top, left) in [(8, 4, 2, 3, 5, 1, 1), (16, 8, 2, 9, 17, 0, 0), (6, 5, 1, 4, 4, 2, 0),
-                                                (6, 5, 2, 2, 20, 0, 3)] {
-            let s = ConvTranspose2dShape(inC: inC, outC: outC), ys = s.outputShape(Shape(n, inC, h, w))
-            let x = random(n * inC * h * w), w8 = random(s.weightCount, scale: 0.3), b = random(outC)
-            let paddedCount = n * outC * (ys.h + top) * (ys.w + left)
-            var y = [Float](repeating: .nan, count: ys.count), expected = [Float](repeating: .nan, count: paddedCount)
-            var padded = [Float](repeating: .nan, count: paddedCount)
-            for threads in [1, 2] {
-                setComputeThreads(threads)
-                convTranspose2dForward(&y, x, weight: w8, bias: b, batch: n, height: h, width: w, s, workspace: Workspace())
-                padTopLeftForward(&expected, y, planes: n * outC, height: ys.h, width: ys.w, top: top, left: left)
-                convTranspose2dForwardPadded(&padded, x, weight: w8, bias: b, batch: n, height: h, width: w, s, top: top,
-                                             left: left, workspace: Workspace())
-                XCTAssertEqual(padded.map(\.bitPattern), expected.map(\.bitPattern), "\(inC)->\(outC) \(h)x\(w) +\(top),+\(left)")
+        guard !directKernels.isEmpty else {
+            XCTAssertFalse(ConvTranspose2dShape(inC: 8, outC: 4).runsDirect)
+            throw XCTSkip(noVectors)
+        }
+        for kernels in directKernels {
+            vectorKernels = kernels
+            for (inC, outC, n, h, w, top, left) in [(8, 4, 2, 3, 5, 1, 1), (16, 8, 2, 9, 17, 0, 0), (6, 5, 1, 4, 4, 2, 0),
+                                                    (6, 5, 2, 2, 20, 0, 3)] {
+                let s = ConvTranspose2dShape(inC: inC, outC: outC), ys = s.outputShape(Shape(n, inC, h, w))
+                let x = random(n * inC * h * w), w8 = random(s.weightCount, scale: 0.3), b = random(outC)
+                let paddedCount = n * outC * (ys.h + top) * (ys.w + left)
+                var y = [Float](repeating: .nan, count: ys.count), expected = [Float](repeating: .nan, count: paddedCount)
+                var padded = [Float](repeating: .nan, count: paddedCount)
+                for threads in [1, 2] {
+                    setComputeThreads(threads)
+                    convTranspose2dForward(&y, x, weight: w8, bias: b, batch: n, height: h, width: w, s,
+                                           workspace: Workspace())
+                    padTopLeftForward(&expected, y, planes: n * outC, height: ys.h, width: ys.w, top: top, left: left)
+                    convTranspose2dForwardPadded(&padded, x, weight: w8, bias: b, batch: n, height: h, width: w, s,
+                                                 top: top, left: left, workspace: Workspace())
+                    XCTAssertEqual(padded.map(\.bitPattern), expected.map(\.bitPattern),
+                                   "\(inC)->\(outC) \(h)x\(w) +\(top),+\(left), \(kernels)")
+                }
             }
         }
     }
 
+    /// Every kernel set this CPU runs against the portable path (im2col + OpenBLAS), within
+    /// float32's rounding; the direct forwards of AVX2 and AVX-512 give the same bits.
     func compareConvTranspose(_ s: ConvTranspose2dShape, _ xs: Shape, file: StaticString = #filePath, line: UInt = #line) {
         let ys = s.outputShape(xs)
         let x = random(xs.count), w = random(s.weightCount, scale: 0.3), b = random(s.outC), dy = random(ys.count)
-        var results: [[Float]] = []
-        for avx in [false, true] {
-            vectorKernels = avx ? .avx512 : .portable
-            XCTAssertEqual(s.runsDirect, avx, file: file, line: line)
+        var results: [[Float]] = [], directForwards: [[Float]] = []
+        for kernels in availableVectorKernels {
+            vectorKernels = kernels
+            XCTAssertEqual(s.runsDirect, kernels != .portable, file: file, line: line)
             for threads in [1, 2] {
                 setComputeThreads(threads)
                 let ws = Workspace()
@@ -254,9 +313,14 @@ final class VectorKernelTests: XCTestCase {
                 convTranspose2dBackward(dx: &dx, dweight: &dw, dbias: &db, dy: dy, x: x, weight: w, batch: xs.n,
                                         height: xs.h, width: xs.w, s, workspace: ws)
                 results.append(y + dx + dw + db)
+                if kernels != .portable { directForwards.append(y) }
             }
         }
         for r in results.dropFirst() { assertClose(r, results[0], "convT \(s) \(xs)", file: file, line: line) }
+        for y in directForwards.dropFirst() {
+            XCTAssertEqual(y.map(\.bitPattern), directForwards[0].map(\.bitPattern), "convT \(s) \(xs)", file: file,
+                           line: line)
+        }
     }
 
     /// A convolution whose input is a BatchNorm's output with its ReLU, computed inside the weight
@@ -302,22 +366,25 @@ final class VectorKernelTests: XCTestCase {
         }
     }
 
-    /// MaxPool2d(2) forward and backward (assigned and accumulated) against the portable loops,
-    /// bit for bit: odd heights and widths (dropped row and column), rows shorter than, equal to
-    /// and longer than a vector's 32 input columns, ties (the first in scan order wins), NaN,
-    /// and signed zeros.
+    /// MaxPool2d(2) forward and backward (assigned and accumulated), AVX2 and AVX-512, against the
+    /// portable loops, bit for bit: odd heights and widths (dropped row and column), rows shorter
+    /// than, equal to and longer than a vector's 32 (AVX2: 16) input columns, ties (the first in
+    /// scan order wins), NaN, and signed zeros (in x, and -0.0 in the dx the backward adds to).
     func testMaxPoolAgainstPortable() throws {
-        guard avx512Available else { XCTAssertFalse(avx512Kernels); throw XCTSkip(noAVX512) }
-        for (h, w) in [(1, 1), (2, 2), (3, 5), (4, 31), (5, 32), (2, 33), (6, 64), (3, 67)] {
+        guard !directKernels.isEmpty else { XCTAssertEqual(vectorKernels, .portable); throw XCTSkip(noVectors) }
+        for (h, w) in [(1, 1), (2, 2), (3, 5), (3, 9), (2, 16), (2, 18), (4, 31), (5, 32), (2, 33), (6, 64),
+                        (3, 67)] {
             let planes = 3, count = planes * h * w, oh = h / 2, ow = w / 2
             // Few distinct values, so that windows tie; a NaN and signed zeros among them.
             var x = (0..<count).map { _ in Float(Int(rng.next() % 4)) - 1.5 }
             for i in stride(from: 0, to: count, by: 7) { x[i] = i % 2 == 0 ? 0 : -0.0 }
             if count > 10 { x[count / 2] = .nan }
-            let dy = random(planes * oh * ow), start = random(count)
+            let dy = random(planes * oh * ow)
+            var start = random(count)
+            for i in stride(from: 1, to: count, by: 5) { start[i] = -0.0 }
             var outputs: [[Float]] = []
-            for avx in [false, true] {
-                vectorKernels = avx ? .avx512 : .portable
+            for kernels in availableVectorKernels {
+                vectorKernels = kernels
                 var y = [Float](repeating: 7, count: planes * oh * ow)
                 maxPool2Forward(&y, x, planes: planes, height: h, width: w)
                 var assigned = [Float](repeating: 7, count: count), added = start
@@ -325,7 +392,9 @@ final class VectorKernelTests: XCTestCase {
                 maxPool2Backward(dx: &added, dy: dy, x: x, planes: planes, height: h, width: w, accumulate: true)
                 outputs.append(y + assigned + added)
             }
-            XCTAssertEqual(outputs[0].map(\.bitPattern), outputs[1].map(\.bitPattern), "\(h)x\(w)")
+            for (kernels, output) in zip(availableVectorKernels, outputs).dropFirst() {
+                XCTAssertEqual(output.map(\.bitPattern), outputs[0].map(\.bitPattern), "\(h)x\(w), \(kernels)")
+            }
         }
     }
 
@@ -430,20 +499,22 @@ final class VectorKernelTests: XCTestCase {
     /// BCEWithLogits with libmvec's vector expf and log1pf against the scalar ones, over logits
     /// from -90 to 90 (where exp(-|x|) underflows) and a length that leaves a tail.
     func testBCEWithLogitsAgainstScalar() throws {
-        guard avx512Available else { XCTAssertFalse(avx512Kernels); throw XCTSkip(noAVX512) }
-        let n = 1000
+        guard !directKernels.isEmpty else { XCTAssertEqual(vectorKernels, .portable); throw XCTSkip(noVectors) }
+        let n = 1003
         let logits = (0..<n).map { i -> Float in i % 10 == 0 ? Float(i % 200) - 100 : 4 * rng.normal() }
         let targets = (0..<n).map { Float($0 % 3 == 0 ? 1 : 0) }
         var sums: [Double] = [], grads: [[Float]] = []
-        for avx in [false, true] {
-            vectorKernels = avx ? .avx512 : .portable
+        for kernels in availableVectorKernels {
+            vectorKernels = kernels
             var d = [Float](repeating: .nan, count: n)
             sums.append(bceWithLogits(dlogits: &d, logits: logits, targets: targets, count: n, gradScale: 0.5))
             grads.append(d)
         }
-        XCTAssertEqual(sums[1], sums[0], accuracy: 1e-6 * abs(sums[0]))
-        for i in 0..<n {
-            XCTAssertEqual(grads[1][i], grads[0][i], accuracy: 2e-7, "logit \(logits[i])")
+        for (k, kernels) in availableVectorKernels.enumerated().dropFirst() {
+            XCTAssertEqual(sums[k], sums[0], accuracy: 1e-6 * abs(sums[0]), "\(kernels)")
+            for i in 0..<n {
+                XCTAssertEqual(grads[k][i], grads[0][i], accuracy: 2e-7, "logit \(logits[i]), \(kernels)")
+            }
         }
     }
 }

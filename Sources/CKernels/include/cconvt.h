@@ -4,8 +4,8 @@
 #include <stddef.h>
 
 /// ConvTranspose2d with a 2x2 kernel at stride 2 (the up blocks' up-sampling), forward, with
-/// AVX-512: each input pixel paints its own 2x2 patch of the output, so an output row is two
-/// 1x1 convolutions of one input row (kernel columns 0 and 1) with their lanes interleaved.
+/// AVX-512 or AVX2: each input pixel paints its own 2x2 patch of the output, so an output row is
+/// two 1x1 convolutions of one input row (kernel columns 0 and 1) with their lanes interleaved.
 /// The sums stay in registers and each output is stored once: no column matrix, no col2im.
 
 /// Floats `cconvt2x2_pack` writes for `inputs` and `outputs` channels.
@@ -27,6 +27,10 @@ size_t cconvt2x2_tile_count(int inputs);
 void cconvt2x2_forward(float *y, size_t out_width, size_t out_plane, const float *x, const float *packed,
                        const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
                        float *tile);
+/// The same with AVX2 and FMA (the same bits), for CPUs without AVX-512.
+void cconvt2x2_forward_avx2(float *y, size_t out_width, size_t out_plane, const float *x, const float *packed,
+                            const float *bias, int inputs, int outputs, int height, int width, int row0, int row1,
+                            float *tile);
 #endif
 
 #endif
