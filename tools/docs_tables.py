@@ -253,6 +253,25 @@ def icbm_fusion():
                    f"gray matter {d['true_mm3']['gm']:,} mm^3.)"])
 
 
+def icbm_fusion_seeds():
+    d = load("icbm_fusion_seeds.json")
+    passes = ["axial", "coronal", "sagittal"]
+
+    def volumes(t, tissue):
+        errors = " / ".join(f"{100 * t[p][tissue + '_volume_error']:+.2f}" for p in passes)
+        return f"{errors} -> {100 * t['fusion'][tissue + '_volume_error']:+.2f}"
+
+    def dice(t, tissue):
+        best = max(t[p][tissue + "_dice"] for p in passes)
+        return f"{best:.4f} -> {t['fusion'][tissue + '_dice']:.4f}"
+
+    rows = [[t["seed"], f"{t['best_test_iou']:.4f} ({t['best_epoch']})", volumes(t, "wm"), volumes(t, "gm"),
+             dice(t, "wm"), dice(t, "gm")] for t in d["trainings"]]
+    return table(["seed", "test IoU (epoch)", "WM volume error %, axial / coronal / sagittal -> fusion",
+                  "GM volume error %, the same", "WM Dice, best pass -> fusion", "GM Dice, the same"],
+                 rows) + [""] + caption(d)
+
+
 def headline():
     u = {(r["size"], r["threads"]): r for r in load("vs_pytorch_unet.json")["results"]}
     rn = {r["threads"]: r for r in load("vs_pytorch_resnet.json")["results"]}
@@ -331,6 +350,7 @@ TABLES = {
     "bf16-step-394": lambda: bf16_step("precision_step_394.json"),
     "icbm-test-iou": icbm_test_iou,
     "icbm-fusion": icbm_fusion,
+    "icbm-fusion-seeds": icbm_fusion_seeds,
     "vs-pytorch-mixed": lambda: vs_pytorch_mixed("vs_pytorch_mixed.json"),
     "vs-pytorch-mixed-394": lambda: vs_pytorch_mixed("vs_pytorch_mixed_394.json"),
     "vs-pytorch-avx2": lambda: vs_pytorch_mixed("vs_pytorch_avx2.json"),
