@@ -104,27 +104,6 @@ AVX512 void cconvt2x2_forward(float *y, size_t out_width, size_t out_plane, cons
 enum { L8 = 8, TV8 = 4, OR = 1 };
 _Static_assert(TV8 * L8 <= TV * LANES, "cconvt2x2_tile_count covers the AVX2 tile");
 
-/// The first n (0 to 8) floats of `from` in the lanes, zeros past them: no load past the row.
-AVX2 static INLINE __m256 load_first(const float *from, int n) {
-    if (n == L8) return _mm256_loadu_ps(from);
-    float lanes[L8] = {0};
-    for (int j = 0; j < n; j++) lanes[j] = from[j];
-    return _mm256_loadu_ps(lanes);
-}
-
-/// The first n (0 to 16) floats of lo, then hi, to `to`: no store past the row.
-AVX2 static INLINE void store_first(float *to, __m256 lo, __m256 hi, int n) {
-    if (n == 2 * L8) {
-        _mm256_storeu_ps(to, lo);
-        _mm256_storeu_ps(to + L8, hi);
-        return;
-    }
-    float lanes[2 * L8];
-    _mm256_storeu_ps(lanes, lo);
-    _mm256_storeu_ps(lanes + L8, hi);
-    for (int j = 0; j < n; j++) to[j] = lanes[j];
-}
-
 AVX2 void cconvt2x2_forward_avx2(float *y, size_t out_width, size_t out_plane, const float *x, const float *packed,
                                  const float *bias, int inputs, int outputs, int height, int width, int row0,
                                  int row1, float *tile) {
@@ -144,7 +123,7 @@ AVX2 void cconvt2x2_forward_avx2(float *y, size_t out_width, size_t out_plane, c
         }
         for (int q = 0; q < inputs; q++)
             for (int s = 0; s < TV8; s++)
-                _mm256_storeu_ps(tile + (q * TV8 + s) * L8, load_first(x + q * plane + in[s], n[s]));
+                _mm256_storeu_ps(tile + (q * TV8 + s) * L8, load_first8(x + q * plane + in[s], n[s]));
         for (int b = 0; b * OB < outputs; b++)
             for (int a = 0; a < 2; a++)
                 for (int h = 0; h * OR < OB && b * OB + h * OR < outputs; h++) {
@@ -167,16 +146,15 @@ AVX2 void cconvt2x2_forward_avx2(float *y, size_t out_width, size_t out_plane, c
                         float *yo = y + (size_t)(p0 + o) * out_plane + (size_t)a * ow;
                         for (int s = 0; s < TV8 && n[s] > 0; s++) {
                             // Output columns 2j and 2j + 1 are kernel columns 0 and 1 of input column j.
-                            __m256 pairs_lo = _mm256_unpacklo_ps(acc[o][0][s], acc[o][1][s]);
-                            __m256 pairs_hi = _mm256_unpackhi_ps(acc[o][0][s], acc[o][1][s]);
-                            __m256 lo = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x20);
-                            __m256 hi = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x31);
+                            __m256 lo, hi;
+                            interleave8(acc[o][0][s], acc[o][1][s], &lo, &hi);
                             if (bias) {
                                 __m256 bv = _mm256_set1_ps(bias[p0 + o]);
                                 lo = _mm256_add_ps(lo, bv);
                                 hi = _mm256_add_ps(hi, bv);
                             }
-                            store_first(yo + out[s], lo, hi, 2 * n[s]);
+                            store_first8(yo + out[s], lo, 2 * n[s]);
+                            if (n[s] > L8 / 2) store_first8(yo + out[s] + L8, hi, 2 * n[s] - L8);
                         }
                     }
                 }

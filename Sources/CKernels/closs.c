@@ -20,6 +20,18 @@ static inline float bce_gradient(float x, float t, float e, float scale) {
     return ((x >= 0 ? 1 / (1 + e) : e / (1 + e)) - t) * scale;
 }
 
+/// Elements [i, n) with the scalar expf and log1pf, their terms added to `sum`: the portable
+/// path, and the vector paths' last elements.
+static double bce_scalar(double sum, float *dlogits, const float *logits, const float *targets, long i, long n,
+                         float scale) {
+    for (; i < n; i++) {
+        float x = logits[i], t = targets[i], e = expf(-fabsf(x));
+        sum += bce_term(x, t, e);
+        if (dlogits) dlogits[i] = bce_gradient(x, t, e, scale);
+    }
+    return sum;
+}
+
 #if HAVE_AVX512
 AVX512 static double bce_avx512(float *dlogits, const float *logits, const float *targets, long n, float scale) {
     const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1), vscale = _mm512_set1_ps(scale);
@@ -38,12 +50,7 @@ AVX512 static double bce_avx512(float *dlogits, const float *logits, const float
         }
     }
     double sum = _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
-    for (; i < n; i++) {
-        float x = logits[i], t = targets[i], e = expf(-fabsf(x));
-        sum += bce_term(x, t, e);
-        if (dlogits) dlogits[i] = bce_gradient(x, t, e, scale);
-    }
-    return sum;
+    return bce_scalar(sum, dlogits, logits, targets, i, n, scale);
 }
 
 AVX2 static double bce_avx2(float *dlogits, const float *logits, const float *targets, long n, float scale) {
@@ -66,12 +73,7 @@ AVX2 static double bce_avx2(float *dlogits, const float *logits, const float *ta
     double lanes[4];
     _mm256_storeu_pd(lanes, _mm256_add_pd(lo, hi));
     double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-    for (; i < n; i++) {
-        float x = logits[i], t = targets[i], e = expf(-fabsf(x));
-        sum += bce_term(x, t, e);
-        if (dlogits) dlogits[i] = bce_gradient(x, t, e, scale);
-    }
-    return sum;
+    return bce_scalar(sum, dlogits, logits, targets, i, n, scale);
 }
 #endif
 
@@ -83,11 +85,5 @@ double closs_bce_with_logits(float *dlogits, const float *logits, const float *t
     if (vectors == 1) return bce_avx512(dlogits, logits, targets, n, grad_scale);
     if (vectors == 2) return bce_avx2(dlogits, logits, targets, n, grad_scale);
 #endif
-    double sum = 0;
-    for (long i = 0; i < n; i++) {
-        float x = logits[i], t = targets[i], e = expf(-fabsf(x));
-        sum += bce_term(x, t, e);
-        if (dlogits) dlogits[i] = bce_gradient(x, t, e, grad_scale);
-    }
-    return sum;
+    return bce_scalar(0, dlogits, logits, targets, 0, n, grad_scale);
 }

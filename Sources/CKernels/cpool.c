@@ -93,28 +93,9 @@ AVX2 static INLINE __m256 swift_max8(__m256 x, __m256 y) {
     return _mm256_blendv_ps(x, y, _mm256_cmp_ps(y, x, _CMP_GE_OQ));
 }
 
-/// The first n (0 to 8) floats at p in the lanes, zeros past them: no load past the row.
-AVX2 static INLINE __m256 load8(const float *p, int n) {
-    if (n >= L8) return _mm256_loadu_ps(p);
-    float lanes[L8] = {0};
-    for (int j = 0; j < n; j++) lanes[j] = p[j];
-    return _mm256_loadu_ps(lanes);
-}
-
-/// The first n (0 to 8) lanes of v to p: no store past the row.
-AVX2 static INLINE void store8(float *p, __m256 v, int n) {
-    if (n >= L8) {
-        _mm256_storeu_ps(p, v);
-        return;
-    }
-    float lanes[L8];
-    _mm256_storeu_ps(lanes, v);
-    for (int j = 0; j < n; j++) p[j] = lanes[j];
-}
-
 /// Columns 2i and 2i + 1 of 2n floats at p (n <= 8), as lane i of `even` and `odd`.
 AVX2 static INLINE void split_columns8(const float *p, int n, __m256 *even, __m256 *odd) {
-    __m256 lo = load8(p, 2 * n), hi = n > L8 / 2 ? load8(p + L8, 2 * n - L8) : _mm256_setzero_ps();
+    __m256 lo = load_first8(p, 2 * n), hi = n > L8 / 2 ? load_first8(p + L8, 2 * n - L8) : _mm256_setzero_ps();
     // Within each 128-bit half: lo's even (odd) columns, then hi's; then the halves' middle
     // 64-bit quarters swapped.
     __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
@@ -126,13 +107,13 @@ AVX2 static INLINE void split_columns8(const float *p, int n, __m256 *even, __m2
 /// The inverse: lane i of `even` and `odd` to columns 2i and 2i + 1 of 2n floats at p, added
 /// to what p holds with `accumulate`.
 AVX2 static INLINE void join_columns8(float *p, int n, __m256 even, __m256 odd, int accumulate) {
-    __m256 pairs_lo = _mm256_unpacklo_ps(even, odd), pairs_hi = _mm256_unpackhi_ps(even, odd);
-    __m256 lo = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x20), hi = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x31);
-    if (accumulate) lo = _mm256_add_ps(lo, load8(p, 2 * n));
-    store8(p, lo, 2 * n);
+    __m256 lo, hi;
+    interleave8(even, odd, &lo, &hi);
+    if (accumulate) lo = _mm256_add_ps(lo, load_first8(p, 2 * n));
+    store_first8(p, lo, 2 * n);
     if (n <= L8 / 2) return;
-    if (accumulate) hi = _mm256_add_ps(hi, load8(p + L8, 2 * n - L8));
-    store8(p + L8, hi, 2 * n - L8);
+    if (accumulate) hi = _mm256_add_ps(hi, load_first8(p + L8, 2 * n - L8));
+    store_first8(p + L8, hi, 2 * n - L8);
 }
 
 AVX2 void cpool2_forward_avx2(float *y, const float *x, int height, int width) {
@@ -144,7 +125,7 @@ AVX2 void cpool2_forward_avx2(float *y, const float *x, int height, int width) {
             __m256 a, b, c, d;
             split_columns8(r0 + 2 * ox, n, &a, &b);
             split_columns8(r1 + 2 * ox, n, &c, &d);
-            store8(y + (size_t)oy * ow + ox, swift_max8(swift_max8(a, b), swift_max8(c, d)), n);
+            store_first8(y + (size_t)oy * ow + ox, swift_max8(swift_max8(a, b), swift_max8(c, d)), n);
         }
     }
 }
@@ -168,7 +149,7 @@ AVX2 void cpool2_backward_avx2(float *dx, const float *dy, const float *x, int h
             __m256 wc = _mm256_andnot_ps(td, tc), wb = _mm256_andnot_ps(_mm256_or_ps(tc, td), tb);
             __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
             __m256 wa = _mm256_andnot_ps(_mm256_or_ps(tb, _mm256_or_ps(tc, td)), all);
-            __m256 g = load8(dy + (size_t)oy * ow + ox, n);
+            __m256 g = load_first8(dy + (size_t)oy * ow + ox, n);
             join_columns8(dx + r0 + 2 * ox, n, _mm256_and_ps(wa, g), _mm256_and_ps(wb, g), accumulate);
             join_columns8(dx + r1 + 2 * ox, n, _mm256_and_ps(wc, g), _mm256_and_ps(td, g), accumulate);
         }

@@ -34,6 +34,34 @@ AVX512 static INLINE __m512d low_half(__m512 v) { return _mm512_cvtps_pd(_mm512_
 AVX512 static INLINE __m512d high_half(__m512 v) {
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
+
+/// `interleave` on eight lanes: lane i of `even` and `odd` to lanes 2i and 2i + 1 of 16.
+AVX2 static INLINE void interleave8(__m256 even, __m256 odd, __m256 *lo, __m256 *hi) {
+    __m256 pairs_lo = _mm256_unpacklo_ps(even, odd), pairs_hi = _mm256_unpackhi_ps(even, odd);
+    *lo = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x20);
+    *hi = _mm256_permute2f128_ps(pairs_lo, pairs_hi, 0x31);
+}
+
+/// The first n (0 to 8) floats at p in the lanes, zeros past them: no load past the row (AVX2's
+/// masked loads need not suppress faults for the lanes they skip).
+AVX2 static INLINE __m256 load_first8(const float *p, int n) {
+    if (n >= 8) return _mm256_loadu_ps(p);
+    float lanes[8] = {0};
+    for (int j = 0; j < n; j++) lanes[j] = p[j];
+    return _mm256_loadu_ps(lanes);
+}
+
+/// The first n (0 to 8) lanes of v to p: no store past the row (and no masked store, slow on
+/// Zen 2 and 3).
+AVX2 static INLINE void store_first8(float *p, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, v);
+    for (int j = 0; j < n; j++) p[j] = lanes[j];
+}
 #endif
 
 #endif
